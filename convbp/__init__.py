@@ -1,0 +1,17 @@
+"""convbp: the gradient of a 2-D convolution with respect to its input, NHWC and NCHW.
+
+One Cython kernel -- a GEMM through SciPy's BLAS into a cache-sized column buffer, then a col2im
+scatter-add through strides -- serves every layout and every entry point.
+"""
+
+from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
+from ._tf import conv2d_backprop_input
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv2d_backprop_input",
+    "default_num_threads",
+    "get_workspace_limit",
+    "set_workspace_limit",
+]

@@ -1,0 +1,255 @@
+"""The one path every entry point takes to the kernel: arrays, dtypes, threads, workspace.
+
+Entry points translate their API (TensorFlow or PyTorch conventions) into logical NHWC views and
+a :class:`ConvGeometry`; :func:`backprop_input` checks the arrays against each other, picks the
+memory orientations, bounds the workspace, holds BLAS to one thread and calls the kernel.
+"""
+
+import os
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import _kernels
+from ._geometry import MAX_DIM
+
+__all__ = ["backprop_input", "get_workspace_limit", "set_workspace_limit", "default_num_threads"]
+
+_TooHardError = getattr(np, "exceptions", np).TooHardError
+_COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_STORAGE_DTYPES = _COMPUTE_DTYPES + (np.dtype(np.float16),)
+
+# Column buffers of one call stay within this many bytes in total (all threads together).
+_workspace_limit = 64 * 2**20
+# Per-thread column buffer aimed at the core's L2 cache: a chunk is produced by GEMM and consumed
+# by col2im while it is still hot.
+_CHUNK_TARGET_BYTES = 512 * 2**10
+
+
+def get_workspace_limit():
+    """Bytes the column buffers of one call may use in total (default 64 MiB)."""
+    return _workspace_limit
+
+
+def set_workspace_limit(nbytes):
+    """Set the total bytes the column buffers of one call may use; returns the previous limit.
+
+    A column buffer always holds at least one output pixel's taps (KH*KW*C_in/groups values per
+    thread), so a limit below that is exceeded by that one row, with fewer threads.
+    """
+    global _workspace_limit
+    nbytes = int(nbytes)
+    if nbytes < 1:
+        raise ValueError(f"nbytes must be positive, got {nbytes}")
+    previous, _workspace_limit = _workspace_limit, nbytes
+    return previous
+
+
+def default_num_threads():
+    """The cores this process may run on (``os.sched_getaffinity`` where available)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
+# concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+_controller = None
+
+
+@contextmanager
+def _single_threaded_blas():
+    global _blas_users, _blas_limiter, _controller
+    with _blas_lock:
+        if _blas_users == 0:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
+                _controller = ThreadpoolController()
+            _blas_limiter = _controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Array checks.
+
+def as_float_array(value, name, dtype=None):
+    """``value`` as a float16/32/64 ndarray in native byte order (a copy only if it must be).
+
+    Nested lists become arrays as NumPy functions make them; a non-array takes ``dtype`` when
+    given, so a list can meet an array of either precision.
+    """
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    if value.dtype.kind != "f" or value.dtype.newbyteorder("=") not in _STORAGE_DTYPES:
+        raise TypeError(f"{name} has dtype {value.dtype}; expected float16, float32 or float64")
+    if not value.dtype.isnative or not value.flags.aligned:
+        value = value.astype(value.dtype.newbyteorder("="), order="K")
+    return value
+
+
+def common_dtype(filter, out_backprop, names=("filter", "out_backprop")):
+    """Both operands as arrays of one float dtype; a mismatch between arrays is a TypeError."""
+    f_is_array = isinstance(filter, np.ndarray)
+    g_is_array = isinstance(out_backprop, np.ndarray)
+    if f_is_array and not g_is_array:
+        filter = as_float_array(filter, names[0])
+        out_backprop = as_float_array(out_backprop, names[1], filter.dtype)
+    else:
+        out_backprop = as_float_array(out_backprop, names[1])
+        filter = as_float_array(filter, names[0], out_backprop.dtype)
+    if filter.dtype != out_backprop.dtype:
+        raise TypeError(f"dtype mismatch: {names[0]} is {filter.dtype} but {names[1]} is "
+                        f"{out_backprop.dtype}; they must have the same dtype")
+    return filter, out_backprop
+
+
+def check_out(out, shape, dtype, inputs):
+    """``out`` must be a writable native array of ``shape`` and ``dtype`` sharing no memory
+    with ``inputs`` (a sequence of (name, array))."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}; expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}; expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not out.flags.aligned:
+        raise ValueError("out is not aligned to its dtype; pass an aligned array")
+    for name, arr in inputs:
+        try:
+            overlap = np.shares_memory(out, arr, max_work=10**6)
+        except _TooHardError:
+            overlap = True
+        if overlap:
+            raise ValueError(f"out overlaps {name}; it must not share memory with an input")
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 2**40
+
+
+def check_result_size(shape, dtype, name):
+    """Refuse a result that could not be allocated, naming the argument that set its size."""
+    nbytes = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > _physical_memory():
+        raise ValueError(f"{name} {tuple(shape)} asks for a {nbytes / 2**30:.3g} GiB result, "
+                         f"more than this machine's memory")
+
+
+def _blas_matrix(dy):
+    """How BLAS reads each image of dy (N, OH, OW, F): (dy, pixel_major, ld), copying if needed.
+
+    An image is used in place when it is a matrix BLAS can address: pixel-major (channels at unit
+    stride, pixels evenly spaced: NHWC memory) or channel-major (pixels at unit stride: NCHW).
+    Anything else (negative or zero strides, a crop along W) is copied once, pixel-major.
+    """
+    _, oh, ow, f = dy.shape
+    pixels = oh * ow
+    s_oh, s_ow, s_f = (s // dy.itemsize for s in dy.strides[1:])
+    if oh == 1:
+        ps = s_ow
+    elif ow == 1:
+        ps = s_oh
+    else:
+        ps = s_ow if s_oh == ow * s_ow else None
+    if ps is not None:
+        if (f == 1 or s_f == 1) and (pixels == 1 or f <= ps <= _kernels.BLAS_INT_MAX):
+            return dy, True, (ps if pixels > 1 else f)
+        if (pixels == 1 or ps == 1) and (f == 1 or pixels <= s_f <= _kernels.BLAS_INT_MAX):
+            return dy, False, (s_f if f > 1 else pixels)
+    return np.ascontiguousarray(dy), True, f
+
+
+def _band_rows(n, geometry):
+    """Input rows per work unit: whole images, unless there are too few to share among cores.
+
+    Depends on the geometry and the machine only -- never on num_threads -- so results are
+    bitwise identical for any thread count.  Band edges recompute the GEMM of the output rows
+    they share, so bands stay several kernel heights tall.
+    """
+    h = geometry.in_hw[0]
+    units_wanted = 2 * default_num_threads()
+    if n >= units_wanted or h <= 1:
+        return max(h, 1)
+    reach = (geometry.kernel_hw[0] - 1) * geometry.dilations[0] + 1
+    min_rows = max(4 * reach, 8)
+    bands = max(1, min(-(-units_wanted // n), h // min_rows))
+    return -(-h // bands)
+
+
+def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
+    """Write the input gradient into ``dx``; all arrays in logical NHWC axis order.
+
+    dy           (N, OH, OW, F), any strides
+    filter_hwio  (KH, KW, C/groups, F)
+    dx           (N, H, W, C) writable, any strides; fully overwritten
+    The caller has checked shapes against ``geometry`` and dtypes against each other.
+    """
+    n, h, w, c = dx.shape
+    f = dy.shape[3]
+    if dx.size == 0:
+        return dx
+    if dy.size == 0 or filter_hwio.size == 0:
+        dx[...] = 0
+        return dx
+    if dx.dtype == np.float16:  # accumulate in float32, store float16
+        dx32 = np.empty(dx.shape, np.float32)
+        backprop_input(dy.astype(np.float32), filter_hwio.astype(np.float32), dx32, geometry,
+                       groups, num_threads)
+        dx[...] = dx32
+        return dx
+
+    dy, dy_pixel_major, dy_ld = _blas_matrix(dy)
+    kh, kw = geometry.kernel_hw
+    taps = kh * kw * (c // groups)
+    if taps > _kernels.BLAS_INT_MAX or f > _kernels.BLAS_INT_MAX:
+        raise ValueError(f"filter is too large for BLAS: {taps} taps x {f} output channels")
+    wmat = np.ascontiguousarray(filter_hwio).reshape(taps, f)
+
+    # Column-buffer orientation: col2im's inner loop runs along the column buffer's unit stride,
+    # so make that the direction dx is densest in -- channels for NHWC memory, width for NCHW.
+    sxw, sxc = abs(dx.strides[2]), abs(dx.strides[3])
+    cols_pixel_major = sxc <= sxw
+
+    band = _band_rows(n, geometry)
+    units = n * -(-h // band)
+    threads = default_num_threads() if num_threads is None else num_threads
+    threads = max(1, min(threads, units))
+    row_bytes = taps * dx.itemsize
+    chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // threads) // row_bytes)
+    if chunk == 1 and row_bytes * threads > _workspace_limit:
+        threads = max(1, _workspace_limit // row_bytes)
+    workspace = np.empty((threads, chunk * taps), dx.dtype)
+
+    params = dict(H=h, W=w, C=c, OH=dy.shape[1], OW=dy.shape[2], F=f, KH=kh, KW=kw,
+                  groups=groups, stride_h=geometry.strides[0], stride_w=geometry.strides[1],
+                  dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
+                  pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
+                  band_rows=band, chunk_pixels=chunk)
+    with _single_threaded_blas():
+        _kernels.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
+                                cols_pixel_major, threads)
+    return dx

@@ -1,0 +1,179 @@
+"""Shape, stride and padding arithmetic shared by every entry point.
+
+Everything is computed in Python integers and checked before any allocation, so a nonsense size
+raises a ``ValueError`` naming the argument instead of overflowing in a kernel.
+"""
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+# Every size, stride, dilation and padding must stay below this, so that any index the kernels
+# form (a sum of a few products of two such numbers) fits comfortably in a 64-bit Py_ssize_t.
+MAX_DIM = 2**31 - 1
+
+_LAYOUT_AXES = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 2, 3, 1)}  # position of N, H, W, C
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """One 2-D convolution, in logical NHWC terms.
+
+    ``in_hw`` is the convolution's input (the gradient being computed), ``out_hw`` its output
+    (the incoming ``out_backprop``); output pixel (oh, ow) reads input rows
+    ``oh*stride_h - pad_top + kh*dilation_h`` for kh < KH (likewise columns).
+    """
+
+    in_hw: tuple
+    out_hw: tuple
+    kernel_hw: tuple
+    strides: tuple
+    dilations: tuple
+    pads: tuple  # ((top, bottom), (left, right))
+
+
+def check_data_format(data_format, allowed=("NHWC", "NCHW")):
+    if not isinstance(data_format, str) or data_format.upper() not in allowed:
+        raise ValueError(f"data_format must be one of {', '.join(allowed)}; got {data_format!r}")
+    return data_format.upper()
+
+
+def layout_axes(data_format):
+    """Positions of the logical (N, H, W, C) axes in an array of ``data_format`` order."""
+    return _LAYOUT_AXES[data_format]
+
+
+def as_int(value, name, *, minimum=None, maximum=MAX_DIM):
+    """``value`` as a Python int, refusing bools, floats and other non-integers."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must contain integers, got a bool ({value!r})")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must contain integers, got {value!r} "
+                        f"of type {type(value).__name__}") from None
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    if result > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {result}")
+    return result
+
+
+def int_list(value, name, *, minimum=None, maximum=MAX_DIM):
+    """A flat sequence (list, tuple or 1-D integer array) of ints."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a sequence of integers, got {value!r}")
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got an array of shape {value.shape}")
+        value = value.tolist()
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of integers, got {value!r}") from None
+    return [as_int(v, name, minimum=minimum, maximum=maximum) for v in items]
+
+
+def spatial_pair(value, name, data_format, *, minimum=1):
+    """An int, an (h, w) pair, or 4 ints in ``data_format`` order with 1 at N and C -> (h, w)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        v = as_int(value, name, minimum=minimum)
+        return v, v
+    values = int_list(value, name, minimum=minimum)
+    if len(values) == 2:
+        return tuple(values)
+    if len(values) == 4:
+        n, h, w, c = (values[i] for i in layout_axes(data_format))
+        if n != 1 or c != 1:
+            raise ValueError(f"{name} must be 1 in the batch and channel dimensions, got "
+                             f"{values} ({data_format})")
+        return h, w
+    raise ValueError(f"{name} must be an int, 2 ints (h, w) or 4 ints in {data_format} order; "
+                     f"got {len(values)} values: {values}")
+
+
+def tf_padding(padding, explicit_paddings, data_format):
+    """TensorFlow padding arguments -> "VALID", "SAME" or ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("VALID", "SAME", "EXPLICIT"):
+            raise ValueError(f"padding must be 'VALID', 'SAME', 'EXPLICIT' or "
+                             f"((top, bottom), (left, right)); got {padding!r}")
+        if mode != "EXPLICIT":
+            if explicit_paddings is not None and len(int_list(explicit_paddings,
+                                                              "explicit_paddings")) != 0:
+                raise ValueError(f"explicit_paddings must be empty unless padding is 'EXPLICIT' "
+                                 f"(padding={padding!r}, explicit_paddings={explicit_paddings!r})")
+            return mode
+        if explicit_paddings is None:
+            raise ValueError("explicit_paddings must be given (8 ints) when padding='EXPLICIT'")
+        pads = int_list(explicit_paddings, "explicit_paddings", minimum=0)
+        if len(pads) != 8:
+            raise ValueError(f"explicit_paddings must have 8 ints, (before, after) for each "
+                             f"dimension in {data_format} order; got {len(pads)}: {pads}")
+        pairs = [tuple(pads[2 * i:2 * i + 2]) for i in range(4)]
+        n, h, w, c = (pairs[i] for i in layout_axes(data_format))
+        if n != (0, 0) or c != (0, 0):
+            raise ValueError(f"explicit_paddings must be 0 in the batch and channel dimensions, "
+                             f"got {pads} ({data_format})")
+        return h, w
+    if explicit_paddings is not None and len(int_list(explicit_paddings, "explicit_paddings")):
+        raise ValueError("explicit_paddings must not be given when padding is a sequence of "
+                         "(before, after) pairs")
+    return explicit_pairs(padding, "padding")
+
+
+def explicit_pairs(padding, name):
+    """((top, bottom), (left, right)) from that nesting or from 4 ints top, bottom, left, right."""
+    if padding is None or isinstance(padding, (bytes, bool)):
+        raise TypeError(f"{name} must be a string or ((top, bottom), (left, right)); "
+                        f"got {padding!r}")
+    try:
+        items = list(padding)
+    except TypeError:
+        raise TypeError(f"{name} must be a string or ((top, bottom), (left, right)); "
+                        f"got {padding!r}") from None
+    if len(items) == 2 and all(not isinstance(v, (int, np.integer)) for v in items):
+        flat = [v for pair in items for v in int_list(pair, name, minimum=0)]
+        if len(flat) != 4:
+            raise ValueError(f"{name} must be ((top, bottom), (left, right)); got {padding!r}")
+    else:
+        flat = int_list(items, name, minimum=0)
+        if len(flat) != 4:
+            raise ValueError(f"{name} must be ((top, bottom), (left, right)) or 4 ints; "
+                             f"got {padding!r}")
+    return (flat[0], flat[1]), (flat[2], flat[3])
+
+
+def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
+    """Geometry of the forward convolution over ``in_hw`` (TensorFlow's size rules).
+
+    ``padding`` is "VALID", "SAME" (output ceil(in/stride), the odd extra pad at the bottom and
+    right) or explicit ((top, bottom), (left, right)).  Raises ``ValueError`` when the dilated
+    kernel does not fit in the padded input.
+    """
+    out, pads = [], []
+    for axis, name in enumerate(("height", "width")):
+        size, k, s, d = in_hw[axis], kernel_hw[axis], strides[axis], dilations[axis]
+        effective = (k - 1) * d + 1
+        if padding == "VALID":
+            before = after = 0
+        elif padding == "SAME":
+            o = -(-size // s)
+            total = max((o - 1) * s + effective - size, 0)
+            before, after = total // 2, total - total // 2
+        else:
+            before, after = padding[axis]
+            if max(before, after) > MAX_DIM:
+                raise ValueError(f"padding must be <= {MAX_DIM}, got {padding}")
+        padded = size + before + after
+        if padded < effective:
+            raise ValueError(
+                f"filter: the dilated kernel {name} ({k} taps, dilation {d}: {effective}) is "
+                f"larger than the padded input {name} {padded} ({size} + padding {before} + "
+                f"{after}); the output size would be negative")
+        out.append((padded - effective) // s + 1)
+        pads.append((before, after))
+    return ConvGeometry(tuple(in_hw), tuple(out), tuple(kernel_hw), tuple(strides),
+                        tuple(dilations), tuple(pads))

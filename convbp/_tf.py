@@ -1,0 +1,141 @@
+"""TensorFlow-convention entry points."""
+
+import numpy as np
+
+from . import _engine
+from ._geometry import (MAX_DIM, as_int, check_data_format, forward_geometry, int_list,
+                        layout_axes, spatial_pair, tf_padding)
+
+__all__ = ["conv2d_backprop_input"]
+
+
+def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, groups_in_depth, data_format):
+    """TensorFlow's ``input_sizes``: 4 ints in ``data_format`` order, or (H, W) with N taken from
+    out_backprop and C from the filter.  Returns logical (N, H, W, C)."""
+    if isinstance(input_sizes, np.ndarray) and input_sizes.ndim == 0:
+        raise ValueError(f"input_sizes must be a 1-D sequence of 4 (or 2) ints, got a 0-d array")
+    sizes = int_list(input_sizes, "input_sizes", minimum=0)
+    if len(sizes) == 4:
+        return tuple(sizes[i] for i in layout_axes(data_format))
+    if len(sizes) == 2:
+        n = out_backprop_shape[layout_axes(data_format)[0]]
+        return (n, sizes[0], sizes[1], filter_shape[2])
+    raise ValueError(f"input_sizes must have 4 ints ({data_format} order) or 2 ints (H, W); "
+                     f"got {len(sizes)}: {sizes}")
+
+
+def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *,
+                          data_format="NHWC", dilations=1, explicit_paddings=None, out=None,
+                          num_threads=None):
+    """Gradient of a 2-D convolution with respect to its input.
+
+    The semantics of TensorFlow's ``tf.raw_ops.Conv2DBackpropInput`` (and of
+    ``tf.nn.conv2d_transpose``), in NHWC and NCHW alike: the result is
+    ``dx[n, ih, iw, c] = sum dy[n, oh, ow, f] * filter[kh, kw, c, f]`` over every
+    ``ih = oh*stride_h - pad_top + kh*dilation_h`` (likewise for columns).
+
+    Parameters
+    ----------
+    input_sizes : sequence of 4 ints, or of 2 ints
+        Shape of the convolution's input in ``data_format`` order, or its ``(H, W)`` (N is then
+        taken from ``out_backprop`` and C from ``filter``).
+    filter : array_like of shape (KH, KW, C_in, C_out)
+        The convolution's filter (HWIO).  A copy is made if it is not C-contiguous (it is small).
+    out_backprop : array_like of shape (N, OH, OW, C_out) or (N, C_out, OH, OW)
+        Gradient with respect to the convolution's output, in ``data_format`` order.  Used in
+        place when each image is a matrix BLAS can read -- channels at unit stride with pixels
+        evenly spaced (NHWC memory), or pixels at unit stride (NCHW memory); otherwise (negative
+        or zero strides, a crop along W) it is copied once.
+    strides : int, (int, int) or 4 ints
+        Stride of the convolution; 4 ints are in ``data_format`` order with 1 at N and C.
+    padding : {"VALID", "SAME", "EXPLICIT"} or ((top, bottom), (left, right))
+        "SAME" gives an output of ``ceil(in / stride)`` with any odd extra padding at the bottom
+        and right, as TensorFlow does.  "EXPLICIT" takes ``explicit_paddings``.
+    data_format : {"NHWC", "NCHW"}, default "NHWC"
+        Layout of ``input_sizes``, ``out_backprop``, the result and the 4-int strides.
+    dilations : int, (int, int) or 4 ints, default 1
+        Dilation of the filter, as ``strides``.
+    explicit_paddings : sequence of 8 ints, optional
+        With ``padding="EXPLICIT"``: (before, after) for each dimension in ``data_format`` order,
+        zeros at N and C.
+    out : ndarray, optional
+        Where to write the result: the input's shape in ``data_format`` order and the dtype of
+        the operands, any strides (for instance a view into a larger array).  Written in place
+        (nothing outside it is touched) and returned.  It must not overlap the operands.
+    num_threads : int, optional
+        Threads to use; default all cores this process may run on.
+
+    Returns
+    -------
+    ndarray of shape ``input_sizes``
+        The input gradient in ``data_format`` order, C-contiguous unless ``out`` was given, with
+        the dtype of ``filter`` and ``out_backprop`` (float32 or float64; float16 is computed in
+        float32 and rounded).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For any malformed argument, with the argument's name in the message.
+
+    Examples
+    --------
+    >>> import numpy as np, convbp
+    >>> dy = np.ones((1, 4, 4, 2), np.float32)          # NHWC
+    >>> w = np.ones((3, 3, 1, 2), np.float32)           # HWIO
+    >>> dx = convbp.conv2d_backprop_input((1, 4, 4, 1), w, dy, 1, "SAME")
+    >>> dx[0, :, :, 0]
+    array([[ 8., 12., 12.,  8.],
+           [12., 18., 18., 12.],
+           [12., 18., 18., 12.],
+           [ 8., 12., 12.,  8.]], dtype=float32)
+    """
+    data_format = check_data_format(data_format)
+    filter, out_backprop = _engine.common_dtype(filter, out_backprop)
+    if filter.ndim != 4:
+        raise ValueError(f"filter must be 4-D (KH, KW, C_in, C_out), got shape {filter.shape}")
+    if out_backprop.ndim != 4:
+        raise ValueError(f"out_backprop must be 4-D ({data_format}), got shape "
+                         f"{out_backprop.shape}")
+    axes = layout_axes(data_format)
+    n, h, w, c = tf_input_sizes(input_sizes, out_backprop.shape, filter.shape, 1, data_format)
+    strides = spatial_pair(strides, "strides", data_format)
+    dilations = spatial_pair(dilations, "dilations", data_format)
+    pad = tf_padding(padding, explicit_paddings, data_format)
+    threads = _check_threads(num_threads)
+
+    kh, kw, c_group, f = filter.shape
+    if kh == 0 or kw == 0:
+        raise ValueError(f"filter must have a non-empty spatial size, got shape {filter.shape}")
+    if c_group == 0 and c != 0 or c_group != 0 and c % c_group != 0:
+        raise ValueError(f"filter in-depth {c_group} must divide the input depth {c} "
+                         f"(input_sizes); filter shape {filter.shape}")
+    groups = c // c_group if c_group else 1
+    if groups > 1 and f % groups != 0:
+        raise ValueError(f"filter out-depth {f} must be divisible by the {groups} groups that "
+                         f"input depth {c} / filter in-depth {c_group} gives")
+    _engine.check_result_size((n, h, w, c), filter.dtype, "input_sizes")
+    dy = out_backprop.transpose(axes)  # logical NHWC view, no copy
+    geometry = forward_geometry((h, w), (kh, kw), strides, dilations, pad)
+    expected = (n,) + geometry.out_hw + (f,)
+    for axis, what in enumerate(("batch", "height", "width", "depth")):
+        if dy.shape[axis] != expected[axis]:
+            raise ValueError(
+                f"Size of out_backprop doesn't match computed: {what}: actual = "
+                f"{dy.shape[axis]}, computed = {expected[axis]} (input_sizes {(n, h, w, c)} "
+                f"NHWC, filter {filter.shape}, strides {strides}, dilations {dilations}, "
+                f"padding {padding!r})")
+
+    shape = tuple((n, h, w, c)[axes.index(i)] for i in range(4))
+    if out is None:
+        out = np.empty(shape, filter.dtype)
+    else:
+        _engine.check_out(out, shape, filter.dtype,
+                          (("filter", filter), ("out_backprop", out_backprop)))
+    _engine.backprop_input(dy, filter, out.transpose(axes), geometry, groups, threads)
+    return out
+
+
+def _check_threads(num_threads):
+    if num_threads is None:
+        return None
+    return as_int(num_threads, "num_threads", minimum=1, maximum=4096)
