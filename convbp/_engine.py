@@ -159,28 +159,29 @@ def check_result_size(shape, dtype, name):
                          f"more than this machine's memory")
 
 
-def _blas_matrix(dy):
-    """How BLAS reads each image of dy (N, OH, OW, F): (dy, pixel_major, ld), copying if needed.
+def _matrix_layout(arr):
+    """How BLAS can address each image of arr (N, A, B, K) as a (A*B) x K matrix, or None.
 
-    An image is used in place when it is a matrix BLAS can address: pixel-major (channels at unit
-    stride, pixels evenly spaced: NHWC memory) or channel-major (pixels at unit stride: NCHW).
-    Anything else (negative or zero strides, a crop along W) is copied once, pixel-major.
+    Returns (pixel_major, ld): pixel-major when the K axis has unit stride and pixels are evenly
+    spaced ld >= K apart (NHWC memory); channel-major when pixels have unit stride and the K
+    axis steps ld >= A*B (NCHW memory).  Negative or zero strides, or a crop along B, give None.
     """
-    _, oh, ow, f = dy.shape
-    pixels = oh * ow
-    s_oh, s_ow, s_f = (s // dy.itemsize for s in dy.strides[1:])
-    if oh == 1:
-        ps = s_ow
-    elif ow == 1:
-        ps = s_oh
+    _, a, b, k = arr.shape
+    pixels = a * b
+    s_a, s_b, s_k = (s // arr.itemsize for s in arr.strides[1:])
+    if a == 1:
+        ps = s_b
+    elif b == 1:
+        ps = s_a
     else:
-        ps = s_ow if s_oh == ow * s_ow else None
-    if ps is not None:
-        if (f == 1 or s_f == 1) and (pixels == 1 or f <= ps <= _kernels.BLAS_INT_MAX):
-            return dy, True, (ps if pixels > 1 else f)
-        if (pixels == 1 or ps == 1) and (f == 1 or pixels <= s_f <= _kernels.BLAS_INT_MAX):
-            return dy, False, (s_f if f > 1 else pixels)
-    return np.ascontiguousarray(dy), True, f
+        ps = s_b if s_a == b * s_b else None
+    if ps is None:
+        return None
+    if (k == 1 or s_k == 1) and (pixels == 1 or k <= ps <= _kernels.BLAS_INT_MAX):
+        return True, (ps if pixels > 1 else k)
+    if (pixels == 1 or ps == 1) and (k == 1 or pixels <= s_k <= _kernels.BLAS_INT_MAX):
+        return False, (s_k if k > 1 else pixels)
+    return None
 
 
 def _band_rows(n, geometry):
@@ -222,7 +223,12 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
         dx[...] = dx32
         return dx
 
-    dy, dy_pixel_major, dy_ld = _blas_matrix(dy)
+    # Each out_backprop image is read in place when BLAS can address it; else copied once.
+    dy_layout = _matrix_layout(dy)
+    if dy_layout is None:
+        dy = np.ascontiguousarray(dy)
+        dy_layout = True, f
+    dy_pixel_major, dy_ld = dy_layout
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
     if taps > _kernels.BLAS_INT_MAX or f > _kernels.BLAS_INT_MAX:
@@ -233,16 +239,27 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     # so make that the direction dx is densest in -- channels for NHWC memory, width for NCHW.
     sxw, sxc = abs(dx.strides[2]), abs(dx.strides[3])
     cols_pixel_major = sxc <= sxw
+    # A 1x1, stride-1, unpadded convolution maps pixels one to one: the GEMM writes dx itself.
+    direct_ld = 0
+    pointwise = (kh, kw) == (1, 1) and geometry.strides == (1, 1) and dy.shape[1:3] == (h, w) \
+        and geometry.pads == ((0, 0), (0, 0))
+    dx_layout = _matrix_layout(dx) if pointwise else None
+    if dx_layout is not None:
+        cols_pixel_major, direct_ld = dx_layout
 
     band = _band_rows(n, geometry)
     units = n * -(-h // band)
     threads = default_num_threads() if num_threads is None else num_threads
     threads = max(1, min(threads, units))
     row_bytes = taps * dx.itemsize
-    chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // threads) // row_bytes)
-    if chunk == 1 and row_bytes * threads > _workspace_limit:
-        threads = max(1, _workspace_limit // row_bytes)
-    workspace = np.empty((threads, chunk * taps), dx.dtype)
+    if direct_ld:
+        chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
+        workspace = np.empty((threads, 1), dx.dtype)
+    else:
+        chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // threads) // row_bytes)
+        if chunk == 1 and row_bytes * threads > _workspace_limit:
+            threads = max(1, _workspace_limit // row_bytes)
+        workspace = np.empty((threads, chunk * taps), dx.dtype)
 
     params = dict(H=h, W=w, C=c, OH=dy.shape[1], OW=dy.shape[2], F=f, KH=kh, KW=kw,
                   groups=groups, stride_h=geometry.strides[0], stride_w=geometry.strides[1],
@@ -251,5 +268,5 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
                   band_rows=band, chunk_pixels=chunk)
     with _single_threaded_blas():
         _kernels.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
-                                cols_pixel_major, threads)
+                                cols_pixel_major, direct_ld, threads)
     return dx

@@ -163,48 +163,68 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
         p += ow_b - ow_a
 
 
+cdef inline void _gemm_columns(const Geometry* g, const floating* dy, bint dy_pixel_major,
+                               Py_ssize_t dy_ld, const floating* w, Py_ssize_t taps, Py_ssize_t m,
+                               floating* cols, Py_ssize_t cols_ld, bint cols_pixel_major) noexcept nogil:
+    """Columns for m output pixels of one group: (m x taps) = dy (m x F/groups) . w^T.
+
+    dy: pixel-major (element (p, f) at p*dy_ld + f) or channel-major (at p + f*dy_ld).
+    w: the group's (taps x F/groups) block of the row-major filter matrix (leading dim F).
+    cols: pixel-major (element (p, k) at p*cols_ld + k) or channel-major (at p + k*cols_ld).
+    """
+    if cols_pixel_major:
+        _gemm(True, not dy_pixel_major, taps, m, g.F // g.groups, w, g.F, dy, dy_ld, cols, cols_ld)
+    else:
+        _gemm(dy_pixel_major, False, m, taps, g.F // g.groups, dy, dy_ld, w, g.F, cols, cols_ld)
+
+
 cdef void _backprop_band(const Geometry* g,
-                         const floating* dy, Py_ssize_t dy_sp, Py_ssize_t dy_sf, bint dy_pixel_major,
+                         const floating* dy, bint dy_pixel_major, Py_ssize_t dy_ld,
                          const floating* wmat,
                          floating* dx, Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
-                         bint cols_pixel_major, Py_ssize_t row_lo, Py_ssize_t row_hi,
-                         floating* col) noexcept nogil:
-    """Input-gradient rows [row_lo, row_hi) of one image: zero them, then GEMM + col2im.
+                         bint cols_pixel_major, Py_ssize_t direct_ld,
+                         Py_ssize_t row_lo, Py_ssize_t row_hi, floating* col) noexcept nogil:
+    """Input-gradient rows [row_lo, row_hi) of one image.
 
-    dy is the image's out_backprop as a matrix: pixel-major (element (p, f) at p*dy_sp + f) or
-    channel-major (at p + f*dy_sf).  wmat is the filter as a row-major (KH*KW*C/groups, F) matrix.
+    With direct_ld > 0 (a 1x1, stride-1, unpadded convolution whose dx image is a BLAS matrix
+    with that leading dimension) the GEMM writes straight into dx.  Otherwise the rows are zeroed
+    and every output pixel whose window reaches them is GEMMed into the column buffer, chunk by
+    chunk, and scatter-added by col2im.
     """
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
-    cdef Py_ssize_t Kg = g.KH * g.KW * Cg
-    cdef Py_ssize_t oh_lo, oh_hi, p0, p_end, m, grp, col_sp, col_sk
-    cdef Py_ssize_t dy_ld = dy_sp if dy_pixel_major else dy_sf
-    cdef const floating* dy_chunk
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg
+    cdef Py_ssize_t oh_lo, oh_hi, p0, p_end, m, grp
+    cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
+    cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
+    cdef Py_ssize_t dx_sp = direct_ld if cols_pixel_major else 1
 
-    _zero_rows(dx, row_lo, row_hi, g.W, g.C, sxh, sxw, sxc)
-    # Output rows oh whose window reaches a row of the band.
-    oh_lo = max(<Py_ssize_t>0, _ceil_div(row_lo + g.pad_top - (g.KH - 1) * g.dilation_h, g.stride_h))
-    oh_hi = min(g.OH, _floor_div(row_hi - 1 + g.pad_top, g.stride_h) + 1)
+    if direct_ld > 0:
+        oh_lo, oh_hi = row_lo, row_hi
+    else:
+        _zero_rows(dx, row_lo, row_hi, g.W, g.C, sxh, sxw, sxc)
+        # Output rows oh whose window reaches a row of the band.
+        oh_lo = max(<Py_ssize_t>0,
+                    _ceil_div(row_lo + g.pad_top - (g.KH - 1) * g.dilation_h, g.stride_h))
+        oh_hi = min(g.OH, _floor_div(row_hi - 1 + g.pad_top, g.stride_h) + 1)
     p0 = oh_lo * g.OW
     p_end = oh_hi * g.OW
     while p0 < p_end:
         m = min(g.chunk_pixels, p_end - p0)
         for grp in range(g.groups):
-            if dy_pixel_major:
-                dy_chunk = dy + p0 * dy_sp + grp * Fg
+            if direct_ld > 0:
+                _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
+                              wmat + grp * Fg, taps, m, dx + p0 * dx_sp + grp * Cg * sxc,
+                              direct_ld, cols_pixel_major)
             else:
-                dy_chunk = dy + p0 + grp * Fg * dy_sf
-            if cols_pixel_major:
-                # col (m x Kg, row-major) = dy_chunk (m x Fg) . W_grp^T
-                _gemm(True, not dy_pixel_major, Kg, m, Fg, wmat + grp * Fg, g.F,
-                      dy_chunk, dy_ld, col, Kg)
-                col_sp, col_sk = Kg, 1
-            else:
-                # col (Kg x m, row-major) = W_grp (Kg x Fg) . dy_chunk^T
-                _gemm(dy_pixel_major, False, m, Kg, Fg, dy_chunk, dy_ld,
-                      wmat + grp * Fg, g.F, col, m)
-                col_sp, col_sk = 1, m
-            _col2im(g, col, col_sp, col_sk, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
-                    row_lo, row_hi)
+                _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
+                              wmat + grp * Fg, taps, m, col, taps if cols_pixel_major else m,
+                              cols_pixel_major)
+                if cols_pixel_major:
+                    _col2im(g, col, taps, 1, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
+                            row_lo, row_hi)
+                else:
+                    _col2im(g, col, 1, m, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
+                            row_lo, row_hi)
         p0 += m
 
 
@@ -216,6 +236,7 @@ def backprop_input(const floating[:, :, :, :] dy,
                    bint dy_pixel_major,
                    Py_ssize_t dy_ld,
                    bint cols_pixel_major,
+                   Py_ssize_t direct_ld,
                    int num_threads):
     """Input gradient of a 2-D convolution, written into dx.
 
@@ -225,19 +246,20 @@ def backprop_input(const floating[:, :, :, :] dy,
     workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, one per thread
     dy_pixel_major   True: image element (p, f) at p*dy_ld + f; False: at p + f*dy_ld
     cols_pixel_major column-buffer orientation, chosen so col2im's inner loop is contiguous in dx
+    direct_ld        > 0: a 1x1/stride-1/unpadded convolution whose dx images are BLAS matrices
+                     in the cols_pixel_major orientation with this leading dimension: the GEMM
+                     writes dx directly, no column buffer
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
     cdef Py_ssize_t n_bands = _ceil_div(g.H, g.band_rows)
     cdef Py_ssize_t unit, n, row_lo
-    cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
-    cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
     cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz, sxc = dx.strides[3] // isz
     if N == 0 or n_bands == 0:
         return
     for unit in prange(N * n_bands, nogil=True, num_threads=num_threads, schedule='dynamic'):
         n = unit // n_bands
         row_lo = (unit % n_bands) * g.band_rows
-        _backprop_band(&g, &dy[n, 0, 0, 0], dy_sp, dy_sf, dy_pixel_major, &wmat[0, 0],
-                       &dx[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major,
+        _backprop_band(&g, &dy[n, 0, 0, 0], dy_pixel_major, dy_ld, &wmat[0, 0],
+                       &dx[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, direct_ld,
                        row_lo, min(row_lo + g.band_rows, g.H), &workspace[threadid(), 0])
