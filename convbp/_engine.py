@@ -55,6 +55,22 @@ def default_num_threads():
 
 
 # ---------------------------------------------------------------------------------------------
+# GNU OpenMP cannot start threads again in a process forked after it ran a parallel region: the
+# child would hang.  Such a child (a multiprocessing "fork" worker, say) computes single-threaded.
+_openmp_started = False
+_forked_after_openmp = False
+
+
+def _after_fork_in_child():
+    global _forked_after_openmp
+    _forked_after_openmp = _forked_after_openmp or _openmp_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------------------------
 # BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
 # concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
 _blas_lock = threading.Lock()
@@ -250,7 +266,7 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     band = _band_rows(n, geometry)
     units = n * -(-h // band)
     threads = default_num_threads() if num_threads is None else num_threads
-    threads = max(1, min(threads, units))
+    threads = 1 if _forked_after_openmp else max(1, min(threads, units))
     row_bytes = taps * dx.itemsize
     if direct_ld:
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
@@ -266,6 +282,8 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
                   dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                   pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                   band_rows=band, chunk_pixels=chunk)
+    global _openmp_started
+    _openmp_started = _openmp_started or threads > 1
     with _single_threaded_blas():
         _kernels.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
                                 cols_pixel_major, direct_ld, threads)
