@@ -24,7 +24,7 @@ _STORAGE_DTYPES = _COMPUTE_DTYPES + (np.dtype(np.float16),)
 _workspace_limit = 64 * 2**20
 # Per-thread column buffer aimed at the core's L2 cache: a chunk is produced by GEMM and consumed
 # by col2im while it is still hot.
-_CHUNK_TARGET_BYTES = 512 * 2**10
+_CHUNK_TARGET_BYTES = 2**20
 
 
 def get_workspace_limit():
@@ -73,21 +73,26 @@ if hasattr(os, "register_at_fork"):
 # ---------------------------------------------------------------------------------------------
 # BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
 # concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
+# The BLAS libraries' controllers are found once (threadpoolctl), then driven directly: a few
+# microseconds a call.
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_limiter = None
-_controller = None
+_blas_saved = ()
+_blas_libraries = None
 
 
 @contextmanager
 def _single_threaded_blas():
-    global _blas_users, _blas_limiter, _controller
+    global _blas_users, _blas_saved, _blas_libraries
     with _blas_lock:
         if _blas_users == 0:
-            if _controller is None:
+            if _blas_libraries is None:
                 from threadpoolctl import ThreadpoolController
-                _controller = ThreadpoolController()
-            _blas_limiter = _controller.limit(limits=1, user_api="blas")
+                _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas_saved = [lib.get_num_threads() for lib in _blas_libraries]
+            for lib, threads in zip(_blas_libraries, _blas_saved):
+                if threads != 1:
+                    lib.set_num_threads(1)
         _blas_users += 1
     try:
         yield
@@ -95,8 +100,9 @@ def _single_threaded_blas():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+                for lib, threads in zip(_blas_libraries, _blas_saved):
+                    if threads != 1:
+                        lib.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------
