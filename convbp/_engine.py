@@ -207,19 +207,20 @@ def _matrix_layout(arr):
 
 
 def _band_rows(n, geometry):
-    """Input rows per work unit: whole images, unless there are too few to share among cores.
+    """Input rows per work unit: whole images, unless that would leave cores idle.
 
-    Depends on the geometry and the machine only -- never on num_threads -- so results are
-    bitwise identical for any thread count.  Band edges recompute the GEMM of the output rows
-    they share, so bands stay several kernel heights tall.
+    The unit count is raised until the cores share it evenly (or there are plenty), with bands
+    kept several kernel heights tall: a band edge recomputes the GEMM of the output rows it
+    shares with its neighbour.  Depends on the geometry and the machine only -- never on
+    num_threads -- so results are bitwise identical for any thread count.
     """
     h = geometry.in_hw[0]
-    units_wanted = 2 * default_num_threads()
-    if n >= units_wanted or h <= 1:
-        return max(h, 1)
+    cores = default_num_threads()
     reach = (geometry.kernel_hw[0] - 1) * geometry.dilations[0] + 1
-    min_rows = max(4 * reach, 8)
-    bands = max(1, min(-(-units_wanted // n), h // min_rows))
+    max_bands = max(1, h // max(2 * reach, 4))
+    bands = 1
+    while bands < max_bands and (n * bands) % cores and n * bands < 4 * cores:
+        bands += 1
     return -(-h // bands)
 
 
