@@ -210,7 +210,7 @@ def _band_rows(n, geometry):
     """Input rows per work unit: whole images, unless that would leave cores idle.
 
     The unit count is raised until the cores share it evenly (or there are plenty), with bands
-    kept several kernel heights tall: a band edge recomputes the GEMM of the output rows it
+    at least two kernel heights tall: a band edge recomputes the GEMM of the output rows it
     shares with its neighbour.  Depends on the geometry and the machine only -- never on
     num_threads -- so results are bitwise identical for any thread count.
     """
