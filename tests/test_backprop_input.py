@@ -664,3 +664,55 @@ def test_threads_bitwise_identical_under_workspace_limit(data_format, workspace_
     assert_close(results[0], expected, np.float32, f * 9)
     assert_close(results[1], expected, np.float32, f * 9)
     assert np.array_equal(results[0], results[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty sizes and float16.
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("n, in_hw, c, f, padding", [
+    (0, (5, 4), 2, 3, "SAME"),
+    (2, (5, 4), 0, 3, "SAME"),
+    (2, (5, 4), 2, 0, "SAME"),
+    (2, (5, 4), 2, 0, "VALID"),
+    pytest.param(2, (0, 4), 2, 3, "SAME", marks=pytest.mark.xfail(strict=True, reason=(
+        "bug: TensorFlow's SAME gives output ceil(0/stride) = 0 for an empty input dimension"
+        " (GetWindowedOutputSizeVerbose only rejects a negative output); convbp's"
+        " forward_geometry raises 'larger than the padded input'"))),
+    pytest.param(1, (6, 0), 2, 3, "SAME", marks=pytest.mark.xfail(strict=True, reason=(
+        "bug: as above, for the width"))),
+])
+def test_empty_sizes(n, in_hw, c, f, padding, data_format):
+    """Zero-sized batch, channels or output channels give zeros of the right shape in ``out``."""
+    kernel, strides = (3, 2), (2, 1)
+    pads = tf_same_pads(in_hw, kernel, strides, (1, 1)) if padding == "SAME" else VALID_PADS
+    oh, ow = out_size(in_hw, kernel, strides, (1, 1), pads)
+    filt = np.ones(kernel + (c, f), np.float32)
+    dy = np.ones((n, oh, ow, f), np.float32)
+    sizes = sizes_in((n,) + in_hw + (c,), data_format)
+    out = np.full(sizes, np.nan, np.float32)
+    result = convbp.conv2d_backprop_input(sizes, filt, to_format(dy, data_format), strides,
+                                          padding, data_format=data_format, out=out)
+    assert result is out
+    expected = direct_backprop_input(dy, filt, in_hw, strides, pads=pads)
+    assert np.array_equal(to_logical(out, data_format), expected)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_float16_rounds_a_float32_result(data_format):
+    """float16 operands are computed in float32 and the result rounded to float16."""
+    filt, dy, pads = strided_case(np.float16)
+    g = STRIDED_GEOMETRY
+    sizes = sizes_in((dy.shape[0],) + g["in_hw"] + (filt.shape[2],), data_format)
+    out = np.full(sizes, np.nan, np.float16)
+    for result in (strided_call(dy, filt, data_format),
+                   strided_call(dy, filt, data_format, out=view_as(to_logical(out, data_format),
+                                                                   data_format))):
+        assert result.dtype == np.float16
+        exact = direct_backprop_input(dy, filt, g["in_hw"], g["strides"], g["dilations"], pads)
+        assert_close(result, exact, np.float16, dy.shape[3] * 6)
+        # As good as rounding the float32 result: within one float16 ulp of the exact value.
+        rounded = exact.astype(np.float16).astype(np.float64)
+        ulp = np.spacing(np.abs(rounded).astype(np.float16)).astype(np.float64)
+        assert (np.abs(result.astype(np.float64) - exact) <= ulp).all()
+    assert not np.isnan(out).any()
