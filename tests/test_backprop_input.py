@@ -380,8 +380,9 @@ def test_explicit_paddings_nchw_order():
     pads = ((0, 3), (2, 1))
     filt, dy = random_operands(np.random.default_rng(11), 1, in_hw, 2, 3, kernel, (1, 1), (1, 1),
                                pads, np.float64)
-    dx = convbp.conv2d_backprop_input((1, 2) + in_hw, filt, to_format(dy, "NCHW"), 1, "EXPLICIT",
-                                      data_format="NCHW", explicit_paddings=[0, 0, 0, 0, 0, 3, 2, 1])
+    dx = convbp.conv2d_backprop_input((1, 2) + in_hw, filt, to_format(dy, "NCHW"), 1,
+                                      "EXPLICIT", data_format="NCHW",
+                                      explicit_paddings=[0, 0, 0, 0, 0, 3, 2, 1])
     expected = direct_backprop_input(dy, filt, in_hw, pads=pads)
     assert_close(to_logical(dx, "NCHW"), expected, np.float64, 3 * 4)
 
@@ -716,3 +717,55 @@ def test_float16_rounds_a_float32_result(data_format):
         ulp = np.spacing(np.abs(rounded).astype(np.float16)).astype(np.float64)
         assert (np.abs(result.astype(np.float64) - exact) <= ulp).all()
     assert not np.isnan(out).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tall images: bands of rows (split by geometry) and column-buffer chunks (split by workspace).
+
+@st.composite
+def tall_geometries(draw):
+    g = draw(st.fixed_dictionaries({
+        "kernel": st.tuples(st.integers(1, 7), st.integers(1, 4)),
+        "strides": st.tuples(st.integers(1, 4), st.integers(1, 3)),
+        "dilations": st.tuples(st.integers(1, 3), st.integers(1, 2)),
+        "in_hw": st.tuples(st.integers(16, 96), st.integers(1, 6)),
+        "mode": st.sampled_from(["VALID", "SAME", "pairs"]),
+    }))
+    if g["mode"] == "VALID":
+        g["pads"] = VALID_PADS
+    elif g["mode"] == "SAME":
+        g["pads"] = tf_same_pads(g["in_hw"], g["kernel"], g["strides"], g["dilations"])
+    else:
+        g["pads"] = tuple((draw(st.integers(0, 8)), draw(st.integers(0, 3))) for _ in range(2))
+    for size, k, d, (before, after) in zip(g["in_hw"], g["kernel"], g["dilations"], g["pads"]):
+        assume(size + before + after >= (k - 1) * d + 1)
+    return g
+
+
+@given(geometry=tall_geometries(), n=st.integers(1, 2), c=st.integers(1, 5),
+       f=st.integers(1, 5), data_format=st.sampled_from(["NHWC", "NCHW"]),
+       chunk=st.one_of(st.none(), st.integers(1, 20)), seed=st.integers(0, 2**32 - 1))
+def test_tall_images_bands_and_chunks(geometry, n, c, f, data_format, chunk, seed):
+    """One or two tall images split into bands of rows, with and without small column-buffer
+    chunks."""
+    g = geometry
+    filt, dy = random_operands(np.random.default_rng(seed), n, g["in_hw"], c, f, g["kernel"],
+                               g["strides"], g["dilations"], g["pads"], np.float32)
+    padding, _ = padding_args(g, data_format)
+    call = dict(dilations=g["dilations"])
+    expected = direct_backprop_input(dy, filt, g["in_hw"], g["strides"], g["dilations"],
+                                     g["pads"])
+    length = f * g["kernel"][0] * g["kernel"][1]
+    if chunk is None:
+        results = [backprop(dy, filt, g["in_hw"], g["strides"], padding, data_format,
+                            num_threads=t, **call) for t in (1, 2)]
+        assert np.array_equal(results[0], results[1])
+    else:
+        row_bytes = g["kernel"][0] * g["kernel"][1] * c * 4
+        previous = convbp.set_workspace_limit(chunk * row_bytes * 2)
+        try:
+            results = [backprop(dy, filt, g["in_hw"], g["strides"], padding, data_format,
+                                num_threads=2, **call)]
+        finally:
+            convbp.set_workspace_limit(previous)
+    assert_close(results[0], expected, np.float32, length)
