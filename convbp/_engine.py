@@ -279,9 +279,11 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
         workspace = np.empty((threads, 1), dx.dtype)
     else:
-        chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // threads) // row_bytes)
-        if chunk == 1 and row_bytes * threads > _workspace_limit:
-            threads = max(1, _workspace_limit // row_bytes)
+        # The chunk size depends on the machine, never on num_threads (results stay bitwise
+        # identical); the thread count then bows to the workspace limit.
+        chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // default_num_threads())
+                    // row_bytes)
+        threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
         workspace = np.empty((threads, chunk * taps), dx.dtype)
 
     params = dict(H=h, W=w, C=c, OH=dy.shape[1], OW=dy.shape[2], F=f, KH=kh, KW=kw,

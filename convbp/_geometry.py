@@ -168,6 +168,10 @@ def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
             if max(before, after) > MAX_DIM:
                 raise ValueError(f"padding must be <= {MAX_DIM}, got {padding}")
         padded = size + before + after
+        if padding == "SAME" and size == 0:  # TensorFlow: output ceil(0/stride) = 0, no error
+            out.append(0)
+            pads.append((0, 0))
+            continue
         if padded < effective:
             raise ValueError(
                 f"filter: the dilated kernel {name} ({k} taps, dilation {d}: {effective}) is "

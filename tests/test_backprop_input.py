@@ -644,13 +644,7 @@ def test_threads_bitwise_identical_single_image_stride1(data_format):
     assert_close(results[0], expected, np.float32, f * 15)
 
 
-@pytest.mark.parametrize("data_format", [
-    "NHWC",
-    pytest.param("NCHW", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: _engine.backprop_input sizes the column-buffer chunk as workspace_limit // threads,"
-        " so under a workspace limit the chunk (and col2im's summation order for the NCHW"
-        " channel-major buffer) depends on num_threads"))),
-])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 def test_threads_bitwise_identical_under_workspace_limit(data_format, workspace_limit):
     """The README promises the same bits for any thread count; a workspace limit must not
     change that (here it allows 14 pixels of column buffer in all)."""
@@ -676,12 +670,9 @@ def test_threads_bitwise_identical_under_workspace_limit(data_format, workspace_
     (2, (5, 4), 0, 3, "SAME"),
     (2, (5, 4), 2, 0, "SAME"),
     (2, (5, 4), 2, 0, "VALID"),
-    pytest.param(2, (0, 4), 2, 3, "SAME", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: TensorFlow's SAME gives output ceil(0/stride) = 0 for an empty input dimension"
-        " (GetWindowedOutputSizeVerbose only rejects a negative output); convbp's"
-        " forward_geometry raises 'larger than the padded input'"))),
-    pytest.param(1, (6, 0), 2, 3, "SAME", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: as above, for the width"))),
+    # TensorFlow's SAME gives an output of ceil(0/stride) = 0 for an empty input dimension.
+    (2, (0, 4), 2, 3, "SAME"),
+    (1, (6, 0), 2, 3, "SAME"),
 ])
 def test_empty_sizes(n, in_hw, c, f, padding, data_format):
     """Zero-sized batch, channels or output channels give zeros of the right shape in ``out``."""
