@@ -94,9 +94,9 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     ----------
     input_size : sequence of 4 ints (N, C_in, H, W), or of 2 ints (H, W)
         Shape of the convolution's input.  With a stride above 1 several input sizes give the
-        same output size; this picks one (rows or columns the output never reaches get zero
-        gradient).  ``(H, W)`` takes N from ``grad_output`` and C_in from the weight (as
-        PyTorch before 1.13 did; current PyTorch requires 4 ints).
+        same output size; this picks one (input rows and columns the convolution never reads
+        get zero gradient).  ``(H, W)`` takes N from ``grad_output`` and C_in from the weight
+        (as older PyTorch releases did; PyTorch 2 requires 4 ints).
     weight : array_like of shape (C_out, C_in / groups, KH, KW)
         The convolution's weight (OIHW), any strides (copied once, it is small).
     grad_output : array_like of shape (N, C_out, OH, OW)
