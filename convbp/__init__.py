@@ -6,11 +6,14 @@ scatter-add through strides -- serves every layout and every entry point.
 
 from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
 from ._tf import conv2d_backprop_input
+from ._torch import conv2d_input, conv_transpose2d
 
 __version__ = "0.1.0"
 
 __all__ = [
     "conv2d_backprop_input",
+    "conv2d_input",
+    "conv_transpose2d",
     "default_num_threads",
     "get_workspace_limit",
     "set_workspace_limit",

@@ -181,3 +181,108 @@ def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
         pads.append((before, after))
     return ConvGeometry(tuple(in_hw), tuple(out), tuple(kernel_hw), tuple(strides),
                         tuple(dilations), tuple(pads))
+
+
+# =============================================================================================
+# PyTorch geometry: torch.nn.grad.conv2d_input and torch.nn.functional.conv_transpose2d.
+#
+# PyTorch pads symmetrically by an int or an (h, w) pair, or by "valid" (no padding) or "same"
+# (stride 1 only; total padding dilation*(k-1), left = total//2, the odd extra at the end).
+# An input size is not determined by the output size when stride > 1: every size in
+# [min, min + stride - 1] gives the same output, and conv2d_input's input_size picks one.
+
+def torch_pair(value, name, *, minimum):
+    """PyTorch's ``_pair``: an int, or a sequence of 1 or 2 ints -> (h, w)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        v = as_int(value, name, minimum=minimum)
+        return v, v
+    values = int_list(value, name, minimum=minimum)
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return tuple(values)
+    raise ValueError(f"{name} must be an int or 2 ints (h, w); got {len(values)} values: "
+                     f"{values}")
+
+
+def torch_padding(padding, kernel_hw, strides, dilations):
+    """PyTorch's ``padding`` of a convolution -> ((top, bottom), (left, right)).
+
+    An int or (h, w) pads both sides; "valid" is no padding; "same" (stride 1 only) pads
+    ``dilation*(k - 1)`` in total, ``total // 2`` before and the rest after, as ``F.conv2d``.
+    Strings are case-insensitive.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            if tuple(strides) != (1, 1):
+                raise ValueError(f"padding='same' is not supported for strided convolutions "
+                                 f"(stride={tuple(strides)})")
+            pads = []
+            for k, d in zip(kernel_hw, dilations):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(f"padding must be an int, 2 ints (h, w), 'valid' or 'same'; "
+                         f"got {padding!r}")
+    ph, pw = torch_pair(padding, "padding", minimum=0)
+    return (ph, ph), (pw, pw)
+
+
+def torch_input_size_range(out_hw, kernel_hw, strides, dilations, pads):
+    """The input sizes (per axis, [lo, hi]) whose convolution has output size ``out_hw``."""
+    lo = tuple((o - 1) * s + (k - 1) * d + 1 - p[0] - p[1]
+               for o, k, s, d, p in zip(out_hw, kernel_hw, strides, dilations, pads))
+    hi = tuple(m + s - 1 for m, s in zip(lo, strides))
+    return lo, hi
+
+
+def torch_grad_input_geometry(in_hw, out_hw, kernel_hw, strides, dilations, pads):
+    """Geometry of ``conv2d_input``: ``in_hw`` must be an input size giving ``out_hw``.
+
+    Raises ``ValueError`` with PyTorch's message ("requested an input grad size of ...") when
+    ``in_hw`` is outside the valid range, and when ``out_hw`` is empty (no convolution has an
+    empty output).
+    """
+    in_hw, out_hw = tuple(in_hw), tuple(out_hw)
+    if min(out_hw) < 1:
+        raise ValueError(f"grad_output must have a non-empty spatial size, got {out_hw}; "
+                         f"a convolution's output has at least one row and column")
+    lo, hi = torch_input_size_range(out_hw, kernel_hw, strides, dilations, pads)
+    if not all(a <= size <= b for size, a, b in zip(in_hw, lo, hi)):
+        raise ValueError(f"input_size: requested an input grad size of {list(in_hw)}, but "
+                         f"valid sizes range from {list(lo)} to {list(hi)} (for a grad_output "
+                         f"of {out_hw}, stride {tuple(strides)}, dilation {tuple(dilations)}, "
+                         f"padding {tuple(pads)}, kernel {tuple(kernel_hw)})")
+    return ConvGeometry(in_hw, out_hw, tuple(kernel_hw), tuple(strides), tuple(dilations),
+                        tuple(pads))
+
+
+def torch_transpose_geometry(in_hw, kernel_hw, strides, padding, output_padding, dilations):
+    """Geometry of ``conv_transpose2d`` over an input of spatial size ``in_hw``.
+
+    The transposed convolution's input is the forward convolution's output and its output the
+    forward input, of size ``(in - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``
+    per axis.  ``output_padding`` must be smaller than either the stride or the dilation (per
+    axis), and the output size at least 1, as PyTorch requires.  The returned geometry's
+    ``out_hw`` is ``in_hw`` -- the rows of the incoming gradient -- and its pads are ``padding``
+    on both sides (only the top/left pads position anything).
+    """
+    for op, s, d in zip(output_padding, strides, dilations):
+        if not (op < s or op < d):
+            raise ValueError(f"output_padding must be smaller than either stride or dilation, "
+                             f"but got output_padding {tuple(output_padding)}, stride "
+                             f"{tuple(strides)}, dilation {tuple(dilations)}")
+    out = tuple((i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, k, s, p, op, d
+                in zip(in_hw, kernel_hw, strides, padding, output_padding, dilations))
+    if min(out) < 1:
+        raise ValueError(f"padding {tuple(padding)} is too large: given input size per channel "
+                         f"{tuple(in_hw)}, the calculated output size per channel is {out}. "
+                         f"Output size is too small")
+    if max(out) > MAX_DIM:
+        raise ValueError(f"stride {tuple(strides)}: the output size per channel {out} of an "
+                         f"input of size {tuple(in_hw)} exceeds {MAX_DIM}")
+    return ConvGeometry(out, tuple(in_hw), tuple(kernel_hw), tuple(strides), tuple(dilations),
+                        tuple((p, p) for p in padding))
