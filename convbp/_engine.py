@@ -111,52 +111,91 @@ def _single_threaded_blas():
 def as_float_array(value, name, dtype=None):
     """``value`` as a float16/32/64 ndarray in native byte order (a copy only if it must be).
 
-    Nested lists become arrays as NumPy functions make them; a non-array takes ``dtype`` when
-    given, so a list can meet an array of either precision.
+    An ndarray must already have a floating dtype.  Anything else (nested lists, scalars,
+    objects with ``__array__``) is converted as NumPy functions convert it: numbers become an
+    array, taking ``dtype`` when given (so a list can meet an array of either precision) and
+    float64 when the values are integers; booleans, complex numbers, strings and ragged or
+    object nestings are refused.
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if not isinstance(value, np.ndarray):
         try:
-            value = np.asarray(value, dtype=dtype)
-        except (TypeError, ValueError) as exc:
+            value = np.asarray(value)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"{name} must be a numeric array: {exc}") from None
+        if value.dtype.kind in "iu":
+            value = value.astype(np.float64 if dtype is None else dtype)
+        elif value.dtype.kind == "f" and dtype is not None:
+            value = value.astype(dtype)
     if value.dtype.kind != "f" or value.dtype.newbyteorder("=") not in _STORAGE_DTYPES:
-        raise TypeError(f"{name} has dtype {value.dtype}; expected float16, float32 or float64")
+        raise TypeError(f"{name} has an unsupported dtype: actual = {value.dtype}, expected "
+                        f"float16, float32 or float64")
     if not value.dtype.isnative or not value.flags.aligned:
         value = value.astype(value.dtype.newbyteorder("="), order="K")
     return value
 
 
 def common_dtype(filter, out_backprop, names=("filter", "out_backprop")):
-    """Both operands as arrays of one float dtype; a mismatch between arrays is a TypeError."""
+    """Both operands as arrays of one float dtype; a mismatch between arrays is a TypeError.
+
+    A non-array operand takes the dtype of an array operand; two non-arrays take the dtype
+    NumPy promotes them to (float64 for integers).
+    """
     f_is_array = isinstance(filter, np.ndarray)
     g_is_array = isinstance(out_backprop, np.ndarray)
     if f_is_array and not g_is_array:
         filter = as_float_array(filter, names[0])
         out_backprop = as_float_array(out_backprop, names[1], filter.dtype)
-    else:
+    elif g_is_array:
         out_backprop = as_float_array(out_backprop, names[1])
         filter = as_float_array(filter, names[0], out_backprop.dtype)
+    else:
+        out_backprop = as_float_array(out_backprop, names[1])
+        filter = as_float_array(filter, names[0])
+        common = np.promote_types(filter.dtype, out_backprop.dtype)
+        filter, out_backprop = filter.astype(common, copy=False), out_backprop.astype(
+            common, copy=False)
     if filter.dtype != out_backprop.dtype:
         raise TypeError(f"dtype mismatch: {names[0]} is {filter.dtype} but {names[1]} is "
-                        f"{out_backprop.dtype}; they must have the same dtype")
+                        f"{out_backprop.dtype} (actual = {out_backprop.dtype}, expected = "
+                        f"{filter.dtype}); they must have the same dtype")
     return filter, out_backprop
+
+
+def _self_overlapping(arr):
+    """Whether two elements of ``arr`` might share memory (zero or interleaved strides).
+
+    Sufficient test: sorted by stride, each axis must step past everything the smaller axes
+    span.  Every array NumPy creates by slicing, transposing or reshaping a buffer passes.
+    """
+    span = arr.itemsize
+    for size, stride in sorted(((n, abs(s)) for n, s in zip(arr.shape, arr.strides) if n > 1),
+                               key=lambda t: t[1]):
+        if stride < span:
+            return True
+        span = stride * (size - 1) + span
+    return False
 
 
 def check_out(out, shape, dtype, inputs):
     """``out`` must be a writable native array of ``shape`` and ``dtype`` sharing no memory
-    with ``inputs`` (a sequence of (name, array))."""
+    with ``inputs`` (a sequence of (name, array)) nor between its own elements."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}; expected {tuple(shape)}")
+        raise ValueError(f"out has the wrong shape: actual = {out.shape}, expected = "
+                         f"{tuple(shape)}")
     if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}; expected {dtype}")
+        raise TypeError(f"out has the wrong dtype: actual = {out.dtype}, expected = "
+                        f"{np.dtype(dtype)} (native byte order)")
     if not out.flags.writeable:
-        raise ValueError("out is read-only")
+        raise ValueError("out is read-only; expected a writable array")
     if not out.flags.aligned:
         raise ValueError("out is not aligned to its dtype; pass an aligned array")
+    if out.size and _self_overlapping(out):
+        raise ValueError(f"out has overlapping elements (strides {out.strides}); expected an "
+                         f"array whose elements are distinct memory")
     for name, arr in inputs:
         try:
             overlap = np.shares_memory(out, arr, max_work=10**6)
@@ -167,18 +206,24 @@ def check_out(out, shape, dtype, inputs):
 
 
 def _physical_memory():
+    """Bytes of physical memory (2**40 where it cannot be read)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
         return 2**40
+    return total if total > 0 else 2**40
 
 
-def check_result_size(shape, dtype, name):
-    """Refuse a result that could not be allocated, naming the argument that set its size."""
+def check_result_size(shape, dtype, name, what="result"):
+    """Refuse an array (the result, or an operand that may be copied) that could not be
+    allocated, naming the argument that set its size."""
     nbytes = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if np.dtype(dtype) == np.float16:
+        nbytes *= 2  # computed in float32
     if nbytes > _physical_memory():
-        raise ValueError(f"{name} {tuple(shape)} asks for a {nbytes / 2**30:.3g} GiB result, "
-                         f"more than this machine's memory")
+        raise ValueError(f"{name} {tuple(shape)} asks for a {nbytes / 2**30:.3g} GiB {what}, "
+                         f"more than this machine's memory ({_physical_memory() / 2**30:.3g} "
+                         f"GiB)")
 
 
 def _matrix_layout(arr):

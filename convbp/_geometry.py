@@ -13,6 +13,10 @@ import numpy as np
 # form (a sum of a few products of two such numbers) fits comfortably in a 64-bit Py_ssize_t.
 MAX_DIM = 2**31 - 1
 
+# Longest integer sequence any argument takes (explicit_paddings has 8); longer is refused
+# before its items are read.
+_MAX_LIST = 64
+
 _LAYOUT_AXES = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 2, 3, 1)}  # position of N, H, W, C
 
 
@@ -44,15 +48,15 @@ def layout_axes(data_format):
     return _LAYOUT_AXES[data_format]
 
 
-def as_int(value, name, *, minimum=None, maximum=MAX_DIM):
+def as_int(value, name, *, minimum=None, maximum=MAX_DIM, _item=False):
     """``value`` as a Python int, refusing bools, floats and other non-integers."""
+    what = f"{name} must contain only integers" if _item else f"{name} must be an integer"
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must contain integers, got a bool ({value!r})")
+        raise TypeError(f"{what}, got a bool ({value!r})")
     try:
         result = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must contain integers, got {value!r} "
-                        f"of type {type(value).__name__}") from None
+        raise TypeError(f"{what}, got {value!r} of type {type(value).__name__}") from None
     if minimum is not None and result < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {result}")
     if result > maximum:
@@ -69,10 +73,21 @@ def int_list(value, name, *, minimum=None, maximum=MAX_DIM):
             raise ValueError(f"{name} must be 1-D, got an array of shape {value.shape}")
         value = value.tolist()
     try:
+        count = len(value)
+    except TypeError:
+        count = None
+    if count is not None and count > _MAX_LIST:
+        # Refused before its items are read: a huge sequence must not be walked.
+        raise ValueError(f"{name} must be a short sequence of integers (at most {_MAX_LIST}); "
+                         f"actual length = {count}")
+    try:
         items = list(value)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of integers, got {value!r}") from None
-    return [as_int(v, name, minimum=minimum, maximum=maximum) for v in items]
+    if len(items) > _MAX_LIST:
+        raise ValueError(f"{name} must be a short sequence of integers (at most {_MAX_LIST}); "
+                         f"actual length = {len(items)}")
+    return [as_int(v, name, minimum=minimum, maximum=maximum, _item=True) for v in items]
 
 
 def spatial_pair(value, name, data_format, *, minimum=1):
@@ -121,7 +136,29 @@ def tf_padding(padding, explicit_paddings, data_format):
     if explicit_paddings is not None and len(int_list(explicit_paddings, "explicit_paddings")):
         raise ValueError("explicit_paddings must not be given when padding is a sequence of "
                          "(before, after) pairs")
+    pairs = _four_pairs(padding)
+    if pairs is not None:  # tf.nn.conv2d's [[0, 0], [top, bottom], [left, right], [0, 0]]
+        n, h, w, c = (pairs[i] for i in layout_axes(data_format))
+        if n != (0, 0) or c != (0, 0):
+            raise ValueError(f"padding must be 0 in the batch and channel dimensions, got "
+                             f"{[list(p) for p in pairs]} ({data_format})")
+        return h, w
     return explicit_pairs(padding, "padding")
+
+
+def _four_pairs(padding):
+    """Four (before, after) int pairs from a nesting like [[0, 0], [1, 1], [1, 1], [0, 0]] (list,
+    tuple or a (4, 2) integer array), else None."""
+    if isinstance(padding, np.ndarray) and padding.shape == (4, 2):
+        padding = padding.tolist()
+    if not isinstance(padding, (list, tuple)) or len(padding) != 4:
+        return None
+    if not all(isinstance(p, (list, tuple, np.ndarray)) for p in padding):
+        return None
+    pairs = [tuple(int_list(p, "padding", minimum=0)) for p in padding]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"padding must be (before, after) pairs; got {padding!r}")
+    return pairs
 
 
 def explicit_pairs(padding, name):
@@ -150,34 +187,36 @@ def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
     """Geometry of the forward convolution over ``in_hw`` (TensorFlow's size rules).
 
     ``padding`` is "VALID", "SAME" (output ceil(in/stride), the odd extra pad at the bottom and
-    right) or explicit ((top, bottom), (left, right)).  Raises ``ValueError`` when the dilated
-    kernel does not fit in the padded input.
+    right) or explicit ((top, bottom), (left, right)).  An empty input axis has an empty output.
+    Raises ``ValueError`` when the dilated kernel does not fit in a non-empty padded input
+    ("VALID" or explicit padding).
     """
     out, pads = [], []
     for axis, name in enumerate(("height", "width")):
         size, k, s, d = in_hw[axis], kernel_hw[axis], strides[axis], dilations[axis]
+        if max(k, s, d) > MAX_DIM:
+            raise ValueError(f"filter, strides and dilations must be <= {MAX_DIM} along the "
+                             f"{name}; got kernel {k}, stride {s}, dilation {d}")
         effective = (k - 1) * d + 1
-        if padding == "VALID":
-            before = after = 0
-        elif padding == "SAME":
-            o = -(-size // s)
-            total = max((o - 1) * s + effective - size, 0)
-            before, after = total // 2, total - total // 2
-        else:
-            before, after = padding[axis]
-            if max(before, after) > MAX_DIM:
-                raise ValueError(f"padding must be <= {MAX_DIM}, got {padding}")
-        padded = size + before + after
-        if padding == "SAME" and size == 0:  # TensorFlow: output ceil(0/stride) = 0, no error
-            out.append(0)
-            pads.append((0, 0))
+        if padding == "SAME":
+            o = -(-size // s)  # an empty input (o = 0) has an empty output and no padding
+            total = max((o - 1) * s + effective - size, 0) if o else 0
+            out.append(o)
+            pads.append((total // 2, total - total // 2))
             continue
-        if padded < effective:
+        before, after = (0, 0) if padding == "VALID" else padding[axis]
+        if max(before, after) > MAX_DIM:
+            raise ValueError(f"padding must be <= {MAX_DIM}, got {padding}")
+        padded = size + before + after
+        if padded < effective and size == 0:
+            out.append(0)  # nothing to convolve: an empty output, as TensorFlow gives
+        elif padded < effective:
             raise ValueError(
                 f"filter: the dilated kernel {name} ({k} taps, dilation {d}: {effective}) is "
                 f"larger than the padded input {name} {padded} ({size} + padding {before} + "
-                f"{after}); the output size would be negative")
-        out.append((padded - effective) // s + 1)
+                f"{after}) from input_sizes; the output size would be negative")
+        else:
+            out.append((padded - effective) // s + 1)
         pads.append((before, after))
     return ConvGeometry(tuple(in_hw), tuple(out), tuple(kernel_hw), tuple(strides),
                         tuple(dilations), tuple(pads))

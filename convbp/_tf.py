@@ -13,15 +13,16 @@ def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, groups_in_dept
     """TensorFlow's ``input_sizes``: 4 ints in ``data_format`` order, or (H, W) with N taken from
     out_backprop and C from the filter.  Returns logical (N, H, W, C)."""
     if isinstance(input_sizes, np.ndarray) and input_sizes.ndim == 0:
-        raise ValueError(f"input_sizes must be a 1-D sequence of 4 (or 2) ints, got a 0-d array")
+        raise ValueError(f"input_sizes must be a 1-D sequence of 4 (or 2) ints, got a 0-d array "
+                         f"({input_sizes!r})")
     sizes = int_list(input_sizes, "input_sizes", minimum=0)
     if len(sizes) == 4:
         return tuple(sizes[i] for i in layout_axes(data_format))
     if len(sizes) == 2:
         n = out_backprop_shape[layout_axes(data_format)[0]]
         return (n, sizes[0], sizes[1], filter_shape[2])
-    raise ValueError(f"input_sizes must have 4 ints ({data_format} order) or 2 ints (H, W); "
-                     f"got {len(sizes)}: {sizes}")
+    raise ValueError(f"input_sizes must have 4 ints ({data_format} order) or 2 ints (H, W): "
+                     f"actual length = {len(sizes)}, expected 4 or 2 ({sizes})")
 
 
 def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *,
@@ -92,10 +93,11 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
     data_format = check_data_format(data_format)
     filter, out_backprop = _engine.common_dtype(filter, out_backprop)
     if filter.ndim != 4:
-        raise ValueError(f"filter must be 4-D (KH, KW, C_in, C_out), got shape {filter.shape}")
+        raise ValueError(f"filter must be 4-D (KH, KW, C_in, C_out): actual shape = "
+                         f"{filter.shape}, expected 4 dimensions")
     if out_backprop.ndim != 4:
-        raise ValueError(f"out_backprop must be 4-D ({data_format}), got shape "
-                         f"{out_backprop.shape}")
+        raise ValueError(f"out_backprop must be 4-D ({data_format}): actual shape = "
+                         f"{out_backprop.shape}, expected 4 dimensions")
     axes = layout_axes(data_format)
     n, h, w, c = tf_input_sizes(input_sizes, out_backprop.shape, filter.shape, 1, data_format)
     strides = spatial_pair(strides, "strides", data_format)
@@ -105,15 +107,21 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
 
     kh, kw, c_group, f = filter.shape
     if kh == 0 or kw == 0:
-        raise ValueError(f"filter must have a non-empty spatial size, got shape {filter.shape}")
-    if c_group == 0 and c != 0 or c_group != 0 and c % c_group != 0:
-        raise ValueError(f"filter in-depth {c_group} must divide the input depth {c} "
-                         f"(input_sizes); filter shape {filter.shape}")
+        raise ValueError(f"filter must have a non-empty spatial size (KH, KW >= 1): actual "
+                         f"shape = {filter.shape}")
+    if c_group == 0 and c != 0 or c_group != 0 and c % c_group != 0 or c_group > c:
+        raise ValueError(f"filter in-depth doesn't match the input depth: actual = {c_group} "
+                         f"(filter shape {filter.shape}), expected the input depth {c} "
+                         f"(input_sizes) or, for a grouped convolution, a divisor of it")
     groups = c // c_group if c_group else 1
     if groups > 1 and f % groups != 0:
         raise ValueError(f"filter out-depth {f} must be divisible by the {groups} groups that "
-                         f"input depth {c} / filter in-depth {c_group} gives")
+                         f"input depth {c} / filter in-depth {c_group} gives (filter shape "
+                         f"{filter.shape})")
     _engine.check_result_size((n, h, w, c), filter.dtype, "input_sizes")
+    # Either may be copied (a broadcast or strided view, or float16 widened to float32).
+    _engine.check_result_size(filter.shape, filter.dtype, "filter", "operand")
+    _engine.check_result_size(out_backprop.shape, out_backprop.dtype, "out_backprop", "operand")
     dy = out_backprop.transpose(axes)  # logical NHWC view, no copy
     geometry = forward_geometry((h, w), (kh, kw), strides, dilations, pad)
     expected = (n,) + geometry.out_hw + (f,)
