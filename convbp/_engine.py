@@ -5,6 +5,7 @@ a :class:`ConvGeometry`; :func:`backprop_input` checks the arrays against each o
 memory orientations, bounds the workspace, holds BLAS to one thread and calls the kernel.
 """
 
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -217,7 +218,7 @@ def _physical_memory():
 def check_result_size(shape, dtype, name, what="result"):
     """Refuse an array (the result, or an operand that may be copied) that could not be
     allocated, naming the argument that set its size."""
-    nbytes = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+    nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
     if np.dtype(dtype) == np.float16:
         nbytes *= 2  # computed in float32
     if nbytes > _physical_memory():
