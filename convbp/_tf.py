@@ -41,7 +41,11 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
         Shape of the convolution's input in ``data_format`` order, or its ``(H, W)`` (N is then
         taken from ``out_backprop`` and C from ``filter``).
     filter : array_like of shape (KH, KW, C_in, C_out)
-        The convolution's filter (HWIO).  A copy is made if it is not C-contiguous (it is small).
+        The convolution's filter (HWIO); C_in may divide the input depth C (a grouped
+        convolution with C / C_in groups, C_out a multiple of the groups).  Arrays must be
+        float16, float32 or float64 (any byte order or alignment; converted if needed); nested
+        lists take the dtype of the other operand, or float64.  A copy is made if it is not
+        C-contiguous (it is small).
     out_backprop : array_like of shape (N, OH, OW, C_out) or (N, C_out, OH, OW)
         Gradient with respect to the convolution's output, in ``data_format`` order.  Used in
         place when each image is a matrix BLAS can read -- channels at unit stride with pixels
@@ -51,7 +55,11 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
         Stride of the convolution; 4 ints are in ``data_format`` order with 1 at N and C.
     padding : {"VALID", "SAME", "EXPLICIT"} or ((top, bottom), (left, right))
         "SAME" gives an output of ``ceil(in / stride)`` with any odd extra padding at the bottom
-        and right, as TensorFlow does.  "EXPLICIT" takes ``explicit_paddings``.
+        and right, as TensorFlow does.  "EXPLICIT" takes ``explicit_paddings``.  Explicit
+        padding may also be 4 ints (top, bottom, left, right) or, as ``tf.nn.conv2d`` takes it,
+        four (before, after) pairs in ``data_format`` order with zeros at N and C.  An input
+        too small for the dilated kernel is an error, except an empty one (H or W of 0), whose
+        output is empty.
     data_format : {"NHWC", "NCHW"}, default "NHWC"
         Layout of ``input_sizes``, ``out_backprop``, the result and the 4-int strides.
     dilations : int, (int, int) or 4 ints, default 1

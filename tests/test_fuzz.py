@@ -85,7 +85,7 @@ def _dress(draw, arr):
     return np.ascontiguousarray(arr)
 
 
-def _spatial(draw, pair, data_format, name):
+def _spatial(draw, pair, data_format):
     """strides / dilations spelled as int, pair, 4 ints in data_format order, or an array."""
     h, w = pair
     kind = draw.int(0, 3)
@@ -95,7 +95,7 @@ def _spatial(draw, pair, data_format, name):
         return [1, h, w, 1] if data_format == "NHWC" else [1, 1, h, w]
     if kind == 2:
         return np.array(pair, draw.choice([np.int32, np.int64]))
-    return (h, w)
+    return (np.int64(h), w) if draw.chance(0.2) else (h, w)
 
 
 def build_case(draw):
@@ -111,6 +111,8 @@ def build_case(draw):
     c, f = cg * groups, fg * groups
     kernel = (draw.int(1, 4), draw.int(1, 4))
     in_hw = (draw.choice([0, 1, 2, 3, 5, 6, 7, 8]), draw.choice([0, 1, 2, 3, 4, 6, 8]))
+    if draw.chance(0.05):  # tall images with few of them: the kernel splits them into bands
+        n, in_hw = draw.int(1, 2), (draw.int(16, 48), draw.int(1, 10))
     huge_axis = draw.int(0, 1) if draw.chance(0.1) else None
     strides, dilations = [], []
     for axis in range(2):
@@ -172,7 +174,7 @@ def build_case(draw):
     dy_arg = _dress(draw, _to_layout(dy, data_format))
     kwargs = dict(data_format=data_format, num_threads=draw.choice([None, 1, 1, 1, 2, 3]))
     if not (dilations == (1, 1) and draw.chance(0.5)):
-        kwargs["dilations"] = _spatial(draw, dilations, data_format, "dilations")
+        kwargs["dilations"] = _spatial(draw, dilations, data_format)
     if explicit is not None:
         kwargs["explicit_paddings"] = explicit
     elif draw.chance(0.1):
@@ -189,7 +191,7 @@ def build_case(draw):
             view = view[::-1]
         kwargs["out"] = view
         out_info = big
-    args = [input_sizes, filter_arg, dy_arg, _spatial(draw, strides, data_format, "strides"),
+    args = [input_sizes, filter_arg, dy_arg, _spatial(draw, strides, data_format),
             padding]
 
     valid_geometry = all(
