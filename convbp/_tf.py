@@ -118,9 +118,12 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
         raise ValueError(f"filter must have a non-empty spatial size (KH, KW >= 1): actual "
                          f"shape = {filter.shape}")
     if c_group == 0 and c != 0 or c_group != 0 and c % c_group != 0 or c_group > c:
-        raise ValueError(f"filter in-depth doesn't match the input depth: actual = {c_group} "
-                         f"(filter shape {filter.shape}), expected the input depth {c} "
-                         f"(input_sizes) or, for a grouped convolution, a divisor of it")
+        # Equal depths, or a grouped convolution (C / C_in groups); an empty input depth
+        # needs an empty filter in-depth.
+        raise ValueError(f"filter in-depth {c_group} must divide the input depth {c} "
+                         f"(input_sizes) and be at most it: actual = {c_group} (filter shape "
+                         f"{filter.shape}), expected {c} or, for a grouped convolution, a "
+                         f"divisor of {c}")
     groups = c // c_group if c_group else 1
     if groups > 1 and f % groups != 0:
         raise ValueError(f"filter out-depth {f} must be divisible by the {groups} groups that "
