@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import convbp
@@ -354,9 +354,9 @@ def describe(case):
     return f"conv2d_backprop_input({', '.join(parts)})  # expected: {expected}"
 
 
-@settings(max_examples=150)
 @given(st.data())
 def test_random_calls(data):
+    # Example count from the conftest profile (60 in CI).
     case = build_case(HypothesisDraw(data))
     check_case(case)
 
