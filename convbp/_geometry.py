@@ -194,9 +194,9 @@ def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
     out, pads = [], []
     for axis, name in enumerate(("height", "width")):
         size, k, s, d = in_hw[axis], kernel_hw[axis], strides[axis], dilations[axis]
-        if max(k, s, d) > MAX_DIM:
-            raise ValueError(f"filter, strides and dilations must be <= {MAX_DIM} along the "
-                             f"{name}; got kernel {k}, stride {s}, dilation {d}")
+        for value, what in ((k, f"filter {name}"), (s, "strides"), (d, "dilations")):
+            if value > MAX_DIM:  # callers normally check strides and dilations already
+                raise ValueError(f"{what} must be <= {MAX_DIM}, got {value}")
         effective = (k - 1) * d + 1
         if padding == "SAME":
             o = -(-size // s)  # an empty input (o = 0) has an empty output and no padding
