@@ -5,6 +5,7 @@ a :class:`ConvGeometry`; :func:`backprop_input` checks the arrays against each o
 memory orientations, bounds the workspace, holds BLAS to one thread and calls the kernel.
 """
 
+import functools
 import math
 import os
 import threading
@@ -206,8 +207,9 @@ def check_out(out, shape, dtype, inputs):
             raise ValueError(f"out overlaps {name}; it must not share memory with an input")
 
 
+@functools.lru_cache(maxsize=None)
 def _physical_memory():
-    """Bytes of physical memory (2**40 where it cannot be read)."""
+    """Bytes of physical memory (2**40 where it cannot be read); read once."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
@@ -221,10 +223,10 @@ def check_result_size(shape, dtype, name, what="result"):
     nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
     if np.dtype(dtype) == np.float16:
         nbytes *= 2  # computed in float32
-    if nbytes > _physical_memory():
+    memory = _physical_memory()
+    if nbytes > memory:
         raise ValueError(f"{name} {tuple(shape)} asks for a {nbytes / 2**30:.3g} GiB {what}, "
-                         f"more than this machine's memory ({_physical_memory() / 2**30:.3g} "
-                         f"GiB)")
+                         f"more than this machine's memory ({memory / 2**30:.3g} GiB)")
 
 
 def _matrix_layout(arr):
