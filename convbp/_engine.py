@@ -307,9 +307,10 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     wmat = np.ascontiguousarray(filter_hwio).reshape(taps, f)
 
     # Column-buffer orientation: col2im's inner loop runs along the column buffer's unit stride,
-    # so make that the direction dx is densest in -- channels for NHWC memory, width for NCHW.
+    # so make that the direction dx is densest in -- channels for NHWC memory, width for NCHW
+    # memory and for one channel a group (a row of width taps beats a lone channel).
     sxw, sxc = abs(dx.strides[2]), abs(dx.strides[3])
-    cols_pixel_major = sxc <= sxw
+    cols_pixel_major = sxc < sxw or (sxc == sxw and c // groups > 1)
     # A 1x1, stride-1, unpadded convolution maps pixels one to one: the GEMM writes dx itself.
     direct_ld = 0
     pointwise = (kh, kw) == (1, 1) and geometry.strides == (1, 1) and dy.shape[1:3] == (h, w) \

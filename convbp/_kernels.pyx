@@ -46,8 +46,12 @@ cdef inline void _tap_range(Py_ssize_t origin, Py_ssize_t step, Py_ssize_t count
                             Py_ssize_t lo, Py_ssize_t hi,
                             Py_ssize_t* first, Py_ssize_t* stop) noexcept nogil:
     """The k in [0, count) with lo <= origin + k*step < hi, as [first, stop); step > 0."""
-    first[0] = max(<Py_ssize_t>0, _ceil_div(lo - origin, step))
-    stop[0] = min(count, _ceil_div(hi - origin, step))
+    if step == 1:  # the common case, without the divisions
+        first[0] = max(<Py_ssize_t>0, lo - origin)
+        stop[0] = min(count, hi - origin)
+    else:
+        first[0] = max(<Py_ssize_t>0, _ceil_div(lo - origin, step))
+        stop[0] = min(count, _ceil_div(hi - origin, step))
     if stop[0] < first[0]:
         stop[0] = first[0]
 
@@ -119,7 +123,7 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
     cdef Py_ssize_t Cg = g.C // g.groups
     cdef Py_ssize_t OW = g.OW, KW = g.KW, sw = g.stride_w, dw = g.dilation_w
     cdef Py_ssize_t oh, ow, ow_a, ow_b, kh, kh_lo, kh_hi, kw, kw_lo, kw_hi, ow_lo, ow_hi
-    cdef Py_ssize_t c, ih, iw0, i, p
+    cdef Py_ssize_t c, ih0, iw0, i, p
     cdef bint channels_inner = col_sk == 1
     # In a pixel-major buffer the taps kw, kw+1 of one pixel lie Cg apart; when the input's W
     # stride (times dilation) matches, (kw, c) is one contiguous run on both sides.
@@ -133,33 +137,39 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
         oh = p // OW
         ow_a = p - oh * OW
         ow_b = min(OW, ow_a + (p0 + m - p))
-        _tap_range(oh * g.stride_h - g.pad_top, g.dilation_h, g.KH, row_lo, row_hi, &kh_lo, &kh_hi)
-        for kh in range(kh_lo, kh_hi):
-            ih = oh * g.stride_h - g.pad_top + kh * g.dilation_h
-            if channels_inner:
-                for ow in range(ow_a, ow_b):
-                    iw0 = ow * sw - g.pad_left
-                    _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
-                    i = oh * OW + ow - p0
+        ih0 = oh * g.stride_h - g.pad_top
+        _tap_range(ih0, g.dilation_h, g.KH, row_lo, row_hi, &kh_lo, &kh_hi)
+        if channels_inner:
+            for ow in range(ow_a, ow_b):
+                # The filter-width taps that land inside the image: once per pixel, not per tap.
+                iw0 = ow * sw - g.pad_left
+                _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
+                if kw_lo >= kw_hi:
+                    continue
+                i = oh * OW + ow - p0
+                for kh in range(kh_lo, kh_hi):
                     src = col + i * col_sp + (kh * KW + kw_lo) * Cg * col_sk
-                    dst = dx + ih * sxh + (iw0 + kw_lo * dw) * sxw
+                    dst = dx + (ih0 + kh * g.dilation_h) * sxh + (iw0 + kw_lo * dw) * sxw
                     if merge_taps:
                         _add_run(dst, sxc, src, col_sk, (kw_hi - kw_lo) * Cg)
                     else:
                         for kw in range(kw_hi - kw_lo):
                             _add_run(dst + kw * dw * sxw, sxc, src + kw * Cg * col_sk, col_sk, Cg)
-            else:
-                for kw in range(KW):
-                    _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
-                    ow_lo = max(ow_lo, ow_a)
-                    ow_hi = min(ow_hi, ow_b)
-                    if ow_lo >= ow_hi:
-                        continue
-                    i = oh * OW + ow_lo - p0
+        else:
+            for kw in range(KW):
+                # The output columns whose tap kw lands inside the image: once per row and tap.
+                _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
+                ow_lo = max(ow_lo, ow_a)
+                ow_hi = min(ow_hi, ow_b)
+                if ow_lo >= ow_hi:
+                    continue
+                i = oh * OW + ow_lo - p0
+                for kh in range(kh_lo, kh_hi):
+                    dst = dx + (ih0 + kh * g.dilation_h) * sxh \
+                        + (ow_lo * sw - g.pad_left + kw * dw) * sxw
+                    src = col + i * col_sp + (kh * KW + kw) * Cg * col_sk
                     for c in range(Cg):
-                        src = col + i * col_sp + ((kh * KW + kw) * Cg + c) * col_sk
-                        dst = dx + ih * sxh + c * sxc + (ow_lo * sw - g.pad_left + kw * dw) * sxw
-                        _add_run(dst, sw * sxw, src, col_sp, ow_hi - ow_lo)
+                        _add_run(dst + c * sxc, sw * sxw, src + c * col_sk, col_sp, ow_hi - ow_lo)
         p += ow_b - ow_a
 
 
