@@ -321,7 +321,8 @@ def torch_transpose_geometry(in_hw, kernel_hw, strides, padding, output_padding,
                          f"{tuple(in_hw)}, the calculated output size per channel is {out}. "
                          f"Output size is too small")
     if max(out) > MAX_DIM:
-        raise ValueError(f"stride {tuple(strides)}: the output size per channel {out} of an "
-                         f"input of size {tuple(in_hw)} exceeds {MAX_DIM}")
+        raise ValueError(f"stride {tuple(strides)}, dilation {tuple(dilations)} and kernel "
+                         f"{tuple(kernel_hw)} give an output size per channel {out} above "
+                         f"{MAX_DIM} for an input of size {tuple(in_hw)}")
     return ConvGeometry(out, tuple(in_hw), tuple(kernel_hw), tuple(strides), tuple(dilations),
                         tuple((p, p) for p in padding))

@@ -299,7 +299,9 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     geometry = torch_transpose_geometry(x.shape[2:], weight.shape[2:], stride, padding,
                                         output_padding, dilation)
     shape = (x.shape[0], c_out) + geometry.in_hw  # NCHW
-    _engine.check_result_size(shape, dtype, "input")
+    # The output's size comes from input and weight shapes with stride, padding, dilation.
+    _engine.check_result_size(shape, dtype, "input/stride/dilation: the output of shape",
+                              "transposed-convolution output")
 
     to_format = (0, 1, 2, 3) if data_format == "NCHW" else _NCHW_AS_NHWC
     if out is None:
