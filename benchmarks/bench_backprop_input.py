@@ -292,7 +292,10 @@ def run_case(shape, layout, dtype, args, contenders):
         med = statistics.median(ts)
         record["times"][name] = ts
         record["median_s"][name] = med
+        record.setdefault("min_s", {})[name] = min(ts)
         record["gflops"][name] = shape.flops / med / 1e9
+        q1, _, q3 = statistics.quantiles(ts, n=4) if len(ts) > 1 else (med, med, med)
+        record.setdefault("spread", {})[name] = (q3 - q1) / med
     if "convbp" in times and "torch" in times:
         record["speedup_vs_torch"] = record["median_s"]["torch"] / record["median_s"]["convbp"]
     return record
@@ -357,7 +360,8 @@ def fmt(value, spec=".1f"):
 def print_table(records, contenders):
     extra = [name for name in ("tf", "numpy") if name in contenders
              and any(name in r["gflops"] or name in r["skipped"] for r in records)]
-    cols = ["shape", "layout", "dtype", "convbp", "torch", "speedup"] + extra + ["ms", "rel err"]
+    cols = (["shape", "layout", "dtype", "convbp", "torch", "speedup"] + extra
+            + ["ms", "spread", "rel err"])
     rows = []
     for r in records:
         err = r.get("verify", {}).get("rel_max_error")
@@ -368,10 +372,13 @@ def print_table(records, contenders):
         row += [fmt(r["gflops"][name]) if name in r["gflops"] else
                 ("n/a" if name in r["skipped"] else "-") for name in extra]
         row += [fmt(r["median_s"].get("convbp", float("nan")) * 1e3, ".2f"),
+                fmt(max(r.get("spread", {}).values(), default=float("nan")) * 100, ".0f") + "%",
                 (fmt(err, ".1e") if err is not None else "-") + flag]
         rows.append(row)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time")
+    print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time; ms = convbp "
+          "median; spread = largest\ninterquartile range / median of any contender; rel err = "
+          "max|convbp - check| / max|check|")
     print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
                     enumerate(zip(cols, widths))))
     for row in rows:
@@ -407,7 +414,7 @@ def summarize(records):
     return summary
 
 
-def print_summary(summary, gemm):
+def print_summary(summary, gemm, info):
     for key, s in sorted(summary["speedup_vs_torch"].items()):
         print(f"speedup vs torch, {key}: geomean {s['geomean']:.2f}x, min {s['min']:.2f}x "
               f"({s['min_shape']}), {s['cases']} shapes")
@@ -418,7 +425,11 @@ def print_summary(summary, gemm):
     for dtype, value in gemm.items():
         name = "sgemm" if dtype == "float32" else "dgemm"
         print(f"{name} ceiling (SciPy BLAS, 2048^3, {value['threads']} threads): "
-              f"{value['gflops']:.1f} GFLOP/s")
+              f"{value['gflops']:.1f} GFLOP/s at the start, {value['gflops_end']:.1f} at the end")
+    busy = max(info["load_average"][0], info["load_average_end"][0])
+    if busy > info["cores_available"] + 0.5:
+        print(f"warning: load average reached {busy:.2f} on {info['cores_available']} cores; "
+              f"other processes competed for the CPU, absolute numbers are low and noisy")
 
 
 def write_png(path, records, info):
@@ -546,11 +557,13 @@ def main(argv=None):
                           f"{fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
                           f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        for d, g in gemm.items():  # again at the end: the load may have changed meanwhile
+            g["gflops_end"] = gemm_ceiling(d, args.threads)
 
     print()
     print_table(records, contenders)
     summary = summarize(records)
-    print_summary(summary, gemm)
+    print_summary(summary, gemm, info)
 
     out = dict(machine=info, settings=dict(repeat=args.repeat, warmup=args.warmup,
                                            threads=args.threads, quick=args.quick),
