@@ -211,6 +211,14 @@ def setup_tf(threads):
 # ---------------------------------------------------------------------------------------------
 # Measurement.
 
+def error_summary(exc):
+    """The informative line of an exception (TensorFlow wraps its message in a traceback)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(
+        ("File ", "Graph execution error", "Detected at node", "[["))]
+    return (lines[-1] if lines else repr(exc))[:120]
+
+
 def rel_max_error(actual, expected):
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
@@ -271,18 +279,27 @@ def run_case(shape, layout, dtype, args, contenders):
             run, to_nhwc = factory(shape, layout, dy, filt, args.threads)
             result = run()  # also the first warm-up call
         except Exception as exc:  # e.g. TensorFlow's "only supports NHWC" for NCHW on CPU
-            record["skipped"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            record["skipped"][name] = f"{type(exc).__name__}: {error_summary(exc)}"
             continue
         runs[name], converters[name] = run, (to_nhwc, result)
 
-    # Cross-check convbp against PyTorch (or the NumPy reference without it), once per case.
-    check = "torch" if "torch" in runs else ("numpy" if "numpy" in runs else None)
-    if "convbp" in runs and check is not None:
+    # Cross-check convbp against every other contender, once per case; the verdict is against
+    # PyTorch (or TensorFlow, or the NumPy reference, whichever ran first in that order).
+    if "convbp" in runs:
         to_a, a = converters["convbp"]
-        to_b, b = converters[check]
-        err = rel_max_error(to_a(a), to_b(b))
-        record["verify"] = dict(against=check, rel_max_error=err, tolerance=TOLERANCE[dtype],
-                                ok=err <= TOLERANCE[dtype])
+        a = to_a(a)
+        errors = {}
+        for name in ("torch", "tf", "numpy"):
+            if name in converters:
+                to_b, b = converters[name]
+                errors[name] = rel_max_error(a, to_b(b))
+        if errors:
+            check = next(iter(errors))
+            record["verify"] = dict(against=check, rel_max_error=errors[check],
+                                    tolerance=TOLERANCE[dtype],
+                                    ok=all(e <= TOLERANCE[dtype] for e in errors.values()),
+                                    errors=errors)
+        del a
     converters.clear()  # release the results before timing
 
     warmups = {name: (args.warmup if name in ("torch", "tf") else 2) for name in runs}
@@ -364,11 +381,13 @@ def print_table(records, contenders):
             + ["ms", "spread", "rel err"])
     rows = []
     for r in records:
-        err = r.get("verify", {}).get("rel_max_error")
+        err = max(r.get("verify", {}).get("errors", {}).values(), default=None)
         flag = "" if r.get("verify", {}).get("ok", True) else " FAIL"
+        speedup = r.get("speedup_vs_torch")
         row = [r["shape"], r["layout"], r["dtype"], fmt(r["gflops"].get("convbp")),
-               fmt(r["gflops"].get("torch")),
-               fmt(r.get("speedup_vs_torch"), ".2f") + ("x" if "speedup_vs_torch" in r else "")]
+               fmt(r["gflops"].get("torch")) if "torch" in contenders else "-",
+               fmt(speedup, ".2f") + "x" if speedup else ("n/a" if "torch" in contenders
+                                                         else "-")]
         row += [fmt(r["gflops"][name]) if name in r["gflops"] else
                 ("n/a" if name in r["skipped"] else "-") for name in extra]
         row += [fmt(r["median_s"].get("convbp", float("nan")) * 1e3, ".2f"),
@@ -378,7 +397,7 @@ def print_table(records, contenders):
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time; ms = convbp "
           "median; spread = largest\ninterquartile range / median of any contender; rel err = "
-          "max|convbp - check| / max|check|")
+          "max|convbp - other| / max|other|,\nthe largest over the other contenders")
     print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
                     enumerate(zip(cols, widths))))
     for row in rows:
@@ -417,7 +436,7 @@ def summarize(records):
 def print_summary(summary, gemm, info):
     for key, s in sorted(summary["speedup_vs_torch"].items()):
         print(f"speedup vs torch, {key}: geomean {s['geomean']:.2f}x, min {s['min']:.2f}x "
-              f"({s['min_shape']}), {s['cases']} shapes")
+              f"({s['min_shape']}), {s['cases']} shape(s)")
     for dtype, s in sorted(summary["nchw_over_nhwc_time"].items()):
         worst = max(s["per_shape"].items(), key=lambda kv: kv[1])
         print(f"convbp NCHW/NHWC time, {dtype}: geomean {s['geomean']:.2f} "
@@ -546,8 +565,9 @@ def main(argv=None):
                     r = run_case(shape, layout, dtype, args, contenders)
                     records.append(r)
                     v = r.get("verify")
-                    check = (f"err vs {v['against']} {v['rel_max_error']:.1e}"
-                             f"{'' if v['ok'] else ' FAIL'}") if v else "not verified"
+                    check = ("rel err vs " + ", ".join(f"{k} {e:.1e}" for k, e in
+                                                       v["errors"].items())
+                             + ("" if v["ok"] else " FAIL")) if v else "not verified"
                     others = ", ".join(f"{k} {fmt(g)}" for k, g in r["gflops"].items()
                                        if k != "convbp")
                     skipped = "".join(f"; {k} n/a ({why})" for k, why in r["skipped"].items())
