@@ -13,7 +13,7 @@ requested memory format -- is inside the timed call).  That is the same number o
 
 Run from the repository root with convbp installed::
 
-    python benchmarks/bench_backprop_input.py                     # everything, ~10 minutes
+    python benchmarks/bench_backprop_input.py                     # everything, ~5 minutes
     python benchmarks/bench_backprop_input.py --quick --dtype float32
     python benchmarks/bench_backprop_input.py --shapes r50 --layout NCHW --repeat 9
 
@@ -446,7 +446,8 @@ def print_summary(summary, gemm, info):
     for dtype, value in gemm.items():
         name = "sgemm" if dtype == "float32" else "dgemm"
         print(f"{name} ceiling (SciPy BLAS, 2048^3, {value['threads']} threads): "
-              f"{value['gflops']:.1f} GFLOP/s at the start, {value['gflops_end']:.1f} at the end")
+              f"{value['gflops']:.1f} GFLOP/s at the start, {value['gflops_end']:.1f} at the end; "
+              f"1 thread {value['gflops_1_thread']:.1f}")
     busy = max(info["load_average"][0], info["load_average_end"][0])
     if busy > info["cores_available"] + 0.5:
         print(f"warning: load average reached {busy:.2f} on {info['cores_available']} cores; "
@@ -553,11 +554,12 @@ def main(argv=None):
     with threadpool_limits(limits=args.threads, user_api="blas"):
         info = machine_info(args.threads, tf)
         print_header(info)
-        gemm = {d: dict(gflops=gemm_ceiling(d, args.threads), threads=args.threads)
-                for d in dtypes}
+        gemm = {d: dict(gflops=gemm_ceiling(d, args.threads), threads=args.threads,
+                        gflops_1_thread=gemm_ceiling(d, 1))
+                for d in DTYPES}
         for d, g in gemm.items():
-            print(f"{'sgemm' if d == 'float32' else 'dgemm'} ceiling: {g['gflops']:.1f} GFLOP/s",
-                  flush=True)
+            print(f"{'sgemm' if d == 'float32' else 'dgemm'} ceiling: {g['gflops']:.1f} GFLOP/s "
+                  f"({args.threads} threads), {g['gflops_1_thread']:.1f} (1 thread)", flush=True)
 
         records = []
         total = len(dtypes) * len(shapes) * len(layouts)
