@@ -338,6 +338,18 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def convbp_revision():
+    """``git describe`` of the tree convbp was imported from (an editable install), if any."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10,
+                             cwd=os.path.dirname(os.path.abspath(convbp.__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def machine_info(threads, tf):
     blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
                                     "threading_layer", "filepath")}
@@ -347,7 +359,8 @@ def machine_info(threads, tf):
         cpu=cpu_model(), cores_available=convbp.default_num_threads(),
         cpu_count=os.cpu_count(), threads=threads,
         load_average=[round(x, 2) for x in os.getloadavg()],
-        python=platform.python_version(), convbp=convbp.__version__, numpy=np.__version__,
+        python=platform.python_version(), convbp=convbp.__version__,
+        convbp_revision=convbp_revision(), numpy=np.__version__,
         scipy=scipy.__version__, torch=getattr(torch, "__version__", None),
         tensorflow=getattr(tf, "__version__", None),
         openblas_env={k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")},
@@ -356,7 +369,8 @@ def machine_info(threads, tf):
 
 
 def print_header(info):
-    print(f"convbp {info['convbp']} benchmark -- {info['date']}")
+    rev = f" ({info['convbp_revision']})" if info["convbp_revision"] else ""
+    print(f"convbp {info['convbp']}{rev} benchmark -- {info['date']}")
     print(f"CPU: {info['cpu']}  ({info['cores_available']} cores available, "
           f"{info['threads']} threads used; load average {info['load_average']})")
     print(f"Python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, torch "

@@ -109,7 +109,7 @@ def main(argv=None):
     layouts = LAYOUTS if args.layout == "all" else (args.layout,)
     limit = args.workspace_limit
     print(f"convbp {convbp.__version__}: peak extra memory of conv2d_backprop_input "
-          f"(float32, stride 1, SAME), {threads} threads, workspace limit "
+          f"(float32, stride 1, SAME), {threads} thread(s), workspace limit "
           f"{limit if limit is not None else convbp.get_workspace_limit() / MiB:g} MiB")
     print("extra = peak during the call minus memory before it minus the result; each case in "
           "a fresh process\n")
@@ -126,12 +126,12 @@ def main(argv=None):
                 cmd += ["--workspace-limit", str(limit)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
-                print(f"{case:<28} {layout:<6} failed: {out.stderr.strip().splitlines()[-1:]}")
+                print(f"{case:<28} {layout:<6} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
-            print(f"{case:<28} {layout:<6} {r['result'] / MiB:>4.0f} MiB {r['column_buffer'] / MiB:>5.0f}"
-                  f" MiB {r['traced_extra'] / MiB:>4.1f} MiB {r['rss_extra'] / MiB:>4.1f} MiB "
+            print(f"{case:<28} {layout:<6} {r['result'] / MiB:>4.0f} MiB "
+                  f"{r['column_buffer'] / MiB:>5.0f} MiB {r['traced_extra'] / MiB:>4.1f} MiB {r['rss_extra'] / MiB:>4.1f} MiB "
                   f"{r['traced_extra'] / r['column_buffer']:>10.1%} {r['seconds']:>6.2f}s"
                   + (" (RSS: upper bound, high-water mark set before the call)"
                      if r["rss_bound"] else ""), flush=True)
