@@ -1,0 +1,624 @@
+"""Benchmark convbp.conv2d_backprop_input against PyTorch, TensorFlow and the NumPy reference.
+
+Every contender runs in this one process, on the same arrays, with the same thread count.  Each
+(shape, layout, dtype) case is warmed up first, then timed interleaved -- convbp, torch, tf,
+numpy, convbp, torch, ... -- so that a burst of load from elsewhere on the machine hits all of
+them alike; the reported time is the median of ``--repeat`` rounds.
+
+GFLOP/s counts the nominal work of the op, 2*N*OH*OW*C_out*KH*KW*C_in/groups per call, for every
+contender alike.  TensorFlow's SAME padding can be asymmetric (the odd extra row or column at the
+bottom/right); PyTorch only pads symmetrically, so it gets the smaller padding on both sides and an
+input enlarged by the difference, and its gradient is cropped back (the crop -- a copy into the
+requested memory format -- is inside the timed call).  That is the same number of multiply-adds.
+
+Run from the repository root with convbp installed::
+
+    python benchmarks/bench_backprop_input.py                     # everything, ~5 minutes
+    python benchmarks/bench_backprop_input.py --quick --dtype float32
+    python benchmarks/bench_backprop_input.py --shapes r50 --layout NCHW --repeat 9
+
+The JSON (default ``benchmarks/results/latest.json``) holds every timing; a PNG bar chart of the
+speedup over PyTorch is written next to it when matplotlib is installed.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy
+import scipy.linalg.blas
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import convbp
+import convbp.reference
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+LAYOUTS = ("NHWC", "NCHW")
+DTYPES = ("float32", "float64")
+# Largest relative max error (max|a - b| / max|b|) accepted between convbp and the cross-check.
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+# The NumPy reference runs by default only on shapes up to this many nominal FLOPs (it is slow).
+NUMPY_AUTO_FLOPS = 0.5e9
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark case: input N x H x W x C_in, filter KH x KW x C_in x C_out, TF padding."""
+
+    name: str
+    n: int
+    h: int
+    w: int
+    c_in: int
+    kh: int
+    kw: int
+    c_out: int
+    stride: int
+    padding: str  # "SAME" or "VALID", TensorFlow's meaning
+    dilation: int = 1
+
+    def out_size(self, size, k):
+        eff = (k - 1) * self.dilation + 1
+        if self.padding == "SAME":
+            return -(-size // self.stride)
+        return (size - eff) // self.stride + 1
+
+    @property
+    def out_hw(self):
+        return self.out_size(self.h, self.kh), self.out_size(self.w, self.kw)
+
+    def pads(self):
+        """TensorFlow's ((top, bottom), (left, right)); SAME puts the odd extra after."""
+        if self.padding == "VALID":
+            return (0, 0), (0, 0)
+        result = []
+        for size, k, out in ((self.h, self.kh, self.out_hw[0]), (self.w, self.kw, self.out_hw[1])):
+            total = max((out - 1) * self.stride + (k - 1) * self.dilation + 1 - size, 0)
+            result.append((total // 2, total - total // 2))
+        return tuple(result)
+
+    @property
+    def flops(self):
+        oh, ow = self.out_hw
+        return 2 * self.n * oh * ow * self.c_out * self.kh * self.kw * self.c_in
+
+    def describe(self):
+        return (f"{self.n}x{self.h}x{self.w}x{self.c_in} {self.kh}x{self.kw}x{self.c_in}x"
+                f"{self.c_out} s{self.stride} {self.padding} d{self.dilation}")
+
+
+SHAPES = (
+    Shape("r50_conv1", 8, 224, 224, 3, 7, 7, 64, 2, "SAME"),
+    Shape("r50_s2_3x3", 8, 56, 56, 64, 3, 3, 64, 1, "SAME"),
+    Shape("r50_s3_down", 8, 56, 56, 128, 3, 3, 128, 2, "SAME"),
+    Shape("r50_s4_3x3", 8, 14, 14, 256, 3, 3, 256, 1, "SAME"),
+    Shape("pointwise", 8, 56, 56, 256, 1, 1, 64, 1, "VALID"),
+    Shape("mnist", 64, 28, 28, 1, 5, 5, 32, 1, "VALID"),
+    Shape("dilated", 4, 64, 64, 32, 3, 3, 32, 1, "SAME", 2),
+    Shape("vgg", 4, 112, 112, 128, 3, 3, 128, 1, "SAME"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Contenders.  Each factory returns (run, to_nhwc): run() computes one gradient and returns it,
+# to_nhwc(result) turns that result into a logical-NHWC NumPy array for the cross-check.
+
+def make_convbp(shape, layout, dy, filt, threads):
+    if layout == "NHWC":
+        sizes = (shape.n, shape.h, shape.w, shape.c_in)
+    else:
+        sizes = (shape.n, shape.c_in, shape.h, shape.w)
+
+    def run():
+        return convbp.conv2d_backprop_input(sizes, filt, dy, shape.stride, shape.padding,
+                                            data_format=layout, dilations=shape.dilation,
+                                            num_threads=threads)
+
+    return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
+
+
+def make_torch(shape, layout, dy, filt, threads):
+    fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+    dy_t = torch.from_numpy(dy)
+    if layout == "NHWC":
+        dy_t = dy_t.permute(0, 3, 1, 2)  # NCHW sizes, channels_last strides: no copy
+    dy_t = dy_t.contiguous(memory_format=fmt)
+    w_t = torch.from_numpy(filt).permute(3, 2, 0, 1).contiguous(memory_format=fmt)  # OIHW
+    (top, bottom), (left, right) = shape.pads()
+    pad = (min(top, bottom), min(left, right))
+    extra = (top - pad[0], bottom - pad[0], left - pad[1], right - pad[1])
+    hp, wp = shape.h + extra[0] + extra[1], shape.w + extra[2] + extra[3]
+    x_t = torch.empty((shape.n, shape.c_in, hp, wp), dtype=dy_t.dtype).contiguous(
+        memory_format=fmt)
+    stride, dilation = [shape.stride] * 2, [shape.dilation] * 2
+    crop = any(extra)
+    rows, cols = slice(extra[0], extra[0] + shape.h), slice(extra[2], extra[2] + shape.w)
+
+    def run():
+        grad = torch.ops.aten.convolution_backward(
+            dy_t, x_t, w_t, None, stride, list(pad), dilation, False, [0, 0], 1,
+            [True, False, False])[0]
+        if crop:
+            grad = grad[:, :, rows, cols].contiguous(memory_format=fmt)
+        return grad
+
+    return run, lambda r: r.permute(0, 2, 3, 1).numpy()
+
+
+def make_tf(shape, layout, dy, filt, threads):
+    import tensorflow as tf
+
+    if layout == "NHWC":
+        sizes = (shape.n, shape.h, shape.w, shape.c_in)
+        strides, dilations = [1, shape.stride, shape.stride, 1], [1, shape.dilation,
+                                                                   shape.dilation, 1]
+    else:
+        sizes = (shape.n, shape.c_in, shape.h, shape.w)
+        strides, dilations = [1, 1, shape.stride, shape.stride], [1, 1, shape.dilation,
+                                                                   shape.dilation]
+    sizes_t = tf.constant(sizes, dtype=tf.int32)
+    filt_t, dy_t = tf.constant(filt), tf.constant(dy)
+
+    @tf.function
+    def grad(sizes_t, filt_t, dy_t):
+        return tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=sizes_t, filter=filt_t, out_backprop=dy_t, strides=strides,
+            padding=shape.padding, data_format=layout, dilations=dilations)
+
+    def run():
+        return grad(sizes_t, filt_t, dy_t).numpy()
+
+    return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
+
+
+def make_numpy(shape, layout, dy, filt, threads):
+    dy_nhwc = dy if layout == "NHWC" else dy.transpose(0, 2, 3, 1)  # a view
+    strides, dilations = (shape.stride,) * 2, (shape.dilation,) * 2
+
+    def run():
+        dx = convbp.reference.conv2d_backprop_input_nhwc(
+            (shape.h, shape.w), filt, dy_nhwc, strides, dilations, shape.pads())
+        return dx if layout == "NHWC" else dx.transpose(0, 3, 1, 2)
+
+    return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
+
+
+def setup_tf(threads):
+    """Import TensorFlow with its thread pools sized like the others; None if not importable."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        return tf
+    except Exception:  # not installed, or broken in this environment
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement.
+
+def error_summary(exc):
+    """The informative line of an exception (TensorFlow wraps its message in a traceback)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(
+        ("File ", "Graph execution error", "Detected at node", "[["))]
+    return (lines[-1] if lines else repr(exc))[:120]
+
+
+def rel_max_error(actual, expected):
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    scale = float(np.max(np.abs(expected))) or 1.0
+    return float(np.max(np.abs(actual - expected))) / scale
+
+
+def time_interleaved(runs, warmups, repeat):
+    """{name: [seconds per call]}: warm-up calls first, then ``repeat`` interleaved rounds."""
+    for name, run in runs.items():
+        for _ in range(warmups[name]):
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def gemm_ceiling(dtype, threads, size=2048, repeat=5):
+    """GFLOP/s of SciPy's BLAS GEMM on size x size Fortran-order matrices, ``threads`` threads."""
+    gemm = scipy.linalg.blas.sgemm if dtype == "float32" else scipy.linalg.blas.dgemm
+    rng = np.random.default_rng(1)
+    a = np.asfortranarray(rng.standard_normal((size, size)).astype(dtype))
+    b = np.asfortranarray(rng.standard_normal((size, size)).astype(dtype))
+    c = np.zeros((size, size), dtype, order="F")
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for _ in range(2):
+            gemm(1.0, a, b, c=c, overwrite_c=True)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            gemm(1.0, a, b, c=c, overwrite_c=True)
+            times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def run_case(shape, layout, dtype, args, contenders):
+    """Time one (shape, layout, dtype); returns the JSON record."""
+    rng = np.random.default_rng(0)
+    oh, ow = shape.out_hw
+    dy_shape = (shape.n, oh, ow, shape.c_out) if layout == "NHWC" else (shape.n, shape.c_out,
+                                                                        oh, ow)
+    dy = rng.standard_normal(dy_shape, dtype=np.float64).astype(dtype)
+    filt = rng.standard_normal((shape.kh, shape.kw, shape.c_in, shape.c_out),
+                               dtype=np.float64).astype(dtype)
+    record = dict(shape=shape.name, geometry=shape.describe(), layout=layout, dtype=dtype,
+                  flops=shape.flops, pads=shape.pads(), out_hw=(oh, ow),
+                  times={}, median_s={}, gflops={}, skipped={})
+
+    runs, converters = {}, {}
+    for name, factory in contenders.items():
+        if name == "numpy" and not (args.numpy or shape.flops <= NUMPY_AUTO_FLOPS):
+            continue
+        try:
+            run, to_nhwc = factory(shape, layout, dy, filt, args.threads)
+            result = run()  # also the first warm-up call
+        except Exception as exc:  # e.g. TensorFlow's "only supports NHWC" for NCHW on CPU
+            record["skipped"][name] = f"{type(exc).__name__}: {error_summary(exc)}"
+            continue
+        runs[name], converters[name] = run, (to_nhwc, result)
+
+    # Cross-check convbp against every other contender, once per case; the verdict is against
+    # PyTorch (or TensorFlow, or the NumPy reference, whichever ran first in that order).
+    if "convbp" in runs:
+        to_a, a = converters["convbp"]
+        a = to_a(a)
+        errors = {}
+        for name in ("torch", "tf", "numpy"):
+            if name in converters:
+                to_b, b = converters[name]
+                errors[name] = rel_max_error(a, to_b(b))
+        if errors:
+            check = next(iter(errors))
+            record["verify"] = dict(against=check, rel_max_error=errors[check],
+                                    tolerance=TOLERANCE[dtype],
+                                    ok=all(e <= TOLERANCE[dtype] for e in errors.values()),
+                                    errors=errors)
+        del a
+    converters.clear()  # release the results before timing
+
+    warmups = {name: (args.warmup if name in ("torch", "tf") else 2) for name in runs}
+    warmups["numpy"] = 0
+    times = time_interleaved(runs, warmups, args.repeat)
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        record["times"][name] = ts
+        record["median_s"][name] = med
+        record.setdefault("min_s", {})[name] = min(ts)
+        record["gflops"][name] = shape.flops / med / 1e9
+        q1, _, q3 = statistics.quantiles(ts, n=4) if len(ts) > 1 else (med, med, med)
+        record.setdefault("spread", {})[name] = (q3 - q1) / med
+    if "convbp" in times and "torch" in times:
+        record["speedup_vs_torch"] = record["median_s"]["torch"] / record["median_s"]["convbp"]
+        record["speedup_vs_torch_best"] = record["min_s"]["torch"] / record["min_s"]["convbp"]
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+
+def geomean(values):
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def convbp_revision():
+    """``git describe`` of the tree convbp was imported from (an editable install), if any."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10,
+                             cwd=os.path.dirname(os.path.abspath(convbp.__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def machine_info(threads, tf):
+    blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                    "threading_layer", "filepath")}
+            for d in threadpool_info()]
+    info = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        cpu=cpu_model(), cores_available=convbp.default_num_threads(),
+        cpu_count=os.cpu_count(), threads=threads,
+        load_average=[round(x, 2) for x in os.getloadavg()],
+        python=platform.python_version(), convbp=convbp.__version__,
+        convbp_revision=convbp_revision(), numpy=np.__version__,
+        scipy=scipy.__version__, torch=getattr(torch, "__version__", None),
+        tensorflow=getattr(tf, "__version__", None),
+        openblas_env={k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")},
+        blas=blas)
+    return info
+
+
+def print_header(info):
+    rev = f" ({info['convbp_revision']})" if info["convbp_revision"] else ""
+    print(f"convbp {info['convbp']}{rev} benchmark -- {info['date']}")
+    print(f"CPU: {info['cpu']}  ({info['cores_available']} cores available, "
+          f"{info['threads']} threads used; load average {info['load_average']})")
+    print(f"Python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, torch "
+          f"{info['torch'] or 'not installed'}, tensorflow {info['tensorflow'] or 'not installed'}")
+    for lib in info["blas"]:
+        arch = f", {lib['architecture']}" if lib["architecture"] else ""
+        print(f"thread pool: {lib['internal_api']} {lib['version'] or ''}{arch} "
+              f"({lib['num_threads']} threads) {os.path.basename(lib['filepath'])}")
+    if info["openblas_env"]:
+        print("Environment: " + " ".join(f"{k}={v}" for k, v in info["openblas_env"].items()))
+    print(flush=True)
+
+
+def fmt(value, spec=".1f"):
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else \
+        format(value, spec)
+
+
+def print_table(records, contenders):
+    extra = [name for name in ("tf", "numpy") if name in contenders
+             and any(name in r["gflops"] or name in r["skipped"] for r in records)]
+    cols = (["shape", "layout", "dtype", "convbp", "torch", "speedup"] + extra
+            + ["ms", "spread", "rel err"])
+    rows = []
+    for r in records:
+        err = max(r.get("verify", {}).get("errors", {}).values(), default=None)
+        flag = "" if r.get("verify", {}).get("ok", True) else " FAIL"
+        speedup = r.get("speedup_vs_torch")
+        row = [r["shape"], r["layout"], r["dtype"], fmt(r["gflops"].get("convbp")),
+               fmt(r["gflops"].get("torch")) if "torch" in contenders else "-",
+               fmt(speedup, ".2f") + "x" if speedup else ("n/a" if "torch" in contenders
+                                                         else "-")]
+        row += [fmt(r["gflops"][name]) if name in r["gflops"] else
+                ("n/a" if name in r["skipped"] else "-") for name in extra]
+        row += [fmt(r["median_s"].get("convbp", float("nan")) * 1e3, ".2f"),
+                fmt(max(r.get("spread", {}).values(), default=float("nan")) * 100, ".0f") + "%",
+                (fmt(err, ".1e") if err is not None else "-") + flag]
+        rows.append(row)
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time; ms = convbp "
+          "median; spread = largest\ninterquartile range / median of any contender; rel err = "
+          "max|convbp - other| / max|other|,\nthe largest over the other contenders")
+    print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
+                    enumerate(zip(cols, widths))))
+    for row in rows:
+        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in
+                        enumerate(zip(row, widths))))
+    print()
+
+
+def summarize(records):
+    """Geomean and minimum speedup per (layout, dtype); convbp NCHW/NHWC time ratio per dtype."""
+    summary = {"speedup_vs_torch": {}, "nchw_over_nhwc_time": {}}
+    groups = {}
+    for r in records:
+        if "speedup_vs_torch" in r:
+            groups.setdefault((r["layout"], r["dtype"]), []).append(
+                (r["speedup_vs_torch"], r["shape"], r["speedup_vs_torch_best"]))
+    for (layout, dtype), values in groups.items():
+        low = min(values)
+        summary["speedup_vs_torch"][f"{layout} {dtype}"] = dict(
+            geomean=geomean([v[0] for v in values]), min=low[0], min_shape=low[1],
+            cases=len(values), geomean_best_times=geomean([v[2] for v in values]))
+    by_key = {(r["shape"], r["layout"], r["dtype"]): r for r in records}
+    ratios = {}
+    for (name, layout, dtype), r in by_key.items():
+        other = by_key.get((name, "NHWC", dtype))
+        if layout == "NCHW" and other and "convbp" in r["median_s"] and \
+                "convbp" in other["median_s"]:
+            ratios.setdefault(dtype, {})[name] = (r["median_s"]["convbp"]
+                                                  / other["median_s"]["convbp"])
+    for dtype, per_shape in ratios.items():
+        summary["nchw_over_nhwc_time"][dtype] = dict(geomean=geomean(per_shape.values()),
+                                                     per_shape=per_shape)
+    return summary
+
+
+def print_summary(summary, gemm, info):
+    for key, s in sorted(summary["speedup_vs_torch"].items()):
+        print(f"speedup vs torch, {key}: geomean {s['geomean']:.2f}x, min {s['min']:.2f}x "
+              f"({s['min_shape']}), {s['cases']} shape(s); from best times "
+              f"{s['geomean_best_times']:.2f}x")
+    for dtype, s in sorted(summary["nchw_over_nhwc_time"].items()):
+        worst = max(s["per_shape"].items(), key=lambda kv: kv[1])
+        print(f"convbp NCHW/NHWC time, {dtype}: geomean {s['geomean']:.2f} "
+              f"(worst {worst[1]:.2f}, {worst[0]})")
+    for dtype, value in gemm.items():
+        name = "sgemm" if dtype == "float32" else "dgemm"
+        print(f"{name} ceiling (SciPy BLAS, 2048^3, {value['threads']} threads): "
+              f"{value['gflops']:.1f} GFLOP/s at the start, {value['gflops_end']:.1f} at the end; "
+              f"1 thread {value['gflops_1_thread']:.1f}")
+    busy = max(info["load_average"][0], info["load_average_end"][0])
+    if busy > info["cores_available"] + 0.5:
+        print(f"warning: load average reached {busy:.2f} on {info['cores_available']} cores; "
+              f"other processes competed for the CPU, absolute numbers are low and noisy")
+
+
+def write_png(path, records, info):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    dtypes = [d for d in DTYPES if any(r["dtype"] == d and "speedup_vs_torch" in r
+                                       for r in records)]
+    if not dtypes:
+        return False
+    fig, axes = plt.subplots(len(dtypes), 1, figsize=(10, 3.6 * len(dtypes)), squeeze=False)
+    for ax, dtype in zip(axes[:, 0], dtypes):
+        names = [s.name for s in SHAPES if any(r["shape"] == s.name and r["dtype"] == dtype
+                                               for r in records)]
+        x = np.arange(len(names))
+        for i, layout in enumerate(LAYOUTS):
+            values = [next((r.get("speedup_vs_torch", 0) for r in records
+                            if r["shape"] == n and r["dtype"] == dtype and r["layout"] == layout),
+                           0) for n in names]
+            bars = ax.bar(x + (i - 0.5) * 0.38, values, 0.38, label=layout)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(x, names, rotation=20, fontsize=8)
+        ax.set_ylabel("speedup vs PyTorch")
+        ax.set_title(f"convbp conv2d_backprop_input, {dtype}", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
+                 f"{info['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dtype", choices=DTYPES + ("all",), default="all")
+    p.add_argument("--layout", choices=LAYOUTS + ("all",), default="all")
+    p.add_argument("--shapes", default="",
+                   help="comma-separated substrings; only shapes whose name contains one run")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed interleaved rounds per case, median reported (default 7; 3 "
+                        "with --quick)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up calls for PyTorch and TensorFlow (default 20; 5 with "
+                        "--quick); convbp gets 3 (with its verification call), numpy 1")
+    p.add_argument("--quick", action="store_true", help="fewer rounds and warm-ups")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every contender (default: all cores available)")
+    p.add_argument("--numpy", action="store_true",
+                   help="time the NumPy reference on every shape (default: only small ones)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-tf", action="store_true", help="leave TensorFlow out")
+    p.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"),
+                   help="where to write the results (default %(default)s)")
+    p.add_argument("--png", default=None,
+                   help="bar chart path (default: the JSON path with .png; needs matplotlib)")
+    args = p.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 7
+    if args.warmup is None:
+        args.warmup = 5 if args.quick else 20
+    if args.threads is None:
+        args.threads = convbp.default_num_threads()
+    if args.repeat < 1 or args.warmup < 0 or args.threads < 1:
+        p.error("--repeat and --threads must be >= 1, --warmup >= 0")
+    if args.png is None:
+        args.png = os.path.splitext(args.json)[0] + ".png"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.repeat < 5 and not args.quick:
+        print(f"note: --repeat {args.repeat} < 5, medians will be noisy", file=sys.stderr)
+    tf = None if args.no_tf else setup_tf(args.threads)
+    contenders = {"convbp": make_convbp}
+    if torch is not None and not args.no_torch:
+        torch.set_num_threads(args.threads)
+        contenders["torch"] = make_torch
+    if tf is not None:
+        contenders["tf"] = make_tf
+    contenders["numpy"] = make_numpy
+
+    wanted = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    shapes = [s for s in SHAPES if not wanted or any(w in s.name for w in wanted)]
+    if not shapes:
+        sys.exit(f"no shape matches --shapes {args.shapes!r}; names: "
+                 + ", ".join(s.name for s in SHAPES))
+    dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
+    layouts = LAYOUTS if args.layout == "all" else (args.layout,)
+
+    # Every BLAS call outside convbp (the NumPy reference, the GEMM ceiling) uses args.threads.
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        info = machine_info(args.threads, tf)
+        print_header(info)
+        gemm = {d: dict(gflops=gemm_ceiling(d, args.threads), threads=args.threads,
+                        gflops_1_thread=gemm_ceiling(d, 1))
+                for d in DTYPES}
+        for d, g in gemm.items():
+            print(f"{'sgemm' if d == 'float32' else 'dgemm'} ceiling: {g['gflops']:.1f} GFLOP/s "
+                  f"({args.threads} threads), {g['gflops_1_thread']:.1f} (1 thread)", flush=True)
+
+        records = []
+        total = len(dtypes) * len(shapes) * len(layouts)
+        for dtype in dtypes:
+            for shape in shapes:
+                for layout in layouts:
+                    r = run_case(shape, layout, dtype, args, contenders)
+                    records.append(r)
+                    v = r.get("verify")
+                    check = ("rel err vs " + ", ".join(f"{k} {e:.1e}" for k, e in
+                                                       v["errors"].items())
+                             + ("" if v["ok"] else " FAIL")) if v else "not verified"
+                    others = ", ".join(f"{k} {fmt(g)}" for k, g in r["gflops"].items()
+                                       if k != "convbp")
+                    skipped = "".join(f"; {k} n/a ({why})" for k, why in r["skipped"].items())
+                    speed = (f" ({r['speedup_vs_torch']:.2f}x)" if "speedup_vs_torch" in r
+                             else "")
+                    print(f"[{len(records)}/{total}] {shape.name:<11} {layout} {dtype}: convbp "
+                          f"{fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
+                          f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
+        info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        for d, g in gemm.items():  # again at the end: the load may have changed meanwhile
+            g["gflops_end"] = gemm_ceiling(d, args.threads)
+
+    print()
+    print_table(records, contenders)
+    summary = summarize(records)
+    print_summary(summary, gemm, info)
+
+    out = dict(machine=info, settings=dict(repeat=args.repeat, warmup=args.warmup,
+                                           threads=args.threads, quick=args.quick),
+               gemm_ceiling=gemm, summary=summary, results=records)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"\nwrote {args.json}")
+    if write_png(args.png, records, info):
+        print(f"wrote {args.png}")
+    failed = [r for r in records if not r.get("verify", {}).get("ok", True)]
+    if failed:
+        print(f"\n{len(failed)} case(s) FAILED verification: "
+              + ", ".join(f"{r['shape']} {r['layout']} {r['dtype']}" for r in failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
