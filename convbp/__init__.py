@@ -4,6 +4,7 @@ One Cython kernel -- a GEMM through SciPy's BLAS into a cache-sized column buffe
 scatter-add through strides -- serves every layout and every entry point.
 """
 
+from ._depthwise import depthwise_conv2d_backprop_input
 from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
 from ._tf import conv2d_backprop_input
 
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "conv2d_backprop_input",
     "default_num_threads",
+    "depthwise_conv2d_backprop_input",
     "get_workspace_limit",
     "set_workspace_limit",
 ]

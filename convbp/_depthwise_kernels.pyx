@@ -1,0 +1,352 @@
+"""Depthwise input-gradient kernel: a direct gather, no GEMM, no column buffer.
+
+Everything here trusts its arguments: shapes, strides, dtypes and sizes are validated by the
+Python front (``convbp/_depthwise.py``).  Arrays arrive in a *logical* NHWC order of axes -- an
+NCHW array is passed as ``arr.transpose(0, 2, 3, 1)``, a view -- and are read and written
+through their strides, so no layout is ever transposed in memory.
+
+Each input-gradient element is computed once, by one work unit, as a sum over the output pixels
+and multiplier channels that read it, in an order fixed by the geometry.  Units never share
+output memory and their partition does not change any element's order of summation, so results
+are bitwise identical for any number of threads.  Two loop orders, chosen by dx's memory:
+
+* channels inner (NHWC memory): a unit is one input row of one image; for each pixel the valid
+  taps are listed once, then one branch-free loop over the C*multiplier channels accumulates four
+  taps per pass, each channel with its own filter tap;
+* width inner (NCHW memory): a unit is one channel plane of one image; for each input row, each
+  valid (multiplier, kh, kw) tap adds a scaled run of an out_backprop row along the width.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+
+cdef struct DwGeometry:
+    # Logical sizes: input gradient (H, W, C), out_backprop (OH, OW, C*M), filter (KH, KW, C*M).
+    Py_ssize_t H, W, C, M, OH, OW, KH, KW
+    Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
+
+
+cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # b > 0; C division truncates towards zero, convolution arithmetic needs floor.
+    cdef Py_ssize_t q = a // b
+    if a % b != 0 and a < 0:
+        q -= 1
+    return q
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return -_floor_div(-a, b)
+
+
+cdef Py_ssize_t _taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py_ssize_t O,
+                      Py_ssize_t* ks, Py_ssize_t* os) noexcept nogil:
+    """The taps k < K with r - k*d = o*s for an output index 0 <= o < O, in increasing k.
+
+    r is the input index plus the leading padding.  Writes k to ks and o to os; returns the count.
+    """
+    cdef Py_ssize_t k, t, n = 0
+    for k in range(K):
+        t = r - k * d
+        if t >= 0 and t % s == 0 and t < O * s:
+            ks[n] = k
+            os[n] = t // s
+            n += 1
+    return n
+
+
+cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s,
+                            Py_ssize_t* ks, Py_ssize_t* os) noexcept nogil:
+    """The taps k < K with r - k*d divisible by s (any sign); o = (r - k*d) / s.  Returns the count.
+
+    For the input columns r - pad_left + s*i (one phase of the stride), tap k reads output
+    column o + i; whether that is inside [0, OW) is left to the caller.
+    """
+    cdef Py_ssize_t k, t, n = 0
+    for k in range(K):
+        t = r - k * d
+        if t % s == 0:
+            ks[n] = k
+            os[n] = t // s
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Sums over a list of taps, four taps per pass over the accumulator.  Each element's order of
+# summation is fixed by the tap list: ((p0 + p1) + p2) + p3, then acc + (((p4 + p5) + ...)), ...
+
+cdef void _sum_taps_vec(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
+                        const floating* src, const Py_ssize_t* s_off,
+                        const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
+    """acc[j] = sum over taps t of src[s_off[t] + j] * filt[w_off[t] + j], for j < n."""
+    cdef Py_ssize_t j, t = 0
+    cdef const floating *d0
+    cdef const floating *d1
+    cdef const floating *d2
+    cdef const floating *d3
+    cdef const floating *w0
+    cdef const floating *w1
+    cdef const floating *w2
+    cdef const floating *w3
+    if n_taps == 0:
+        for j in range(n):
+            acc[j] = 0
+        return
+    while t + 4 <= n_taps:
+        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+        w0, w1, w2, w3 = filt + w_off[t], filt + w_off[t + 1], filt + w_off[t + 2], filt + w_off[t + 3]
+        if t == 0:
+            for j in range(n):
+                acc[j] = d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j])
+        t += 4
+    while t < n_taps:
+        d0, w0 = src + s_off[t], filt + w_off[t]
+        if t == 0:
+            for j in range(n):
+                acc[j] = d0[j] * w0[j]
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + d0[j] * w0[j]
+        t += 1
+
+
+cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
+                           const floating* src, const Py_ssize_t* s_off,
+                           const floating* wv) noexcept nogil:
+    """acc[j] = sum over taps t of src[s_off[t] + j] * wv[t], for j < n."""
+    cdef Py_ssize_t j, t = 0
+    cdef const floating *d0
+    cdef const floating *d1
+    cdef const floating *d2
+    cdef const floating *d3
+    cdef floating w0, w1, w2, w3
+    if n_taps == 0:
+        for j in range(n):
+            acc[j] = 0
+        return
+    while t + 4 <= n_taps:
+        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
+        if t == 0:
+            for j in range(n):
+                acc[j] = d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3)
+        t += 4
+    while t < n_taps:
+        d0, w0 = src + s_off[t], wv[t]
+        if t == 0:
+            for j in range(n):
+                acc[j] = d0[j] * w0
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + d0[j] * w0
+        t += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Channels inner.
+
+cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
+                              const Py_ssize_t* col_taps, Py_ssize_t col_ld,
+                              const floating* dy, Py_ssize_t sdh, Py_ssize_t sdw,
+                              const floating* filt,
+                              floating* dx, Py_ssize_t sxw, Py_ssize_t sxc,
+                              floating* acc, Py_ssize_t* tap) noexcept nogil:
+    """One input-gradient row of one image; dy is the image (unit channel stride), dx the row.
+
+    row_taps is the row's (count, kh..., oh...) and col_taps + iw*col_ld each column's (count,
+    kw..., ow...).  For each pixel the taps (output pixel, filter tap) are listed in (kh, kw) order;
+    acc[f] for every out_backprop channel f = c*M + m is their sum, and dx[c] = sum_m acc[c*M+m].
+    With M == 1 and unit channel stride, dx itself is the accumulator.
+    """
+    cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW
+    cdef Py_ssize_t n_kh = row_taps[0]
+    cdef const Py_ssize_t* kh_of = row_taps + 1
+    cdef const Py_ssize_t* oh_of = row_taps + 1 + KH
+    cdef const Py_ssize_t* kw_of
+    cdef const Py_ssize_t* ow_of
+    cdef Py_ssize_t* d_off = tap
+    cdef Py_ssize_t* w_off = tap + KH * KW
+    cdef Py_ssize_t n_kw, n_taps, a, b, iw, c, m
+    cdef bint direct = M == 1 and sxc == 1
+    cdef floating* out
+    cdef floating s
+
+    for iw in range(g.W):
+        out = dx + iw * sxw
+        n_kw = col_taps[iw * col_ld]
+        kw_of = col_taps + iw * col_ld + 1
+        ow_of = kw_of + KW
+        n_taps = 0
+        for a in range(n_kh):
+            for b in range(n_kw):
+                d_off[n_taps] = oh_of[a] * sdh + ow_of[b] * sdw
+                w_off[n_taps] = (kh_of[a] * KW + kw_of[b]) * F
+                n_taps += 1
+        _sum_taps_vec(out if direct else acc, F, n_taps, dy, d_off, filt, w_off)
+        if direct:
+            continue
+        if M == 1:
+            for c in range(g.C):
+                out[c * sxc] = acc[c]
+        else:
+            for c in range(g.C):
+                s = acc[c * M]
+                for m in range(1, M):
+                    s = s + acc[c * M + m]
+                out[c * sxc] = s
+
+
+# ---------------------------------------------------------------------------------------------
+# Width inner.
+
+cdef inline floating _edge_sum(Py_ssize_t i, Py_ssize_t OW, Py_ssize_t n_taps,
+                               const floating* dy, const Py_ssize_t* d_off,
+                               const Py_ssize_t* ow0, const floating* wv) noexcept nogil:
+    """sum over taps t with 0 <= ow0[t] + i < OW of dy[d_off[t] + i] * wv[t], in tap order."""
+    cdef Py_ssize_t t, ow
+    cdef floating s = 0
+    for t in range(n_taps):
+        ow = ow0[t] + i
+        if 0 <= ow < OW:
+            s = s + dy[d_off[t] + i] * wv[t]
+    return s
+
+
+cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
+                             const Py_ssize_t* row_taps, Py_ssize_t row_ld,
+                             const Py_ssize_t* phase_taps, Py_ssize_t phase_ld,
+                             Py_ssize_t n_phases,
+                             const floating* dy, Py_ssize_t sdh, Py_ssize_t sdf,
+                             const floating* filt,
+                             floating* dx, Py_ssize_t sxh, Py_ssize_t sxw,
+                             floating* work, Py_ssize_t* tap) noexcept nogil:
+    """Input-gradient plane of channel c of one image; dy is the image (unit width stride), dx
+    the plane.
+
+    The columns of a row split into stride phases iw = p + stride_w*i.  Within a phase the valid
+    kw are fixed (phase_taps + p*phase_ld: count, lo, hi, kw..., ow0...) and tap kw reads output column
+    ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows at
+    unit stride, summed four per pass over the interior lo <= i < hi (where every tap is in
+    range).  The columns outside the interior are summed one by one, skipping taps out of range.
+    """
+    cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
+    cdef Py_ssize_t n_kh, n_kw, n_taps, a, b, ih, p, i, lo, hi, count, m, f, step
+    cdef const Py_ssize_t* kh_of
+    cdef const Py_ssize_t* oh_of
+    cdef const Py_ssize_t* kw_of
+    cdef const Py_ssize_t* ow_of
+    cdef Py_ssize_t* d_off = tap
+    cdef Py_ssize_t* ow0 = tap + T
+    cdef floating* wv = work
+    cdef floating* acc = work + T
+    cdef floating* out
+    cdef bint direct
+
+    step = g.stride_w * sxw
+    direct = step == 1
+    for ih in range(g.H):
+        n_kh = row_taps[ih * row_ld]
+        kh_of = row_taps + ih * row_ld + 1
+        oh_of = kh_of + KH
+        for p in range(n_phases):
+            n_kw, lo, hi = phase_taps[p * phase_ld], phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
+            kw_of = phase_taps + p * phase_ld + 3
+            ow_of = kw_of + KW
+            count = _ceil_div(g.W - p, g.stride_w)
+            out = dx + ih * sxh + p * sxw
+            n_taps = 0
+            for m in range(g.M):
+                f = c * g.M + m
+                for a in range(n_kh):
+                    for b in range(n_kw):
+                        d_off[n_taps] = oh_of[a] * sdh + f * sdf + ow_of[b]
+                        ow0[n_taps] = ow_of[b]
+                        wv[n_taps] = filt[(kh_of[a] * KW + kw_of[b]) * F + f]
+                        n_taps += 1
+            if hi > lo:
+                if direct:
+                    _sum_taps_scalar(out + lo, hi - lo, n_taps, dy + lo, d_off, wv)
+                else:
+                    _sum_taps_scalar(acc, hi - lo, n_taps, dy + lo, d_off, wv)
+                    for i in range(hi - lo):
+                        out[(lo + i) * step] = acc[i]
+            for i in range(min(lo, count)):
+                out[i * step] = _edge_sum(i, g.OW, n_taps, dy, d_off, ow0, wv)
+            for i in range(max(hi, lo), count):
+                out[i * step] = _edge_sum(i, g.OW, n_taps, dy, d_off, ow0, wv)
+
+
+def backprop_input(const floating[:, :, :, :] dy,
+                   const floating[:, :, ::1] filt,
+                   floating[:, :, :, :] dx,
+                   floating[:, ::1] workspace,
+                   Py_ssize_t[:, ::1] taps,
+                   Py_ssize_t[:, ::1] row_taps,
+                   Py_ssize_t[:, ::1] col_taps,
+                   DwGeometry g,
+                   bint channels_inner,
+                   int num_threads):
+    """Input gradient of a depthwise 2-D convolution, written into dx.
+
+    dy          IN   (N, OH, OW, C*M) logical axes, any strides except that the inner axis
+                     (channels if channels_inner, else width) has unit stride or length 1
+    filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
+    dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
+    workspace   --   (num_threads, >= C*M if channels_inner else M*KH*KW + W) per thread
+    taps        --   (num_threads, >= 2*M*KH*KW) tap lists, one per thread
+    row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
+    col_taps    --   filled here: (W, 1 + 2*KW) each input column's taps if channels_inner,
+                     else (min(stride_w, W), 3 + 2*KW) each stride phase's taps and interior
+    channels_inner   loop order: True for dx contiguous along channels, False along width
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t N = dx.shape[0]
+    cdef Py_ssize_t per_image = g.H if channels_inner else g.C
+    cdef Py_ssize_t unit, n, k, tid, i, b, lo, hi, n_kw
+    cdef Py_ssize_t sdh = dy.strides[1] // isz, sdw = dy.strides[2] // isz
+    cdef Py_ssize_t sdf = dy.strides[3] // isz
+    cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz
+    cdef Py_ssize_t sxc = dx.strides[3] // isz
+    if N == 0 or per_image == 0:
+        return
+    with nogil:
+        # Tap tables, computed once: which kh (kw) reach each input row (column or phase).
+        for i in range(g.H):
+            row_taps[i, 0] = _taps(i + g.pad_top, g.KH, g.dilation_h, g.stride_h, g.OH,
+                                   &row_taps[i, 1], &row_taps[i, 1 + g.KH])
+        for i in range(col_taps.shape[0]):
+            if channels_inner:
+                col_taps[i, 0] = _taps(i + g.pad_left, g.KW, g.dilation_w, g.stride_w, g.OW,
+                                       &col_taps[i, 1], &col_taps[i, 1 + g.KW])
+                continue
+            n_kw = _phase_taps(i + g.pad_left, g.KW, g.dilation_w, g.stride_w,
+                               &col_taps[i, 3], &col_taps[i, 3 + g.KW])
+            # Interior of the phase: 0 <= ow0 + i' < OW for every valid kw.
+            lo, hi = 0, _ceil_div(g.W - i, g.stride_w)
+            for b in range(n_kw):
+                lo = max(lo, -col_taps[i, 3 + g.KW + b])
+                hi = min(hi, g.OW - col_taps[i, 3 + g.KW + b])
+            if n_kw == 0 or hi < lo:
+                hi = lo
+            col_taps[i, 0], col_taps[i, 1], col_taps[i, 2] = n_kw, lo, hi
+    for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic'):
+        n = unit // per_image
+        k = unit - n * per_image
+        tid = threadid()
+        if channels_inner:
+            _row_channels_inner(&g, &row_taps[k, 0], &col_taps[0, 0], col_taps.shape[1],
+                                &dy[n, 0, 0, 0], sdh, sdw,
+                                &filt[0, 0, 0], &dx[n, k, 0, 0], sxw, sxc,
+                                &workspace[tid, 0], &taps[tid, 0])
+        else:
+            _plane_width_inner(&g, k, &row_taps[0, 0], row_taps.shape[1], &col_taps[0, 0],
+                               col_taps.shape[1], col_taps.shape[0], &dy[n, 0, 0, 0], sdh, sdf,
+                               &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
+                               &workspace[tid, 0], &taps[tid, 0])
