@@ -8,13 +8,18 @@ through their strides, so no layout is ever transposed in memory.
 Each input-gradient element is computed once, by one work unit, as a sum over the output pixels
 and multiplier channels that read it, in an order fixed by the geometry.  Units never share
 output memory and their partition does not change any element's order of summation, so results
-are bitwise identical for any number of threads.  Two loop orders, chosen by dx's memory:
+are bitwise identical for any number of threads.  Which taps reach each input row and column
+is tabulated once per call, so the per-pixel work has no divisions, and sums run four taps per
+pass in branch-free unit-stride loops that the compiler vectorizes.  Two loop orders, chosen by
+dx's memory:
 
-* channels inner (NHWC memory): a unit is one input row of one image; for each pixel the valid
-  taps are listed once, then one branch-free loop over the C*multiplier channels accumulates four
-  taps per pass, each channel with its own filter tap;
-* width inner (NCHW memory): a unit is one channel plane of one image; for each input row, each
-  valid (multiplier, kh, kw) tap adds a scaled run of an out_backprop row along the width.
+* channels inner (NHWC memory): a unit is one input row of one image; for each pixel the taps
+  (output pixel, filter tap) are listed, and each pass adds four of them to every one of the
+  C*multiplier channels at once, each channel with its own filter tap;
+* width inner (NCHW memory): a unit is one channel plane of one image; the columns of a row split
+  into stride phases, within which every tap is a unit-stride run of an out_backprop row times
+  one filter value, summed four per pass over the phase's interior; the few edge columns where
+  some taps fall outside out_backprop are summed one by one.
 """
 
 from cython cimport floating
@@ -309,7 +314,7 @@ def backprop_input(const floating[:, :, :, :] dy,
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
     cdef Py_ssize_t per_image = g.H if channels_inner else g.C
-    cdef Py_ssize_t unit, n, k, tid, i, b, lo, hi, n_kw
+    cdef Py_ssize_t unit, n, k, tid, i, b, lo, hi, n_kw, chunk
     cdef Py_ssize_t sdh = dy.strides[1] // isz, sdw = dy.strides[2] // isz
     cdef Py_ssize_t sdf = dy.strides[3] // isz
     cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz
@@ -336,7 +341,10 @@ def backprop_input(const floating[:, :, :, :] dy,
             if n_kw == 0 or hi < lo:
                 hi = lo
             col_taps[i, 0], col_taps[i, 1], col_taps[i, 2] = n_kw, lo, hi
-    for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic'):
+    # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
+    chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
+    for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',
+                       chunksize=chunk):
         n = unit // per_image
         k = unit - n * per_image
         tid = threadid()
