@@ -122,17 +122,37 @@ cdef void _sum_taps_vec(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
 cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
                            const floating* src, const Py_ssize_t* s_off,
                            const floating* wv) noexcept nogil:
-    """acc[j] = sum over taps t of src[s_off[t] + j] * wv[t], for j < n."""
+    """acc[j] = sum over taps t of src[s_off[t] + j] * wv[t], for j < n.
+
+    Eight taps per pass here (one load per tap and element), then fours, then singles.
+    """
     cdef Py_ssize_t j, t = 0
     cdef const floating *d0
     cdef const floating *d1
     cdef const floating *d2
     cdef const floating *d3
-    cdef floating w0, w1, w2, w3
+    cdef const floating *d4
+    cdef const floating *d5
+    cdef const floating *d6
+    cdef const floating *d7
+    cdef floating w0, w1, w2, w3, w4, w5, w6, w7
     if n_taps == 0:
         for j in range(n):
             acc[j] = 0
         return
+    while t + 8 <= n_taps:
+        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+        d4, d5, d6, d7 = src + s_off[t + 4], src + s_off[t + 5], src + s_off[t + 6], src + s_off[t + 7]
+        w0, w1, w2, w3, w4, w5, w6, w7 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3], wv[t + 4], wv[t + 5], wv[t + 6], wv[t + 7]
+        if t == 0:
+            for j in range(n):
+                acc[j] = (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
+                          + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
+                                   + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
+        t += 8
     while t + 4 <= n_taps:
         d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
         w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
@@ -242,9 +262,12 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     range).  The columns outside the interior are summed one by one, skipping taps out of range.
     """
     cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
-    cdef Py_ssize_t n_kh, n_kw, n_taps, a, b, ih, p, i, lo, hi, count, m, f, step
+    cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step
+    cdef Py_ssize_t prev_n_kh = -1
     cdef const Py_ssize_t* kh_of
     cdef const Py_ssize_t* oh_of
+    cdef const Py_ssize_t* prev_kh_of = NULL
+    cdef const Py_ssize_t* prev_oh_of = NULL
     cdef const Py_ssize_t* kw_of
     cdef const Py_ssize_t* ow_of
     cdef Py_ssize_t* d_off = tap
@@ -252,7 +275,8 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     cdef floating* wv = work
     cdef floating* acc = work + T
     cdef floating* out
-    cdef bint direct
+    cdef const floating* src
+    cdef bint direct, same
 
     step = g.stride_w * sxw
     direct = step == 1
@@ -260,32 +284,43 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
         n_kh = row_taps[ih * row_ld]
         kh_of = row_taps + ih * row_ld + 1
         oh_of = kh_of + KH
+        src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
+        # With one phase, a row whose taps are the previous row's shifted by whole output rows
+        # (every interior row at stride 1) reuses its tap list: offsets are relative to src.
+        same = n_phases == 1 and n_kh == prev_n_kh
+        for a in range(n_kh if same else 0):
+            if kh_of[a] != prev_kh_of[a] or oh_of[a] - oh_of[0] != prev_oh_of[a] - prev_oh_of[0]:
+                same = False
+                break
+        prev_n_kh, prev_kh_of, prev_oh_of = n_kh, kh_of, oh_of
         for p in range(n_phases):
-            n_kw, lo, hi = phase_taps[p * phase_ld], phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
+            n_kw = phase_taps[p * phase_ld]
+            lo, hi = phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
             kw_of = phase_taps + p * phase_ld + 3
             ow_of = kw_of + KW
             count = _ceil_div(g.W - p, g.stride_w)
             out = dx + ih * sxh + p * sxw
-            n_taps = 0
-            for m in range(g.M):
-                f = c * g.M + m
-                for a in range(n_kh):
-                    for b in range(n_kw):
-                        d_off[n_taps] = oh_of[a] * sdh + f * sdf + ow_of[b]
-                        ow0[n_taps] = ow_of[b]
-                        wv[n_taps] = filt[(kh_of[a] * KW + kw_of[b]) * F + f]
-                        n_taps += 1
+            if not same:
+                n_taps = 0
+                for m in range(g.M):
+                    f = c * g.M + m
+                    for a in range(n_kh):
+                        for b in range(n_kw):
+                            d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + f * sdf + ow_of[b]
+                            ow0[n_taps] = ow_of[b]
+                            wv[n_taps] = filt[(kh_of[a] * KW + kw_of[b]) * F + f]
+                            n_taps += 1
             if hi > lo:
                 if direct:
-                    _sum_taps_scalar(out + lo, hi - lo, n_taps, dy + lo, d_off, wv)
+                    _sum_taps_scalar(out + lo, hi - lo, n_taps, src + lo, d_off, wv)
                 else:
-                    _sum_taps_scalar(acc, hi - lo, n_taps, dy + lo, d_off, wv)
+                    _sum_taps_scalar(acc, hi - lo, n_taps, src + lo, d_off, wv)
                     for i in range(hi - lo):
                         out[(lo + i) * step] = acc[i]
             for i in range(min(lo, count)):
-                out[i * step] = _edge_sum(i, g.OW, n_taps, dy, d_off, ow0, wv)
+                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
             for i in range(max(hi, lo), count):
-                out[i * step] = _edge_sum(i, g.OW, n_taps, dy, d_off, ow0, wv)
+                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
 
 
 def backprop_input(const floating[:, :, :, :] dy,
