@@ -9,17 +9,18 @@ Each input-gradient element is computed once, by one work unit, as a sum over th
 and multiplier channels that read it, in an order fixed by the geometry.  Units never share
 output memory and their partition does not change any element's order of summation, so results
 are bitwise identical for any number of threads.  Which taps reach each input row and column
-is tabulated once per call, so the per-pixel work has no divisions, and sums run four taps per
-pass in branch-free unit-stride loops that the compiler vectorizes.  Two loop orders, chosen by
-dx's memory:
+is tabulated once per call, so the per-pixel work has no divisions; a tap list built for one
+pixel (row) is reused by the next when its taps are the same shifted by whole output pixels
+(rows); sums run several taps per pass in branch-free unit-stride loops that the compiler
+vectorizes.  Two loop orders, chosen by dx's memory:
 
 * channels inner (NHWC memory): a unit is one input row of one image; for each pixel the taps
-  (output pixel, filter tap) are listed, and each pass adds four of them to every one of the
-  C*multiplier channels at once, each channel with its own filter tap;
+  (output pixel, filter tap) are listed, and each pass adds up to five of them to every one of
+  the C*multiplier channels at once, each channel with its own filter tap;
 * width inner (NCHW memory): a unit is one channel plane of one image; the columns of a row split
   into stride phases, within which every tap is a unit-stride run of an out_backprop row times
-  one filter value, summed four per pass over the phase's interior; the few edge columns where
-  some taps fall outside out_backprop are summed one by one.
+  one filter value, summed up to eight per pass over the phase's interior; the few edge columns
+  where some taps fall outside out_backprop are summed one by one.
 """
 
 from cython cimport floating
@@ -62,7 +63,8 @@ cdef Py_ssize_t _taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py
 
 cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s,
                             Py_ssize_t* ks, Py_ssize_t* os) noexcept nogil:
-    """The taps k < K with r - k*d divisible by s (any sign); o = (r - k*d) / s.  Returns the count.
+    """The taps k < K with r - k*d divisible by s (any sign); o = (r - k*d) / s.  Returns the
+    count.
 
     For the input columns r - pad_left + s*i (one phase of the stride), tap k reads output
     column o + i; whether that is inside [0, OW) is left to the caller.
@@ -78,45 +80,77 @@ cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t
 
 
 # ---------------------------------------------------------------------------------------------
-# Sums over a list of taps, four taps per pass over the accumulator.  Each element's order of
-# summation is fixed by the tap list: ((p0 + p1) + p2) + p3, then acc + (((p4 + p5) + ...)), ...
+# Sums over a list of taps, several taps per pass over the accumulator.  Each element's order of
+# summation is fixed by the tap list: ((p0 + p1) + p2) + ..., then acc + ((p5 + p6) + ...), ...
 
 cdef void _sum_taps_vec(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
                         const floating* src, const Py_ssize_t* s_off,
                         const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
-    """acc[j] = sum over taps t of src[s_off[t] + j] * filt[w_off[t] + j], for j < n."""
-    cdef Py_ssize_t j, t = 0
+    """acc[j] = sum over taps t of src[s_off[t] + j] * filt[w_off[t] + j], for j < n.
+
+    Five taps per pass while at least five remain (a 3x3 kernel: two passes), then four, two,
+    one; more pointers per pass would exceed what the compiler's alias checks allow.
+    """
+    cdef Py_ssize_t j, t = 0, left
     cdef const floating *d0
     cdef const floating *d1
     cdef const floating *d2
     cdef const floating *d3
+    cdef const floating *d4
     cdef const floating *w0
     cdef const floating *w1
     cdef const floating *w2
     cdef const floating *w3
+    cdef const floating *w4
     if n_taps == 0:
         for j in range(n):
             acc[j] = 0
         return
-    while t + 4 <= n_taps:
-        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-        w0, w1, w2, w3 = filt + w_off[t], filt + w_off[t + 1], filt + w_off[t + 2], filt + w_off[t + 3]
-        if t == 0:
-            for j in range(n):
-                acc[j] = d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j])
-        t += 4
     while t < n_taps:
+        left = n_taps - t
         d0, w0 = src + s_off[t], filt + w_off[t]
-        if t == 0:
-            for j in range(n):
-                acc[j] = d0[j] * w0[j]
+        if left >= 5:
+            d1, d2 = src + s_off[t + 1], src + s_off[t + 2]
+            d3, d4 = src + s_off[t + 3], src + s_off[t + 4]
+            w1, w2 = filt + w_off[t + 1], filt + w_off[t + 2]
+            w3, w4 = filt + w_off[t + 3], filt + w_off[t + 4]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
+                              + d4[j] * w4[j])
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
+                                       + d3[j] * w3[j] + d4[j] * w4[j])
+            t += 5
+        elif left == 4:
+            d1, d2, d3 = src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+            w1, w2, w3 = filt + w_off[t + 1], filt + w_off[t + 2], filt + w_off[t + 3]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
+                                       + d3[j] * w3[j])
+            t += 4
+        elif left >= 2:
+            d1, w1 = src + s_off[t + 1], filt + w_off[t + 1]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j]
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j])
+            t += 2
         else:
-            for j in range(n):
-                acc[j] = acc[j] + d0[j] * w0[j]
-        t += 1
+            if t == 0:
+                for j in range(n):
+                    acc[j] = d0[j] * w0[j]
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + d0[j] * w0[j]
+            t += 1
 
 
 cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
@@ -142,8 +176,10 @@ cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
         return
     while t + 8 <= n_taps:
         d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-        d4, d5, d6, d7 = src + s_off[t + 4], src + s_off[t + 5], src + s_off[t + 6], src + s_off[t + 7]
-        w0, w1, w2, w3, w4, w5, w6, w7 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3], wv[t + 4], wv[t + 5], wv[t + 6], wv[t + 7]
+        d4, d5, d6, d7 = (src + s_off[t + 4], src + s_off[t + 5], src + s_off[t + 6],
+                          src + s_off[t + 7])
+        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
+        w4, w5, w6, w7 = wv[t + 4], wv[t + 5], wv[t + 6], wv[t + 7]
         if t == 0:
             for j in range(n):
                 acc[j] = (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
@@ -186,9 +222,10 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
     """One input-gradient row of one image; dy is the image (unit channel stride), dx the row.
 
     row_taps is the row's (count, kh..., oh...) and col_taps + iw*col_ld each column's (count,
-    kw..., ow...).  For each pixel the taps (output pixel, filter tap) are listed in (kh, kw) order;
-    acc[f] for every out_backprop channel f = c*M + m is their sum, and dx[c] = sum_m acc[c*M+m].
-    With M == 1 and unit channel stride, dx itself is the accumulator.
+    kw..., ow...).  For each pixel the taps (output pixel, filter tap) are listed in (kh, kw)
+    order; acc[f] for every out_backprop channel f = c*M + m is their sum, and
+    dx[c] = sum_m acc[c*M + m].  With M == 1 and unit channel stride, dx itself is the
+    accumulator.
     """
     cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW
     cdef Py_ssize_t n_kh = row_taps[0]
@@ -198,8 +235,12 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
     cdef const Py_ssize_t* ow_of
     cdef Py_ssize_t* d_off = tap
     cdef Py_ssize_t* w_off = tap + KH * KW
-    cdef Py_ssize_t n_kw, n_taps, a, b, iw, c, m
+    cdef Py_ssize_t n_kw, n_taps = 0, a, b, iw, c, m, prev_n_kw = -1
+    cdef const Py_ssize_t* prev_kw_of = NULL
+    cdef const Py_ssize_t* prev_ow_of = NULL
     cdef bint direct = M == 1 and sxc == 1
+    cdef bint same
+    cdef const floating* src
     cdef floating* out
     cdef floating s
 
@@ -208,13 +249,23 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
         n_kw = col_taps[iw * col_ld]
         kw_of = col_taps + iw * col_ld + 1
         ow_of = kw_of + KW
-        n_taps = 0
-        for a in range(n_kh):
-            for b in range(n_kw):
-                d_off[n_taps] = oh_of[a] * sdh + ow_of[b] * sdw
-                w_off[n_taps] = (kh_of[a] * KW + kw_of[b]) * F
-                n_taps += 1
-        _sum_taps_vec(out if direct else acc, F, n_taps, dy, d_off, filt, w_off)
+        # Offsets are relative to the pixel's first tap; a pixel whose taps are the previous
+        # pixel's shifted by whole output columns (every interior pixel) reuses the list.
+        same = n_kw == prev_n_kw
+        for b in range(n_kw if same else 0):
+            if kw_of[b] != prev_kw_of[b] or ow_of[b] - ow_of[0] != prev_ow_of[b] - prev_ow_of[0]:
+                same = False
+                break
+        prev_n_kw, prev_kw_of, prev_ow_of = n_kw, kw_of, ow_of
+        if not same:
+            n_taps = 0
+            for a in range(n_kh):
+                for b in range(n_kw):
+                    d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + (ow_of[b] - ow_of[0]) * sdw
+                    w_off[n_taps] = (kh_of[a] * KW + kw_of[b]) * F
+                    n_taps += 1
+        src = dy + ((oh_of[0] * sdh + ow_of[0] * sdw) if n_taps > 0 else 0)
+        _sum_taps_vec(out if direct else acc, F, n_taps, src, d_off, filt, w_off)
         if direct:
             continue
         if M == 1:
@@ -247,7 +298,7 @@ cdef inline floating _edge_sum(Py_ssize_t i, Py_ssize_t OW, Py_ssize_t n_taps,
 cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                              const Py_ssize_t* row_taps, Py_ssize_t row_ld,
                              const Py_ssize_t* phase_taps, Py_ssize_t phase_ld,
-                             Py_ssize_t n_phases,
+                             Py_ssize_t n_phases, Py_ssize_t n_slots,
                              const floating* dy, Py_ssize_t sdh, Py_ssize_t sdf,
                              const floating* filt,
                              floating* dx, Py_ssize_t sxh, Py_ssize_t sxw,
@@ -256,10 +307,12 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     the plane.
 
     The columns of a row split into stride phases iw = p + stride_w*i.  Within a phase the valid
-    kw are fixed (phase_taps + p*phase_ld: count, lo, hi, kw..., ow0...) and tap kw reads output column
-    ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows at
-    unit stride, summed four per pass over the interior lo <= i < hi (where every tap is in
+    kw are fixed (phase_taps + p*phase_ld: count, lo, hi, kw..., ow0...) and tap kw reads output
+    column ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows
+    at unit stride, summed several per pass over the interior lo <= i < hi (where every tap is in
     range).  The columns outside the interior are summed one by one, skipping taps out of range.
+    Each phase keeps its tap list in its own slot when there are n_slots == n_phases of them, so
+    rows whose taps only shift by whole output rows reuse every phase's list.
     """
     cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
     cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step
@@ -270,10 +323,11 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     cdef const Py_ssize_t* prev_oh_of = NULL
     cdef const Py_ssize_t* kw_of
     cdef const Py_ssize_t* ow_of
-    cdef Py_ssize_t* d_off = tap
-    cdef Py_ssize_t* ow0 = tap + T
-    cdef floating* wv = work
-    cdef floating* acc = work + T
+    cdef Py_ssize_t* d_off
+    cdef Py_ssize_t* ow0
+    cdef floating* wv
+    cdef floating* acc = work + n_slots * T
+    cdef Py_ssize_t* n_taps_of = tap + 2 * n_slots * T
     cdef floating* out
     cdef const floating* src
     cdef bint direct, same
@@ -287,7 +341,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
         src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
         # With one phase, a row whose taps are the previous row's shifted by whole output rows
         # (every interior row at stride 1) reuses its tap list: offsets are relative to src.
-        same = n_phases == 1 and n_kh == prev_n_kh
+        same = n_slots == n_phases and n_kh == prev_n_kh
         for a in range(n_kh if same else 0):
             if kh_of[a] != prev_kh_of[a] or oh_of[a] - oh_of[0] != prev_oh_of[a] - prev_oh_of[0]:
                 same = False
@@ -300,7 +354,12 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
             ow_of = kw_of + KW
             count = _ceil_div(g.W - p, g.stride_w)
             out = dx + ih * sxh + p * sxw
-            if not same:
+            d_off = tap + (p % n_slots) * 2 * T
+            ow0 = d_off + T
+            wv = work + (p % n_slots) * T
+            if same:
+                n_taps = n_taps_of[p % n_slots]
+            else:
                 n_taps = 0
                 for m in range(g.M):
                     f = c * g.M + m
@@ -310,6 +369,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                             ow0[n_taps] = ow_of[b]
                             wv[n_taps] = filt[(kh_of[a] * KW + kw_of[b]) * F + f]
                             n_taps += 1
+                n_taps_of[p % n_slots] = n_taps
             if hi > lo:
                 if direct:
                     _sum_taps_scalar(out + lo, hi - lo, n_taps, src + lo, d_off, wv)
@@ -332,6 +392,7 @@ def backprop_input(const floating[:, :, :, :] dy,
                    Py_ssize_t[:, ::1] col_taps,
                    DwGeometry g,
                    bint channels_inner,
+                   Py_ssize_t n_slots,
                    int num_threads):
     """Input gradient of a depthwise 2-D convolution, written into dx.
 
@@ -339,8 +400,11 @@ def backprop_input(const floating[:, :, :, :] dy,
                      (channels if channels_inner, else width) has unit stride or length 1
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
-    workspace   --   (num_threads, >= C*M if channels_inner else M*KH*KW + W) per thread
-    taps        --   (num_threads, >= 2*M*KH*KW) tap lists, one per thread
+    workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
+                     else (num_threads, >= n_slots*M*KH*KW + W)
+    taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
+                     else (num_threads, >= n_slots*(2*M*KH*KW + 1)) tap lists
+    n_slots          width inner: tap lists kept per thread, 1 or min(stride_w, W)
     row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
     col_taps    --   filled here: (W, 1 + 2*KW) each input column's taps if channels_inner,
                      else (min(stride_w, W), 3 + 2*KW) each stride phase's taps and interior
@@ -390,6 +454,7 @@ def backprop_input(const floating[:, :, :, :] dy,
                                 &workspace[tid, 0], &taps[tid, 0])
         else:
             _plane_width_inner(&g, k, &row_taps[0, 0], row_taps.shape[1], &col_taps[0, 0],
-                               col_taps.shape[1], col_taps.shape[0], &dy[n, 0, 0, 0], sdh, sdf,
+                               col_taps.shape[1], col_taps.shape[0], n_slots,
+                               &dy[n, 0, 0, 0], sdh, sdf,
                                &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
                                &workspace[tid, 0], &taps[tid, 0])
