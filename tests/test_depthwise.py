@@ -210,6 +210,18 @@ def test_out_into_a_strided_view(memory, data_format, mult):
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_out_with_negative_strides(data_format):
+    rng = np.random.default_rng(10)
+    n, h, w, c, mult, k = 2, 7, 20, 3, 1, 3
+    filt, dy, _, expected = _case(rng, n, h, w, c, mult, (k, k))
+    shape = (n, h, w, c) if data_format == "NHWC" else (n, c, h, w)
+    out = np.zeros(shape)[:, ::-1, :, ::-1]
+    result = _run(filt, dy, (n, h, w, c), 1, "SAME", data_format, out=out)
+    assert np.shares_memory(result, out)
+    assert_close(result, expected, np.float64, mult * k * k)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_one_and_two_threads_bitwise_equal(data_format, dtype):
     rng = np.random.default_rng(8)
