@@ -170,12 +170,12 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
         workspace = np.empty((threads, c * m), dx.dtype)
         taps = np.empty((threads, 2 * kh * kw), np.intp)
         col_taps = np.empty((w, 1 + 2 * kw), np.intp)
-    else:  # per thread: tap weights and lists for each stride phase, an accumulator row
+    else:  # per thread: tap lists for each stride phase, the channel's filter, a row
         phases = min(geometry.strides[1], w)
         slots = phases if phases * m * kh * kw <= _MAX_SLOT_TAPS else 1
-        workspace = np.empty((threads, slots * m * kh * kw + w), dx.dtype)
+        workspace = np.empty((threads, (slots + 1) * m * kh * kw + w), dx.dtype)
         taps = np.empty((threads, slots * (2 * m * kh * kw + 1)), np.intp)
-        col_taps = np.empty((phases, 3 + 2 * kw), np.intp)
+        col_taps = np.empty((phases, 4 + 2 * kw), np.intp)
     row_taps = np.empty((h, 1 + 2 * kh), np.intp)
     params = dict(H=h, W=w, C=c, M=m, OH=dy.shape[1], OW=dy.shape[2], KH=kh, KW=kw,
                   stride_h=geometry.strides[0], stride_w=geometry.strides[1],

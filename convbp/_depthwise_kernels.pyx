@@ -307,7 +307,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     the plane.
 
     The columns of a row split into stride phases iw = p + stride_w*i.  Within a phase the valid
-    kw are fixed (phase_taps + p*phase_ld: count, lo, hi, kw..., ow0...) and tap kw reads output
+    kw are fixed (phase_taps + p*phase_ld: n_kw, lo, hi, count, kw..., ow0...) and tap kw reads
     column ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows
     at unit stride, summed several per pass over the interior lo <= i < hi (where every tap is in
     range).  The columns outside the interior are summed one by one, skipping taps out of range.
@@ -315,7 +315,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     rows whose taps only shift by whole output rows reuse every phase's list.
     """
     cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
-    cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step
+    cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step, slot
     cdef Py_ssize_t prev_n_kh = -1
     cdef const Py_ssize_t* kh_of
     cdef const Py_ssize_t* oh_of
@@ -326,7 +326,8 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     cdef Py_ssize_t* d_off
     cdef Py_ssize_t* ow0
     cdef floating* wv
-    cdef floating* acc = work + n_slots * T
+    cdef floating* fc = work + n_slots * T
+    cdef floating* acc = fc + T
     cdef Py_ssize_t* n_taps_of = tap + 2 * n_slots * T
     cdef floating* out
     cdef const floating* src
@@ -334,6 +335,10 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
 
     step = g.stride_w * sxw
     direct = step == 1
+    # This channel's filter taps, gathered once: fc[(kh*KW + kw)*M + m].
+    for a in range(KH * KW):
+        for m in range(g.M):
+            fc[a * g.M + m] = filt[a * F + c * g.M + m]
     for ih in range(g.H):
         n_kh = row_taps[ih * row_ld]
         kh_of = row_taps + ih * row_ld + 1
@@ -350,15 +355,16 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
         for p in range(n_phases):
             n_kw = phase_taps[p * phase_ld]
             lo, hi = phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
-            kw_of = phase_taps + p * phase_ld + 3
+            count = phase_taps[p * phase_ld + 3]
+            kw_of = phase_taps + p * phase_ld + 4
             ow_of = kw_of + KW
-            count = _ceil_div(g.W - p, g.stride_w)
             out = dx + ih * sxh + p * sxw
-            d_off = tap + (p % n_slots) * 2 * T
+            slot = p if n_slots > 1 else 0
+            d_off = tap + slot * 2 * T
             ow0 = d_off + T
-            wv = work + (p % n_slots) * T
+            wv = work + slot * T
             if same:
-                n_taps = n_taps_of[p % n_slots]
+                n_taps = n_taps_of[slot]
             else:
                 n_taps = 0
                 for m in range(g.M):
@@ -367,9 +373,9 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                         for b in range(n_kw):
                             d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + f * sdf + ow_of[b]
                             ow0[n_taps] = ow_of[b]
-                            wv[n_taps] = filt[(kh_of[a] * KW + kw_of[b]) * F + f]
+                            wv[n_taps] = fc[(kh_of[a] * KW + kw_of[b]) * g.M + m]
                             n_taps += 1
-                n_taps_of[p % n_slots] = n_taps
+                n_taps_of[slot] = n_taps
             if hi > lo:
                 if direct:
                     _sum_taps_scalar(out + lo, hi - lo, n_taps, src + lo, d_off, wv)
@@ -401,13 +407,13 @@ def backprop_input(const floating[:, :, :, :] dy,
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
-                     else (num_threads, >= n_slots*M*KH*KW + W)
+                     else (num_threads, >= (n_slots + 1)*M*KH*KW + W)
     taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
                      else (num_threads, >= n_slots*(2*M*KH*KW + 1)) tap lists
     n_slots          width inner: tap lists kept per thread, 1 or min(stride_w, W)
     row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
     col_taps    --   filled here: (W, 1 + 2*KW) each input column's taps if channels_inner,
-                     else (min(stride_w, W), 3 + 2*KW) each stride phase's taps and interior
+                     else (min(stride_w, W), 4 + 2*KW) each stride phase's taps and interior
     channels_inner   loop order: True for dx contiguous along channels, False along width
     """
     cdef Py_ssize_t isz = sizeof(floating)
@@ -431,15 +437,16 @@ def backprop_input(const floating[:, :, :, :] dy,
                                        &col_taps[i, 1], &col_taps[i, 1 + g.KW])
                 continue
             n_kw = _phase_taps(i + g.pad_left, g.KW, g.dilation_w, g.stride_w,
-                               &col_taps[i, 3], &col_taps[i, 3 + g.KW])
+                               &col_taps[i, 4], &col_taps[i, 4 + g.KW])
             # Interior of the phase: 0 <= ow0 + i' < OW for every valid kw.
             lo, hi = 0, _ceil_div(g.W - i, g.stride_w)
             for b in range(n_kw):
-                lo = max(lo, -col_taps[i, 3 + g.KW + b])
-                hi = min(hi, g.OW - col_taps[i, 3 + g.KW + b])
+                lo = max(lo, -col_taps[i, 4 + g.KW + b])
+                hi = min(hi, g.OW - col_taps[i, 4 + g.KW + b])
             if n_kw == 0 or hi < lo:
                 hi = lo
             col_taps[i, 0], col_taps[i, 1], col_taps[i, 2] = n_kw, lo, hi
+            col_taps[i, 3] = _ceil_div(g.W - i, g.stride_w)
     # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
     chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
     for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',
