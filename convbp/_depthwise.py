@@ -147,7 +147,7 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
         dx[...] = 0
         return dx
     if dx.dtype == np.float16:  # accumulate in float32, store float16
-        dx32 = np.empty(dx.shape, np.float32)
+        dx32 = np.empty_like(dx, dtype=np.float32)  # same memory order, same loop order
         backprop_input(dy.astype(np.float32), filter.astype(np.float32), dx32, geometry,
                        num_threads)
         dx[...] = dx32
@@ -167,14 +167,14 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
     threads = max(1, min(threads, units))
     slots = 1
     if channels_inner:  # per thread: an accumulator per out_backprop channel, a tap list
-        workspace = np.empty((threads, c * m), dx.dtype)
-        taps = np.empty((threads, 2 * kh * kw), np.intp)
+        workspace = np.empty((threads, _padded(c * m)), dx.dtype)
+        taps = np.empty((threads, _padded(2 * kh * kw)), np.intp)
         col_taps = np.empty((w, 1 + 2 * kw), np.intp)
     else:  # per thread: tap lists for each stride phase, the channel's filter, a row
         phases = min(geometry.strides[1], w)
         slots = phases if phases * m * kh * kw <= _MAX_SLOT_TAPS else 1
-        workspace = np.empty((threads, (slots + 1) * m * kh * kw + w), dx.dtype)
-        taps = np.empty((threads, slots * (2 * m * kh * kw + 1)), np.intp)
+        workspace = np.empty((threads, _padded((slots + 1) * m * kh * kw + w)), dx.dtype)
+        taps = np.empty((threads, _padded(slots * (2 * m * kh * kw + 1))), np.intp)
         col_taps = np.empty((phases, 4 + 2 * kw), np.intp)
     row_taps = np.empty((h, 1 + 2 * kh), np.intp)
     params = dict(H=h, W=w, C=c, M=m, OH=dy.shape[1], OW=dy.shape[2], KH=kh, KW=kw,
@@ -184,3 +184,9 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
     _depthwise_kernels.backprop_input(dy, filt, dx, workspace, taps, row_taps, col_taps, params,
                                       channels_inner, slots, threads)
     return dx
+
+
+def _padded(length):
+    """A per-thread buffer row length: rounded up and padded by 16 elements (at least 64 bytes),
+    so rows of different threads never share a cache line."""
+    return -(-length // 16) * 16 + 16
