@@ -1,7 +1,8 @@
 """convbp: the gradient of a 2-D convolution with respect to its input, NHWC and NCHW.
 
 One Cython kernel -- a GEMM through SciPy's BLAS into a cache-sized column buffer, then a col2im
-scatter-add through strides -- serves every layout and every entry point.
+scatter-add through strides -- serves every layout and every entry point; depthwise convolutions
+have their own direct kernel (a gather with no GEMM).
 """
 
 from ._depthwise import depthwise_conv2d_backprop_input
