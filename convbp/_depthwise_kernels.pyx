@@ -1,0 +1,467 @@
+"""Depthwise input-gradient kernel: a direct gather, no GEMM, no column buffer.
+
+Everything here trusts its arguments: shapes, strides, dtypes and sizes are validated by the
+Python front (``convbp/_depthwise.py``).  Arrays arrive in a *logical* NHWC order of axes -- an
+NCHW array is passed as ``arr.transpose(0, 2, 3, 1)``, a view -- and are read and written
+through their strides, so no layout is ever transposed in memory.
+
+Each input-gradient element is computed once, by one work unit, as a sum over the output pixels
+and multiplier channels that read it, in an order fixed by the geometry.  Units never share
+output memory and their partition does not change any element's order of summation, so results
+are bitwise identical for any number of threads.  Which taps reach each input row and column
+is tabulated once per call, so the per-pixel work has no divisions; a tap list built for one
+pixel (row) is reused by the next when its taps are the same shifted by whole output pixels
+(rows); sums run several taps per pass in branch-free unit-stride loops that the compiler
+vectorizes.  Two loop orders, chosen by dx's memory:
+
+* channels inner (NHWC memory): a unit is one input row of one image; for each pixel the taps
+  (output pixel, filter tap) are listed, and each pass adds up to five of them to every one of
+  the C*multiplier channels at once, each channel with its own filter tap;
+* width inner (NCHW memory): a unit is one channel plane of one image; the columns of a row split
+  into stride phases, within which every tap is a unit-stride run of an out_backprop row times
+  one filter value, summed up to eight per pass over the phase's interior; the few edge columns
+  where some taps fall outside out_backprop are summed one by one.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+
+cdef struct DwGeometry:
+    # Logical sizes: input gradient (H, W, C), out_backprop (OH, OW, C*M), filter (KH, KW, C*M).
+    Py_ssize_t H, W, C, M, OH, OW, KH, KW
+    Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
+
+
+cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # b > 0; C division truncates towards zero, convolution arithmetic needs floor.
+    cdef Py_ssize_t q = a // b
+    if a % b != 0 and a < 0:
+        q -= 1
+    return q
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return -_floor_div(-a, b)
+
+
+cdef Py_ssize_t _taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py_ssize_t O,
+                      Py_ssize_t* ks, Py_ssize_t* os) noexcept nogil:
+    """The taps k < K with r - k*d = o*s for an output index 0 <= o < O, in increasing k.
+
+    r is the input index plus the leading padding.  Writes k to ks and o to os; returns the count.
+    """
+    cdef Py_ssize_t k, t, n = 0
+    for k in range(K):
+        t = r - k * d
+        if t >= 0 and t % s == 0 and t < O * s:
+            ks[n] = k
+            os[n] = t // s
+            n += 1
+    return n
+
+
+cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s,
+                            Py_ssize_t* ks, Py_ssize_t* os) noexcept nogil:
+    """The taps k < K with r - k*d divisible by s (any sign); o = (r - k*d) / s.  Returns the
+    count.
+
+    For the input columns r - pad_left + s*i (one phase of the stride), tap k reads output
+    column o + i; whether that is inside [0, OW) is left to the caller.
+    """
+    cdef Py_ssize_t k, t, n = 0
+    for k in range(K):
+        t = r - k * d
+        if t % s == 0:
+            ks[n] = k
+            os[n] = t // s
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Sums over a list of taps, several taps per pass over the accumulator.  Each element's order of
+# summation is fixed by the tap list: ((p0 + p1) + p2) + ..., then acc + ((p5 + p6) + ...), ...
+
+cdef void _sum_taps_vec(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
+                        const floating* src, const Py_ssize_t* s_off,
+                        const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
+    """acc[j] = sum over taps t of src[s_off[t] + j] * filt[w_off[t] + j], for j < n.
+
+    Five taps per pass while at least five remain (a 3x3 kernel: two passes), then four, two,
+    one; more pointers per pass would exceed what the compiler's alias checks allow.
+    """
+    cdef Py_ssize_t j, t = 0, left
+    cdef const floating *d0
+    cdef const floating *d1
+    cdef const floating *d2
+    cdef const floating *d3
+    cdef const floating *d4
+    cdef const floating *w0
+    cdef const floating *w1
+    cdef const floating *w2
+    cdef const floating *w3
+    cdef const floating *w4
+    if n_taps == 0:
+        for j in range(n):
+            acc[j] = 0
+        return
+    while t < n_taps:
+        left = n_taps - t
+        d0, w0 = src + s_off[t], filt + w_off[t]
+        if left >= 5:
+            d1, d2 = src + s_off[t + 1], src + s_off[t + 2]
+            d3, d4 = src + s_off[t + 3], src + s_off[t + 4]
+            w1, w2 = filt + w_off[t + 1], filt + w_off[t + 2]
+            w3, w4 = filt + w_off[t + 3], filt + w_off[t + 4]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
+                              + d4[j] * w4[j])
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
+                                       + d3[j] * w3[j] + d4[j] * w4[j])
+            t += 5
+        elif left == 4:
+            d1, d2, d3 = src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+            w1, w2, w3 = filt + w_off[t + 1], filt + w_off[t + 2], filt + w_off[t + 3]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
+                                       + d3[j] * w3[j])
+            t += 4
+        elif left >= 2:
+            d1, w1 = src + s_off[t + 1], filt + w_off[t + 1]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j]
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j])
+            t += 2
+        else:
+            if t == 0:
+                for j in range(n):
+                    acc[j] = d0[j] * w0[j]
+            else:
+                for j in range(n):
+                    acc[j] = acc[j] + d0[j] * w0[j]
+            t += 1
+
+
+cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
+                           const floating* src, const Py_ssize_t* s_off,
+                           const floating* wv) noexcept nogil:
+    """acc[j] = sum over taps t of src[s_off[t] + j] * wv[t], for j < n.
+
+    Eight taps per pass here (one load per tap and element), then fours, then singles.
+    """
+    cdef Py_ssize_t j, t = 0
+    cdef const floating *d0
+    cdef const floating *d1
+    cdef const floating *d2
+    cdef const floating *d3
+    cdef const floating *d4
+    cdef const floating *d5
+    cdef const floating *d6
+    cdef const floating *d7
+    cdef floating w0, w1, w2, w3, w4, w5, w6, w7
+    if n_taps == 0:
+        for j in range(n):
+            acc[j] = 0
+        return
+    while t + 8 <= n_taps:
+        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+        d4, d5, d6, d7 = (src + s_off[t + 4], src + s_off[t + 5], src + s_off[t + 6],
+                          src + s_off[t + 7])
+        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
+        w4, w5, w6, w7 = wv[t + 4], wv[t + 5], wv[t + 6], wv[t + 7]
+        if t == 0:
+            for j in range(n):
+                acc[j] = (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
+                          + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
+                                   + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
+        t += 8
+    while t + 4 <= n_taps:
+        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
+        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
+        if t == 0:
+            for j in range(n):
+                acc[j] = d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3)
+        t += 4
+    while t < n_taps:
+        d0, w0 = src + s_off[t], wv[t]
+        if t == 0:
+            for j in range(n):
+                acc[j] = d0[j] * w0
+        else:
+            for j in range(n):
+                acc[j] = acc[j] + d0[j] * w0
+        t += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Channels inner.
+
+cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
+                              const Py_ssize_t* col_taps, Py_ssize_t col_ld,
+                              const floating* dy, Py_ssize_t sdh, Py_ssize_t sdw,
+                              const floating* filt,
+                              floating* dx, Py_ssize_t sxw, Py_ssize_t sxc,
+                              floating* acc, Py_ssize_t* tap) noexcept nogil:
+    """One input-gradient row of one image; dy is the image (unit channel stride), dx the row.
+
+    row_taps is the row's (count, kh..., oh...) and col_taps + iw*col_ld each column's (count,
+    kw..., ow...).  For each pixel the taps (output pixel, filter tap) are listed in (kh, kw)
+    order; acc[f] for every out_backprop channel f = c*M + m is their sum, and
+    dx[c] = sum_m acc[c*M + m].  With M == 1 and unit channel stride, dx itself is the
+    accumulator.
+    """
+    cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW
+    cdef Py_ssize_t n_kh = row_taps[0]
+    cdef const Py_ssize_t* kh_of = row_taps + 1
+    cdef const Py_ssize_t* oh_of = row_taps + 1 + KH
+    cdef const Py_ssize_t* kw_of
+    cdef const Py_ssize_t* ow_of
+    cdef Py_ssize_t* d_off = tap
+    cdef Py_ssize_t* w_off = tap + KH * KW
+    cdef Py_ssize_t n_kw, n_taps = 0, a, b, iw, c, m, prev_n_kw = -1
+    cdef const Py_ssize_t* prev_kw_of = NULL
+    cdef const Py_ssize_t* prev_ow_of = NULL
+    cdef bint direct = M == 1 and sxc == 1
+    cdef bint same
+    cdef const floating* src
+    cdef floating* out
+    cdef floating s
+
+    for iw in range(g.W):
+        out = dx + iw * sxw
+        n_kw = col_taps[iw * col_ld]
+        kw_of = col_taps + iw * col_ld + 1
+        ow_of = kw_of + KW
+        # Offsets are relative to the pixel's first tap; a pixel whose taps are the previous
+        # pixel's shifted by whole output columns (every interior pixel) reuses the list.
+        same = n_kw == prev_n_kw
+        for b in range(n_kw if same else 0):
+            if kw_of[b] != prev_kw_of[b] or ow_of[b] - ow_of[0] != prev_ow_of[b] - prev_ow_of[0]:
+                same = False
+                break
+        prev_n_kw, prev_kw_of, prev_ow_of = n_kw, kw_of, ow_of
+        if not same:
+            n_taps = 0
+            for a in range(n_kh):
+                for b in range(n_kw):
+                    d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + (ow_of[b] - ow_of[0]) * sdw
+                    w_off[n_taps] = (kh_of[a] * KW + kw_of[b]) * F
+                    n_taps += 1
+        src = dy + ((oh_of[0] * sdh + ow_of[0] * sdw) if n_taps > 0 else 0)
+        _sum_taps_vec(out if direct else acc, F, n_taps, src, d_off, filt, w_off)
+        if direct:
+            continue
+        if M == 1:
+            for c in range(g.C):
+                out[c * sxc] = acc[c]
+        else:
+            for c in range(g.C):
+                s = acc[c * M]
+                for m in range(1, M):
+                    s = s + acc[c * M + m]
+                out[c * sxc] = s
+
+
+# ---------------------------------------------------------------------------------------------
+# Width inner.
+
+cdef inline floating _edge_sum(Py_ssize_t i, Py_ssize_t OW, Py_ssize_t n_taps,
+                               const floating* dy, const Py_ssize_t* d_off,
+                               const Py_ssize_t* ow0, const floating* wv) noexcept nogil:
+    """sum over taps t with 0 <= ow0[t] + i < OW of dy[d_off[t] + i] * wv[t], in tap order."""
+    cdef Py_ssize_t t, ow
+    cdef floating s = 0
+    for t in range(n_taps):
+        ow = ow0[t] + i
+        if 0 <= ow < OW:
+            s = s + dy[d_off[t] + i] * wv[t]
+    return s
+
+
+cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
+                             const Py_ssize_t* row_taps, Py_ssize_t row_ld,
+                             const Py_ssize_t* phase_taps, Py_ssize_t phase_ld,
+                             Py_ssize_t n_phases, Py_ssize_t n_slots,
+                             const floating* dy, Py_ssize_t sdh, Py_ssize_t sdf,
+                             const floating* filt,
+                             floating* dx, Py_ssize_t sxh, Py_ssize_t sxw,
+                             floating* work, Py_ssize_t* tap) noexcept nogil:
+    """Input-gradient plane of channel c of one image; dy is the image (unit width stride), dx
+    the plane.
+
+    The columns of a row split into stride phases iw = p + stride_w*i.  Within a phase the valid
+    kw are fixed (phase_taps + p*phase_ld: n_kw, lo, hi, count, kw..., ow0...) and tap kw reads
+    column ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows
+    at unit stride, summed several per pass over the interior lo <= i < hi (where every tap is in
+    range).  The columns outside the interior are summed one by one, skipping taps out of range.
+    Each phase keeps its tap list in its own slot when there are n_slots == n_phases of them, so
+    rows whose taps only shift by whole output rows reuse every phase's list.
+    """
+    cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
+    cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step, slot
+    cdef Py_ssize_t prev_n_kh = -1
+    cdef const Py_ssize_t* kh_of
+    cdef const Py_ssize_t* oh_of
+    cdef const Py_ssize_t* prev_kh_of = NULL
+    cdef const Py_ssize_t* prev_oh_of = NULL
+    cdef const Py_ssize_t* kw_of
+    cdef const Py_ssize_t* ow_of
+    cdef Py_ssize_t* d_off
+    cdef Py_ssize_t* ow0
+    cdef floating* wv
+    cdef floating* fc = work + n_slots * T
+    cdef floating* acc = fc + T
+    cdef Py_ssize_t* n_taps_of = tap + 2 * n_slots * T
+    cdef floating* out
+    cdef const floating* src
+    cdef bint direct, same
+
+    step = g.stride_w * sxw
+    direct = step == 1
+    # This channel's filter taps, gathered once: fc[(kh*KW + kw)*M + m].
+    for a in range(KH * KW):
+        for m in range(g.M):
+            fc[a * g.M + m] = filt[a * F + c * g.M + m]
+    for ih in range(g.H):
+        n_kh = row_taps[ih * row_ld]
+        kh_of = row_taps + ih * row_ld + 1
+        oh_of = kh_of + KH
+        src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
+        # With one phase, a row whose taps are the previous row's shifted by whole output rows
+        # (every interior row at stride 1) reuses its tap list: offsets are relative to src.
+        same = n_slots == n_phases and n_kh == prev_n_kh
+        for a in range(n_kh if same else 0):
+            if kh_of[a] != prev_kh_of[a] or oh_of[a] - oh_of[0] != prev_oh_of[a] - prev_oh_of[0]:
+                same = False
+                break
+        prev_n_kh, prev_kh_of, prev_oh_of = n_kh, kh_of, oh_of
+        for p in range(n_phases):
+            n_kw = phase_taps[p * phase_ld]
+            lo, hi = phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
+            count = phase_taps[p * phase_ld + 3]
+            kw_of = phase_taps + p * phase_ld + 4
+            ow_of = kw_of + KW
+            out = dx + ih * sxh + p * sxw
+            slot = p if n_slots > 1 else 0
+            d_off = tap + slot * 2 * T
+            ow0 = d_off + T
+            wv = work + slot * T
+            if same:
+                n_taps = n_taps_of[slot]
+            else:
+                n_taps = 0
+                for m in range(g.M):
+                    f = c * g.M + m
+                    for a in range(n_kh):
+                        for b in range(n_kw):
+                            d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + f * sdf + ow_of[b]
+                            ow0[n_taps] = ow_of[b]
+                            wv[n_taps] = fc[(kh_of[a] * KW + kw_of[b]) * g.M + m]
+                            n_taps += 1
+                n_taps_of[slot] = n_taps
+            if hi > lo:
+                if direct:
+                    _sum_taps_scalar(out + lo, hi - lo, n_taps, src + lo, d_off, wv)
+                else:
+                    _sum_taps_scalar(acc, hi - lo, n_taps, src + lo, d_off, wv)
+                    for i in range(hi - lo):
+                        out[(lo + i) * step] = acc[i]
+            for i in range(min(lo, count)):
+                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
+            for i in range(max(hi, lo), count):
+                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
+
+
+def backprop_input(const floating[:, :, :, :] dy,
+                   const floating[:, :, ::1] filt,
+                   floating[:, :, :, :] dx,
+                   floating[:, ::1] workspace,
+                   Py_ssize_t[:, ::1] taps,
+                   Py_ssize_t[:, ::1] row_taps,
+                   Py_ssize_t[:, ::1] col_taps,
+                   DwGeometry g,
+                   bint channels_inner,
+                   Py_ssize_t n_slots,
+                   int num_threads):
+    """Input gradient of a depthwise 2-D convolution, written into dx.
+
+    dy          IN   (N, OH, OW, C*M) logical axes, any strides except that the inner axis
+                     (channels if channels_inner, else width) has unit stride or length 1
+    filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
+    dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
+    workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
+                     else (num_threads, >= (n_slots + 1)*M*KH*KW + W)
+    taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
+                     else (num_threads, >= n_slots*(2*M*KH*KW + 1)) tap lists
+    n_slots          width inner: tap lists kept per thread, 1 or min(stride_w, W)
+    row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
+    col_taps    --   filled here: (W, 1 + 2*KW) each input column's taps if channels_inner,
+                     else (min(stride_w, W), 4 + 2*KW) each stride phase's taps and interior
+    channels_inner   loop order: True for dx contiguous along channels, False along width
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t N = dx.shape[0]
+    cdef Py_ssize_t per_image = g.H if channels_inner else g.C
+    cdef Py_ssize_t unit, n, k, tid, i, b, lo, hi, n_kw, chunk
+    cdef Py_ssize_t sdh = dy.strides[1] // isz, sdw = dy.strides[2] // isz
+    cdef Py_ssize_t sdf = dy.strides[3] // isz
+    cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz
+    cdef Py_ssize_t sxc = dx.strides[3] // isz
+    if N == 0 or per_image == 0:
+        return
+    with nogil:
+        # Tap tables, computed once: which kh (kw) reach each input row (column or phase).
+        for i in range(g.H):
+            row_taps[i, 0] = _taps(i + g.pad_top, g.KH, g.dilation_h, g.stride_h, g.OH,
+                                   &row_taps[i, 1], &row_taps[i, 1 + g.KH])
+        for i in range(col_taps.shape[0]):
+            if channels_inner:
+                col_taps[i, 0] = _taps(i + g.pad_left, g.KW, g.dilation_w, g.stride_w, g.OW,
+                                       &col_taps[i, 1], &col_taps[i, 1 + g.KW])
+                continue
+            n_kw = _phase_taps(i + g.pad_left, g.KW, g.dilation_w, g.stride_w,
+                               &col_taps[i, 4], &col_taps[i, 4 + g.KW])
+            # Interior of the phase: 0 <= ow0 + i' < OW for every valid kw.
+            lo, hi = 0, _ceil_div(g.W - i, g.stride_w)
+            for b in range(n_kw):
+                lo = max(lo, -col_taps[i, 4 + g.KW + b])
+                hi = min(hi, g.OW - col_taps[i, 4 + g.KW + b])
+            if n_kw == 0 or hi < lo:
+                hi = lo
+            col_taps[i, 0], col_taps[i, 1], col_taps[i, 2] = n_kw, lo, hi
+            col_taps[i, 3] = _ceil_div(g.W - i, g.stride_w)
+    # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
+    chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
+    for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',
+                       chunksize=chunk):
+        n = unit // per_image
+        k = unit - n * per_image
+        tid = threadid()
+        if channels_inner:
+            _row_channels_inner(&g, &row_taps[k, 0], &col_taps[0, 0], col_taps.shape[1],
+                                &dy[n, 0, 0, 0], sdh, sdw,
+                                &filt[0, 0, 0], &dx[n, k, 0, 0], sxw, sxc,
+                                &workspace[tid, 0], &taps[tid, 0])
+        else:
+            _plane_width_inner(&g, k, &row_taps[0, 0], row_taps.shape[1], &col_taps[0, 0],
+                               col_taps.shape[1], col_taps.shape[0], n_slots,
+                               &dy[n, 0, 0, 0], sdh, sdf,
+                               &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
+                               &workspace[tid, 0], &taps[tid, 0])
