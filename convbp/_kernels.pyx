@@ -18,6 +18,10 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 include "_blas_int.pxi"
 
+cdef extern from "_simd.h" nogil:
+    void convbp_add_f32(float* dst, const float* src, Py_ssize_t n)
+    void convbp_add_f64(double* dst, const double* src, Py_ssize_t n)
+
 # Largest value a BLAS integer argument (dimension or leading dimension) can hold.
 BLAS_INT_MAX = (1 << (8 * sizeof(blas_int) - 1)) - 1
 
@@ -62,8 +66,10 @@ cdef inline void _add_run(floating* dst, Py_ssize_t dst_step,
     """dst[j*dst_step] += src[j*src_step] for j < n; the unit-stride case vectorizes."""
     cdef Py_ssize_t j
     if dst_step == 1 and src_step == 1:
-        for j in range(n):
-            dst[j] += src[j]
+        if floating is float:
+            convbp_add_f32(dst, src, n)
+        else:
+            convbp_add_f64(dst, src, n)
     elif src_step == 1:
         for j in range(n):
             dst[j * dst_step] += src[j]
