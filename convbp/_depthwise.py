@@ -163,8 +163,7 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
     filt = np.ascontiguousarray(filter).reshape(kh, kw, c * m)
 
     units = n * (h if channels_inner else c)
-    threads = _engine.default_num_threads() if num_threads is None else num_threads
-    threads = max(1, min(threads, units))
+    threads = _engine.thread_count(num_threads, units)
     slots = 1
     if channels_inner:  # per thread: an accumulator per out_backprop channel, a tap list
         workspace = np.empty((threads, _padded(c * m)), dx.dtype)

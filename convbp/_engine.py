@@ -72,6 +72,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def thread_count(num_threads, units):
+    """Threads for a kernel call of ``units`` independent work units.
+
+    The request (default: every core this process may use), at most one a unit; one in a child
+    forked after OpenMP ran.
+    """
+    global _openmp_started
+    if _forked_after_openmp:
+        return 1
+    threads = default_num_threads() if num_threads is None else num_threads
+    threads = max(1, min(threads, units))
+    _openmp_started = _openmp_started or threads > 1
+    return threads
+
+
 # ---------------------------------------------------------------------------------------------
 # BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
 # concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
@@ -294,6 +309,15 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
         dx[...] = dx32
         return dx
 
+    if groups > 1 and c == groups:
+        # One input channel a group: the depthwise convolution, whose direct kernel beats a
+        # GEMM per channel on tiny matrices.  Filter (KH, KW, 1, C*M) is (KH, KW, C, M).
+        from . import _depthwise
+        kh, kw = geometry.kernel_hw
+        _depthwise.backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
+                                  num_threads)
+        return dx
+
     # Each out_backprop image is read in place when BLAS can address it; else copied once.
     dy_layout = _matrix_layout(dy)
     if dy_layout is None:
@@ -321,8 +345,7 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
 
     band = _band_rows(n, geometry)
     units = n * -(-h // band)
-    threads = default_num_threads() if num_threads is None else num_threads
-    threads = 1 if _forked_after_openmp else max(1, min(threads, units))
+    threads = thread_count(num_threads, units)
     row_bytes = taps * dx.itemsize
     if direct_ld:
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
@@ -340,8 +363,6 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
                   dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                   pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                   band_rows=band, chunk_pixels=chunk)
-    global _openmp_started
-    _openmp_started = _openmp_started or threads > 1
     with _single_threaded_blas():
         _kernels.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
                                 cols_pixel_major, direct_ld, threads)
