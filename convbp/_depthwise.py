@@ -8,9 +8,7 @@ the direct depthwise kernel (``convbp/_depthwise_kernels.pyx``).
 import numpy as np
 
 from . import _depthwise_kernels, _engine
-from ._geometry import (as_int, check_data_format, forward_geometry, layout_axes, spatial_pair,
-                        tf_padding)
-from ._tf import tf_input_sizes
+from ._tf import tf_call
 
 __all__ = ["depthwise_conv2d_backprop_input"]
 
@@ -88,47 +86,19 @@ def depthwise_conv2d_backprop_input(input_sizes, filter, out_backprop, strides, 
            [12., 18., 18., 12.],
            [ 8., 12., 12.,  8.]], dtype=float32)
     """
-    data_format = check_data_format(data_format)
-    filter, out_backprop = _engine.common_dtype(filter, out_backprop)
-    if filter.ndim != 4:
-        raise ValueError(f"filter must be 4-D (KH, KW, C, multiplier), got shape {filter.shape}")
-    if out_backprop.ndim != 4:
-        raise ValueError(f"out_backprop must be 4-D ({data_format}), got shape "
-                         f"{out_backprop.shape}")
-    axes = layout_axes(data_format)
-    n, h, w, c = tf_input_sizes(input_sizes, out_backprop.shape, filter.shape, 1, data_format)
-    strides = spatial_pair(strides, "strides", data_format)
-    dilations = spatial_pair(dilations, "dilations", data_format)
-    pad = tf_padding(padding, explicit_paddings, data_format)
-    threads = None if num_threads is None else as_int(num_threads, "num_threads", minimum=1,
-                                                      maximum=4096)
+    call = tf_call(input_sizes, filter, out_backprop, strides, padding, data_format, dilations,
+                   explicit_paddings, out, num_threads, "(KH, KW, C, multiplier)",
+                   _depthwise_depth)
+    backprop_input(call.dy, call.filter, call.dx, call.geometry, call.threads)
+    return call.out
 
-    kh, kw, c_filter, multiplier = filter.shape
-    if kh == 0 or kw == 0:
-        raise ValueError(f"filter must have a non-empty spatial size, got shape {filter.shape}")
-    if c_filter != c:
-        raise ValueError(f"filter in-depth {c_filter} must equal the input depth {c} "
-                         f"(input_sizes); filter shape {filter.shape} is (KH, KW, C, multiplier)")
-    _engine.check_result_size((n, h, w, c), filter.dtype, "input_sizes")
-    dy = out_backprop.transpose(axes)  # logical NHWC view, no copy
-    geometry = forward_geometry((h, w), (kh, kw), strides, dilations, pad)
-    expected = (n,) + geometry.out_hw + (c * multiplier,)
-    for axis, what in enumerate(("batch", "height", "width", "depth")):
-        if dy.shape[axis] != expected[axis]:
-            raise ValueError(
-                f"Size of out_backprop doesn't match computed: {what}: actual = "
-                f"{dy.shape[axis]}, computed = {expected[axis]} (input_sizes {(n, h, w, c)} "
-                f"NHWC, filter {filter.shape}, depth = C*multiplier, strides {strides}, "
-                f"dilations {dilations}, padding {padding!r})")
 
-    shape = tuple((n, h, w, c)[axes.index(i)] for i in range(4))
-    if out is None:
-        out = np.empty(shape, filter.dtype)
-    else:
-        _engine.check_out(out, shape, filter.dtype,
-                          (("filter", filter), ("out_backprop", out_backprop)))
-    backprop_input(dy, filter, out.transpose(axes), geometry, threads)
-    return out
+def _depthwise_depth(c, filter_shape):
+    """Check a depthwise filter (KH, KW, C, multiplier) against input depth c -> C*multiplier."""
+    if filter_shape[2] != c:
+        raise ValueError(f"filter in-depth {filter_shape[2]} must equal the input depth {c} "
+                         f"(input_sizes); filter shape {filter_shape} is (KH, KW, C, multiplier)")
+    return c * filter_shape[3]
 
 
 def backprop_input(dy, filter, dx, geometry, num_threads=None):

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _kernels
-from ._geometry import MAX_DIM
 
 __all__ = ["backprop_input", "get_workspace_limit", "set_workspace_limit", "default_num_threads"]
 

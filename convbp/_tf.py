@@ -3,13 +3,13 @@
 import numpy as np
 
 from . import _engine
-from ._geometry import (MAX_DIM, as_int, check_data_format, forward_geometry, int_list,
+from ._geometry import (as_int, check_data_format, forward_geometry, int_list,
                         layout_axes, spatial_pair, tf_padding)
 
 __all__ = ["conv2d_backprop_input"]
 
 
-def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, groups_in_depth, data_format):
+def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, data_format):
     """TensorFlow's ``input_sizes``: 4 ints in ``data_format`` order, or (H, W) with N taken from
     out_backprop and C from the filter.  Returns logical (N, H, W, C)."""
     if isinstance(input_sizes, np.ndarray) and input_sizes.ndim == 0:
@@ -98,51 +98,85 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
            [12., 18., 18., 12.],
            [ 8., 12., 12.,  8.]], dtype=float32)
     """
-    data_format = check_data_format(data_format)
-    filter, out_backprop = _engine.common_dtype(filter, out_backprop)
-    if filter.ndim != 4:
-        raise ValueError(f"filter must be 4-D (KH, KW, C_in, C_out): actual shape = "
-                         f"{filter.shape}, expected 4 dimensions")
-    if out_backprop.ndim != 4:
-        raise ValueError(f"out_backprop must be 4-D ({data_format}): actual shape = "
-                         f"{out_backprop.shape}, expected 4 dimensions")
-    axes = layout_axes(data_format)
-    n, h, w, c = tf_input_sizes(input_sizes, out_backprop.shape, filter.shape, 1, data_format)
-    strides = spatial_pair(strides, "strides", data_format)
-    dilations = spatial_pair(dilations, "dilations", data_format)
-    pad = tf_padding(padding, explicit_paddings, data_format)
-    threads = _check_threads(num_threads)
+    call = tf_call(input_sizes, filter, out_backprop, strides, padding, data_format, dilations,
+                   explicit_paddings, out, num_threads, "(KH, KW, C_in, C_out)", _conv2d_depth)
+    c, c_group = call.dx.shape[3], call.filter.shape[2]
+    groups = c // c_group if c_group else 1
+    _engine.backprop_input(call.dy, call.filter, call.dx, call.geometry, groups, call.threads)
+    return call.out
 
-    kh, kw, c_group, f = filter.shape
-    if kh == 0 or kw == 0:
-        raise ValueError(f"filter must have a non-empty spatial size (KH, KW >= 1): actual "
-                         f"shape = {filter.shape}")
+
+def _conv2d_depth(c, filter_shape):
+    """Check a Conv2D filter (KH, KW, C_in/groups, C_out) against input depth c -> C_out."""
+    c_group, f = filter_shape[2:]
     if c_group == 0 and c != 0 or c_group != 0 and c % c_group != 0 or c_group > c:
         # Equal depths, or a grouped convolution (C / C_in groups); an empty input depth
         # needs an empty filter in-depth.
         raise ValueError(f"filter in-depth {c_group} must divide the input depth {c} "
                          f"(input_sizes) and be at most it: actual = {c_group} (filter shape "
-                         f"{filter.shape}), expected {c} or, for a grouped convolution, a "
+                         f"{filter_shape}), expected {c} or, for a grouped convolution, a "
                          f"divisor of {c}")
     groups = c // c_group if c_group else 1
     if groups > 1 and f % groups != 0:
         raise ValueError(f"filter out-depth {f} must be divisible by the {groups} groups that "
                          f"input depth {c} / filter in-depth {c_group} gives (filter shape "
-                         f"{filter.shape})")
+                         f"{filter_shape})")
+    return f
+
+
+class TFCall:
+    """A validated TensorFlow-convention call: logical NHWC views and the geometry.
+
+    dy: out_backprop (N, OH, OW, depth); dx: the result (N, H, W, C), a view of ``out`` (the
+    array returned, in ``data_format`` order); filter as given (4-D).
+    """
+
+    def __init__(self, dy, filter, out, dx, geometry, threads):
+        self.dy, self.filter, self.out, self.dx = dy, filter, out, dx
+        self.geometry, self.threads = geometry, threads
+
+
+def tf_call(input_sizes, filter, out_backprop, strides, padding, data_format, dilations,
+            explicit_paddings, out, num_threads, filter_axes, out_depth):
+    """Validate the arguments every TensorFlow-convention entry point shares.
+
+    ``filter_axes`` names the filter's axes in messages; ``out_depth(C, filter.shape)`` checks
+    the filter against the input depth and returns the depth out_backprop must have.
+    """
+    data_format = check_data_format(data_format)
+    filter, out_backprop = _engine.common_dtype(filter, out_backprop)
+    if filter.ndim != 4:
+        raise ValueError(f"filter must be 4-D {filter_axes}: actual shape = "
+                         f"{filter.shape}, expected 4 dimensions")
+    if out_backprop.ndim != 4:
+        raise ValueError(f"out_backprop must be 4-D ({data_format}): actual shape = "
+                         f"{out_backprop.shape}, expected 4 dimensions")
+    axes = layout_axes(data_format)
+    n, h, w, c = tf_input_sizes(input_sizes, out_backprop.shape, filter.shape, data_format)
+    strides = spatial_pair(strides, "strides", data_format)
+    dilations = spatial_pair(dilations, "dilations", data_format)
+    pad = tf_padding(padding, explicit_paddings, data_format)
+    threads = check_threads(num_threads)
+
+    kh, kw = filter.shape[:2]
+    if kh == 0 or kw == 0:
+        raise ValueError(f"filter must have a non-empty spatial size (KH, KW >= 1): actual "
+                         f"shape = {filter.shape}")
+    depth = out_depth(c, filter.shape)
     _engine.check_result_size((n, h, w, c), filter.dtype, "input_sizes")
     # Either may be copied (a broadcast or strided view, or float16 widened to float32).
     _engine.check_result_size(filter.shape, filter.dtype, "filter", "operand")
     _engine.check_result_size(out_backprop.shape, out_backprop.dtype, "out_backprop", "operand")
     dy = out_backprop.transpose(axes)  # logical NHWC view, no copy
     geometry = forward_geometry((h, w), (kh, kw), strides, dilations, pad)
-    expected = (n,) + geometry.out_hw + (f,)
+    expected = (n,) + geometry.out_hw + (depth,)
     for axis, what in enumerate(("batch", "height", "width", "depth")):
         if dy.shape[axis] != expected[axis]:
             raise ValueError(
                 f"Size of out_backprop doesn't match computed: {what}: actual = "
                 f"{dy.shape[axis]}, computed = {expected[axis]} (input_sizes {(n, h, w, c)} "
-                f"NHWC, filter {filter.shape}, strides {strides}, dilations {dilations}, "
-                f"padding {padding!r})")
+                f"NHWC, filter {filter.shape} {filter_axes}, strides {strides}, dilations "
+                f"{dilations}, padding {padding!r})")
 
     shape = tuple((n, h, w, c)[axes.index(i)] for i in range(4))
     if out is None:
@@ -150,11 +184,10 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
     else:
         _engine.check_out(out, shape, filter.dtype,
                           (("filter", filter), ("out_backprop", out_backprop)))
-    _engine.backprop_input(dy, filter, out.transpose(axes), geometry, groups, threads)
-    return out
+    return TFCall(dy, filter, out, out.transpose(axes), geometry, threads)
 
 
-def _check_threads(num_threads):
+def check_threads(num_threads):
     if num_threads is None:
         return None
     return as_int(num_threads, "num_threads", minimum=1, maximum=4096)
