@@ -258,6 +258,19 @@ def gemm_ceiling(dtype, threads, size=2048, repeat=5):
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
+def call_overhead(threads, repeat=2000):
+    """Median seconds of a call whose arithmetic is negligible (1x1x1x1, 1x1 filter): the
+    fixed cost of validation, dispatch and starting the threads."""
+    import timeit
+    dy = np.ones((1, 1, 1, 1), np.float32)
+    filt = np.ones((1, 1, 1, 1), np.float32)
+
+    def call():
+        convbp.conv2d_backprop_input((1, 1, 1, 1), filt, dy, 1, "VALID", num_threads=threads)
+    call()
+    return float(np.median(timeit.repeat(call, number=repeat // 20, repeat=20))) / (repeat // 20)
+
+
 def run_case(shape, layout, dtype, args, contenders):
     """Time one (shape, layout, dtype); returns the JSON record."""
     rng = np.random.default_rng(0)
@@ -462,6 +475,11 @@ def print_summary(summary, gemm, info):
         print(f"{name} ceiling (SciPy BLAS, 2048^3, {value['threads']} threads): "
               f"{value['gflops']:.1f} GFLOP/s at the start, {value['gflops_end']:.1f} at the end; "
               f"1 thread {value['gflops_1_thread']:.1f}")
+    if "call_overhead" in summary:
+        o = summary["call_overhead"]
+        print(f"per-call overhead (a 1x1x1x1 call: validation, dispatch, thread start): "
+              f"{o['seconds'] * 1e6:.0f} us = {100 * o['fraction']:.1f}% of the fastest case "
+              f"({o['fastest_case']})")
     busy = max(info["load_average"][0], info["load_average_end"][0])
     if busy > info["cores_available"] + 0.5:
         print(f"warning: load average reached {busy:.2f} on {info['cores_available']} cores; "
@@ -594,6 +612,7 @@ def main(argv=None):
                     print(f"[{len(records)}/{total}] {shape.name:<11} {layout} {dtype}: convbp "
                           f"{fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
                           f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
+        overhead = call_overhead(args.threads)
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         for d, g in gemm.items():  # again at the end: the load may have changed meanwhile
             g["gflops_end"] = gemm_ceiling(d, args.threads)
@@ -601,6 +620,12 @@ def main(argv=None):
     print()
     print_table(records, contenders)
     summary = summarize(records)
+    fastest = min((r for r in records if "convbp" in r["median_s"]),
+                  key=lambda r: r["median_s"]["convbp"], default=None)
+    if fastest is not None:
+        summary["call_overhead"] = dict(
+            seconds=overhead, fastest_case=f"{fastest['shape']} {fastest['layout']}",
+            fraction=overhead / fastest["median_s"]["convbp"])
     print_summary(summary, gemm, info)
 
     out = dict(machine=info, settings=dict(repeat=args.repeat, warmup=args.warmup,

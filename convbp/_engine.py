@@ -5,6 +5,7 @@ a :class:`ConvGeometry`; :func:`backprop_input` checks the arrays against each o
 memory orientations, bounds the workspace, holds BLAS to one thread and calls the kernel.
 """
 
+import ctypes
 import functools
 import math
 import os
@@ -89,26 +90,50 @@ def thread_count(num_threads, units):
 # ---------------------------------------------------------------------------------------------
 # BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
 # concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
-# The BLAS libraries' controllers are found once (threadpoolctl), then driven directly: a few
-# microseconds a call.
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_saved = ()
-_blas_libraries = None
+_blas_controls = None
+
+
+def _blas_thread_controls():
+    """(get, set) of the thread count of every loaded BLAS library.
+
+    threadpoolctl finds the libraries.  OpenBLAS's own functions are then called through ctypes:
+    cheaper, and threadpoolctl >= 3.6 ignores requests from any Python thread but the first to
+    make one, while convbp is called from any thread.  Other BLAS go through threadpoolctl.
+    """
+    from threadpoolctl import ThreadpoolController
+    controls = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        pair = None
+        if lib.internal_api == "openblas":
+            try:
+                dll = ctypes.CDLL(lib.filepath)
+            except OSError:
+                dll = None
+            for prefix, suffix in (("scipy_openblas", ""), ("scipy_openblas", "64_"),
+                                   ("openblas", ""), ("openblas", "64_")):
+                get = getattr(dll, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(dll, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    pair = get, set_
+                    break
+        controls.append(pair or (lib.get_num_threads, lib.set_num_threads))
+    return controls
 
 
 @contextmanager
 def _single_threaded_blas():
-    global _blas_users, _blas_saved, _blas_libraries
+    global _blas_users, _blas_saved, _blas_controls
     with _blas_lock:
         if _blas_users == 0:
-            if _blas_libraries is None:
-                from threadpoolctl import ThreadpoolController
-                _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-            _blas_saved = [lib.get_num_threads() for lib in _blas_libraries]
-            for lib, threads in zip(_blas_libraries, _blas_saved):
+            if _blas_controls is None:
+                _blas_controls = _blas_thread_controls()
+            _blas_saved = [get() for get, _ in _blas_controls]
+            for (_, set_), threads in zip(_blas_controls, _blas_saved):
                 if threads != 1:
-                    lib.set_num_threads(1)
+                    set_(1)
         _blas_users += 1
     try:
         yield
@@ -116,9 +141,9 @@ def _single_threaded_blas():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                for lib, threads in zip(_blas_libraries, _blas_saved):
+                for (_, set_), threads in zip(_blas_controls, _blas_saved):
                     if threads != 1:
-                        lib.set_num_threads(threads)
+                        set_(threads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,3 +139,31 @@ def test_no_leak_over_10000_calls():
     growth = _rss_bytes() - before
     assert growth < 20 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB"
     assert_close(calls(1), expected, np.float32, 36)
+
+
+def test_blas_held_to_one_thread_from_any_python_thread_and_restored():
+    # The kernel's threads each run a single-threaded GEMM; BLAS must be held to one thread
+    # during a call made from any Python thread (not only the first to set a limit), and the
+    # caller's setting restored afterwards.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from convbp import _engine
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpoolctl.threadpool_info()
+                if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+
+    def worker():
+        with _engine._single_threaded_blas():
+            seen.append(blas_threads())
+        convbp.conv2d_backprop_input((1, 6, 6, 2), np.ones((3, 3, 2, 2), np.float32),
+                                     np.ones((1, 6, 6, 2), np.float32), 1, "SAME")
+
+    for _ in range(2):  # a fresh Python thread each time
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert seen == [[1] * len(before)] * 2
+    assert blas_threads() == before
