@@ -72,7 +72,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def thread_count(num_threads, units):
+def thread_count(num_threads, units, cores=None):
     """Threads for a kernel call of ``units`` independent work units.
 
     The request (default: every core this process may use), at most one a unit; one in a child
@@ -81,8 +81,9 @@ def thread_count(num_threads, units):
     global _openmp_started
     if _forked_after_openmp:
         return 1
-    threads = default_num_threads() if num_threads is None else num_threads
-    threads = max(1, min(threads, units))
+    if num_threads is None:
+        num_threads = default_num_threads() if cores is None else cores
+    threads = max(1, min(num_threads, units))
     _openmp_started = _openmp_started or threads > 1
     return threads
 
@@ -293,7 +294,7 @@ def _matrix_layout(arr):
     return None
 
 
-def _band_rows(n, geometry):
+def _band_rows(n, geometry, cores):
     """Input rows per work unit: whole images, unless that would leave cores idle.
 
     The unit count is raised until the cores share it evenly (or there are plenty), with bands
@@ -302,7 +303,6 @@ def _band_rows(n, geometry):
     num_threads -- so results are bitwise identical for any thread count.
     """
     h = geometry.in_hw[0]
-    cores = default_num_threads()
     reach = (geometry.kernel_hw[0] - 1) * geometry.dilations[0] + 1
     max_bands = max(1, h // max(2 * reach, 4))
     bands = 1
@@ -367,9 +367,10 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     if dx_layout is not None:
         cols_pixel_major, direct_ld = dx_layout
 
-    band = _band_rows(n, geometry)
+    cores = default_num_threads()
+    band = _band_rows(n, geometry, cores)
     units = n * -(-h // band)
-    threads = thread_count(num_threads, units)
+    threads = thread_count(num_threads, units, cores)
     row_bytes = taps * dx.itemsize
     if direct_ld:
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
@@ -377,7 +378,7 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     else:
         # The chunk size depends on the machine, never on num_threads (results stay bitwise
         # identical); the thread count then bows to the workspace limit.
-        chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // default_num_threads())
+        chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // cores)
                     // row_bytes)
         threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
         workspace = np.empty((threads, chunk * taps), dx.dtype)

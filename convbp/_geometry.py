@@ -5,7 +5,7 @@ raises a ``ValueError`` naming the argument instead of overflowing in a kernel.
 """
 
 import operator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,7 @@ _MAX_LIST = 64
 _LAYOUT_AXES = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 2, 3, 1)}  # position of N, H, W, C
 
 
-@dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(NamedTuple):
     """One 2-D convolution, in logical NHWC terms.
 
     ``in_hw`` is the convolution's input (the gradient being computed), ``out_hw`` its output
