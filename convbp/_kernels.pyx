@@ -19,8 +19,12 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 include "_blas_int.pxi"
 
 cdef extern from "_simd.h" nogil:
-    void convbp_add_f32(float* dst, const float* src, Py_ssize_t n)
-    void convbp_add_f64(double* dst, const double* src, Py_ssize_t n)
+    void convbp_add_block_f32(float* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
+                              const float* src, Py_ssize_t src_a, Py_ssize_t src_b,
+                              Py_ssize_t na, Py_ssize_t nb, Py_ssize_t n)
+    void convbp_add_block_f64(double* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
+                              const double* src, Py_ssize_t src_a, Py_ssize_t src_b,
+                              Py_ssize_t na, Py_ssize_t nb, Py_ssize_t n)
 
 # Largest value a BLAS integer argument (dimension or leading dimension) can hold.
 BLAS_INT_MAX = (1 << (8 * sizeof(blas_int) - 1)) - 1
@@ -60,22 +64,30 @@ cdef inline void _tap_range(Py_ssize_t origin, Py_ssize_t step, Py_ssize_t count
         stop[0] = first[0]
 
 
-cdef inline void _add_run(floating* dst, Py_ssize_t dst_step,
-                          const floating* src, Py_ssize_t src_step,
-                          Py_ssize_t n) noexcept nogil:
-    """dst[j*dst_step] += src[j*src_step] for j < n; the unit-stride case vectorizes."""
-    cdef Py_ssize_t j
+cdef inline void _add_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b, Py_ssize_t dst_step,
+                            const floating* src, Py_ssize_t src_a, Py_ssize_t src_b,
+                            Py_ssize_t src_step, Py_ssize_t na, Py_ssize_t nb,
+                            Py_ssize_t n) noexcept nogil:
+    """dst[a*dst_a + b*dst_b + j*dst_step] += src[a*src_a + b*src_b + j*src_step].
+
+    For a < na, b < nb, j < n: a block of runs.  Unit-stride runs go to the SIMD routine
+    (compiled for the machine's widest vectors); strided ones are plain loops.
+    """
+    cdef Py_ssize_t a, b, j
+    cdef floating* d
+    cdef const floating* s
     if dst_step == 1 and src_step == 1:
         if floating is float:
-            convbp_add_f32(dst, src, n)
+            convbp_add_block_f32(dst, dst_a, dst_b, src, src_a, src_b, na, nb, n)
         else:
-            convbp_add_f64(dst, src, n)
-    elif src_step == 1:
-        for j in range(n):
-            dst[j * dst_step] += src[j]
-    else:
-        for j in range(n):
-            dst[j * dst_step] += src[j * src_step]
+            convbp_add_block_f64(dst, dst_a, dst_b, src, src_a, src_b, na, nb, n)
+        return
+    for a in range(na):
+        for b in range(nb):
+            d = dst + a * dst_a + b * dst_b
+            s = src + a * src_a + b * src_b
+            for j in range(n):
+                d[j * dst_step] += s[j * src_step]
 
 
 cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -145,6 +157,9 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
         ow_b = min(OW, ow_a + (p0 + m - p))
         ih0 = oh * g.stride_h - g.pad_top
         _tap_range(ih0, g.dilation_h, g.KH, row_lo, row_hi, &kh_lo, &kh_hi)
+        if kh_lo >= kh_hi:
+            p += ow_b - ow_a
+            continue
         if channels_inner:
             for ow in range(ow_a, ow_b):
                 # The filter-width taps that land inside the image: once per pixel, not per tap.
@@ -153,14 +168,17 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
                 if kw_lo >= kw_hi:
                     continue
                 i = oh * OW + ow - p0
-                for kh in range(kh_lo, kh_hi):
-                    src = col + i * col_sp + (kh * KW + kw_lo) * Cg * col_sk
-                    dst = dx + (ih0 + kh * g.dilation_h) * sxh + (iw0 + kw_lo * dw) * sxw
-                    if merge_taps:
-                        _add_run(dst, sxc, src, col_sk, (kw_hi - kw_lo) * Cg)
-                    else:
-                        for kw in range(kw_hi - kw_lo):
-                            _add_run(dst + kw * dw * sxw, sxc, src + kw * Cg * col_sk, col_sk, Cg)
+                src = col + i * col_sp + (kh_lo * KW + kw_lo) * Cg * col_sk
+                dst = dx + (ih0 + kh_lo * g.dilation_h) * sxh + (iw0 + kw_lo * dw) * sxw
+                # All (kh, kw, c) taps of the pixel: rows kh, then taps kw, then channels.
+                if merge_taps:
+                    _add_block(dst, g.dilation_h * sxh, 0, sxc,
+                               src, KW * Cg * col_sk, 0, col_sk,
+                               kh_hi - kh_lo, 1, (kw_hi - kw_lo) * Cg)
+                else:
+                    _add_block(dst, g.dilation_h * sxh, dw * sxw, sxc,
+                               src, KW * Cg * col_sk, Cg * col_sk, col_sk,
+                               kh_hi - kh_lo, kw_hi - kw_lo, Cg)
         else:
             for kw in range(KW):
                 # The output columns whose tap kw lands inside the image: once per row and tap.
@@ -170,12 +188,13 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
                 if ow_lo >= ow_hi:
                     continue
                 i = oh * OW + ow_lo - p0
-                for kh in range(kh_lo, kh_hi):
-                    dst = dx + (ih0 + kh * g.dilation_h) * sxh \
-                        + (ow_lo * sw - g.pad_left + kw * dw) * sxw
-                    src = col + i * col_sp + (kh * KW + kw) * Cg * col_sk
-                    for c in range(Cg):
-                        _add_run(dst + c * sxc, sw * sxw, src + c * col_sk, col_sp, ow_hi - ow_lo)
+                src = col + i * col_sp + (kh_lo * KW + kw) * Cg * col_sk
+                dst = dx + (ih0 + kh_lo * g.dilation_h) * sxh \
+                    + (ow_lo * sw - g.pad_left + kw * dw) * sxw
+                # Rows kh, then channels, then the run of output columns.
+                _add_block(dst, g.dilation_h * sxh, sxc, sw * sxw,
+                           src, KW * Cg * col_sk, col_sk, col_sp,
+                           kh_hi - kh_lo, Cg, ow_hi - ow_lo)
         p += ow_b - ow_a
 
 
