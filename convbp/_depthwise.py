@@ -168,11 +168,11 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
     if channels_inner:  # per thread: an accumulator per out_backprop channel, a tap list
         workspace = np.empty((threads, _padded(c * m)), dx.dtype)
         taps = np.empty((threads, _padded(2 * kh * kw)), np.intp)
-        col_taps = np.empty((w, 1 + 2 * kw), np.intp)
-    else:  # per thread: tap lists for each stride phase, the channel's filter, a row
+        col_taps = np.empty((w, 2 + 2 * kw), np.intp)
+    else:  # per thread: tap lists for each stride phase, the channel's filter
         phases = min(geometry.strides[1], w)
         slots = phases if phases * m * kh * kw <= _MAX_SLOT_TAPS else 1
-        workspace = np.empty((threads, _padded((slots + 1) * m * kh * kw + w)), dx.dtype)
+        workspace = np.empty((threads, _padded((slots + 1) * m * kh * kw)), dx.dtype)
         taps = np.empty((threads, _padded(slots * (2 * m * kh * kw + 1))), np.intp)
         col_taps = np.empty((phases, 4 + 2 * kw), np.intp)
     row_taps = np.empty((h, 1 + 2 * kh), np.intp)

@@ -80,134 +80,46 @@ cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t
 
 
 # ---------------------------------------------------------------------------------------------
-# Sums over a list of taps, several taps per pass over the accumulator.  Each element's order of
-# summation is fixed by the tap list: ((p0 + p1) + p2) + ..., then acc + ((p5 + p6) + ...), ...
+# Sums over a list of taps, in _simd.h: several outputs at once in the widest registers the
+# machine has; each element summed over its taps in list order, ((p0 + p1) + p2) + ...
 
-cdef void _sum_taps_vec(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
-                        const floating* src, const Py_ssize_t* s_off,
-                        const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
-    """acc[j] = sum over taps t of src[s_off[t] + j] * filt[w_off[t] + j], for j < n.
-
-    Five taps per pass while at least five remain (a 3x3 kernel: two passes), then four, two,
-    one; more pointers per pass would exceed what the compiler's alias checks allow.
-    """
-    cdef Py_ssize_t j, t = 0, left
-    cdef const floating *d0
-    cdef const floating *d1
-    cdef const floating *d2
-    cdef const floating *d3
-    cdef const floating *d4
-    cdef const floating *w0
-    cdef const floating *w1
-    cdef const floating *w2
-    cdef const floating *w3
-    cdef const floating *w4
-    if n_taps == 0:
-        for j in range(n):
-            acc[j] = 0
-        return
-    while t < n_taps:
-        left = n_taps - t
-        d0, w0 = src + s_off[t], filt + w_off[t]
-        if left >= 5:
-            d1, d2 = src + s_off[t + 1], src + s_off[t + 2]
-            d3, d4 = src + s_off[t + 3], src + s_off[t + 4]
-            w1, w2 = filt + w_off[t + 1], filt + w_off[t + 2]
-            w3, w4 = filt + w_off[t + 3], filt + w_off[t + 4]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
-                              + d4[j] * w4[j])
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
-                                       + d3[j] * w3[j] + d4[j] * w4[j])
-            t += 5
-        elif left == 4:
-            d1, d2, d3 = src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-            w1, w2, w3 = filt + w_off[t + 1], filt + w_off[t + 2], filt + w_off[t + 3]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
-                                       + d3[j] * w3[j])
-            t += 4
-        elif left >= 2:
-            d1, w1 = src + s_off[t + 1], filt + w_off[t + 1]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j]
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j])
-            t += 2
-        else:
-            if t == 0:
-                for j in range(n):
-                    acc[j] = d0[j] * w0[j]
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + d0[j] * w0[j]
-            t += 1
+cdef extern from "_simd.h" nogil:
+    void convbp_dw_width_f32(float* out, Py_ssize_t step, Py_ssize_t n, Py_ssize_t n_taps,
+                             const float* src, const Py_ssize_t* off, const float* wv)
+    void convbp_dw_width_f64(double* out, Py_ssize_t step, Py_ssize_t n, Py_ssize_t n_taps,
+                             const double* src, const Py_ssize_t* off, const double* wv)
+    void convbp_dw_channels_f32(float* out, Py_ssize_t out_step, Py_ssize_t n_pix,
+                                Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
+                                const float* src, const Py_ssize_t* s_off,
+                                const float* filt, const Py_ssize_t* w_off)
+    void convbp_dw_channels_f64(double* out, Py_ssize_t out_step, Py_ssize_t n_pix,
+                                Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
+                                const double* src, const Py_ssize_t* s_off,
+                                const double* filt, const Py_ssize_t* w_off)
 
 
-cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
-                           const floating* src, const Py_ssize_t* s_off,
-                           const floating* wv) noexcept nogil:
-    """acc[j] = sum over taps t of src[s_off[t] + j] * wv[t], for j < n.
+cdef inline void _sum_width(floating* out, Py_ssize_t step, Py_ssize_t n, Py_ssize_t n_taps,
+                            const floating* src, const Py_ssize_t* off,
+                            const floating* wv) noexcept nogil:
+    """out[i*step] = sum over taps t of src[off[t] + i] * wv[t], for i < n."""
+    if floating is float:
+        convbp_dw_width_f32(out, step, n, n_taps, src, off, wv)
+    else:
+        convbp_dw_width_f64(out, step, n, n_taps, src, off, wv)
 
-    Eight taps per pass here (one load per tap and element), then fours, then singles.
-    """
-    cdef Py_ssize_t j, t = 0
-    cdef const floating *d0
-    cdef const floating *d1
-    cdef const floating *d2
-    cdef const floating *d3
-    cdef const floating *d4
-    cdef const floating *d5
-    cdef const floating *d6
-    cdef const floating *d7
-    cdef floating w0, w1, w2, w3, w4, w5, w6, w7
-    if n_taps == 0:
-        for j in range(n):
-            acc[j] = 0
-        return
-    while t + 8 <= n_taps:
-        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-        d4, d5, d6, d7 = (src + s_off[t + 4], src + s_off[t + 5], src + s_off[t + 6],
-                          src + s_off[t + 7])
-        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
-        w4, w5, w6, w7 = wv[t + 4], wv[t + 5], wv[t + 6], wv[t + 7]
-        if t == 0:
-            for j in range(n):
-                acc[j] = (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
-                          + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
-                                   + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
-        t += 8
-    while t + 4 <= n_taps:
-        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
-        if t == 0:
-            for j in range(n):
-                acc[j] = d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3)
-        t += 4
-    while t < n_taps:
-        d0, w0 = src + s_off[t], wv[t]
-        if t == 0:
-            for j in range(n):
-                acc[j] = d0[j] * w0
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + d0[j] * w0
-        t += 1
+
+cdef inline void _sum_channels(floating* out, Py_ssize_t out_step, Py_ssize_t n_pix,
+                               Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
+                               const floating* src, const Py_ssize_t* s_off,
+                               const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
+    """out[p*out_step + j] = sum over taps t of src[p*src_step + s_off[t] + j]
+    * filt[w_off[t] + j], for pixels p < n_pix and channels j < F."""
+    if floating is float:
+        convbp_dw_channels_f32(out, out_step, n_pix, src_step, F, n_taps, src, s_off, filt,
+                               w_off)
+    else:
+        convbp_dw_channels_f64(out, out_step, n_pix, src_step, F, n_taps, src, s_off, filt,
+                               w_off)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,12 +134,13 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
     """One input-gradient row of one image; dy is the image (unit channel stride), dx the row.
 
     row_taps is the row's (count, kh..., oh...) and col_taps + iw*col_ld each column's (count,
-    kw..., ow...).  For each pixel the taps (output pixel, filter tap) are listed in (kh, kw)
-    order; acc[f] for every out_backprop channel f = c*M + m is their sum, and
-    dx[c] = sum_m acc[c*M + m].  With M == 1 and unit channel stride, dx itself is the
-    accumulator.
+    kw..., ow..., run).  For each pixel the taps (output pixel, filter tap) are listed in
+    (kh, kw) order; acc[f] for every out_backprop channel f = c*M + m is their sum, and
+    dx[c] = sum_m acc[c*M + m].  The run of pixels iw, iw + stride_w, ... whose taps are iw's
+    shifted by 0, 1, ... output columns (the interior of each stride phase) shares one tap list
+    and one call.  With M == 1 and unit channel stride, dx itself is the accumulator.
     """
-    cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW
+    cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW, S = g.stride_w, W = g.W
     cdef Py_ssize_t n_kh = row_taps[0]
     cdef const Py_ssize_t* kh_of = row_taps + 1
     cdef const Py_ssize_t* oh_of = row_taps + 1 + KH
@@ -235,48 +148,44 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
     cdef const Py_ssize_t* ow_of
     cdef Py_ssize_t* d_off = tap
     cdef Py_ssize_t* w_off = tap + KH * KW
-    cdef Py_ssize_t n_kw, n_taps = 0, a, b, iw, c, m, prev_n_kw = -1
-    cdef const Py_ssize_t* prev_kw_of = NULL
-    cdef const Py_ssize_t* prev_ow_of = NULL
+    cdef Py_ssize_t n_kw, n_taps, a, b, iw, c, m, p, r, run
     cdef bint direct = M == 1 and sxc == 1
-    cdef bint same
     cdef const floating* src
     cdef floating* out
     cdef floating s
 
-    for iw in range(g.W):
-        out = dx + iw * sxw
-        n_kw = col_taps[iw * col_ld]
-        kw_of = col_taps + iw * col_ld + 1
-        ow_of = kw_of + KW
-        # Offsets are relative to the pixel's first tap; a pixel whose taps are the previous
-        # pixel's shifted by whole output columns (every interior pixel) reuses the list.
-        same = n_kw == prev_n_kw
-        for b in range(n_kw if same else 0):
-            if kw_of[b] != prev_kw_of[b] or ow_of[b] - ow_of[0] != prev_ow_of[b] - prev_ow_of[0]:
-                same = False
-                break
-        prev_n_kw, prev_kw_of, prev_ow_of = n_kw, kw_of, ow_of
-        if not same:
+    for p in range(min(S, W)):
+        iw = p
+        while iw < W:
+            n_kw = col_taps[iw * col_ld]
+            kw_of = col_taps + iw * col_ld + 1
+            ow_of = kw_of + KW
+            run = ow_of[KW]
+            # Offsets relative to the pixel's first tap.
             n_taps = 0
             for a in range(n_kh):
                 for b in range(n_kw):
                     d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + (ow_of[b] - ow_of[0]) * sdw
                     w_off[n_taps] = (kh_of[a] * KW + kw_of[b]) * F
                     n_taps += 1
-        src = dy + ((oh_of[0] * sdh + ow_of[0] * sdw) if n_taps > 0 else 0)
-        _sum_taps_vec(out if direct else acc, F, n_taps, src, d_off, filt, w_off)
-        if direct:
-            continue
-        if M == 1:
-            for c in range(g.C):
-                out[c * sxc] = acc[c]
-        else:
-            for c in range(g.C):
-                s = acc[c * M]
-                for m in range(1, M):
-                    s = s + acc[c * M + m]
-                out[c * sxc] = s
+            src = dy + ((oh_of[0] * sdh + ow_of[0] * sdw) if n_taps > 0 else 0)
+            out = dx + iw * sxw
+            if direct:
+                _sum_channels(out, S * sxw, run, sdw, F, n_taps, src, d_off, filt, w_off)
+            else:
+                for r in range(run):
+                    _sum_channels(acc, 0, 1, 0, F, n_taps, src + r * sdw, d_off, filt, w_off)
+                    if M == 1:
+                        for c in range(g.C):
+                            out[c * sxc] = acc[c]
+                    else:
+                        for c in range(g.C):
+                            s = acc[c * M]
+                            for m in range(1, M):
+                                s = s + acc[c * M + m]
+                            out[c * sxc] = s
+                    out += S * sxw
+            iw += run * S
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,14 +236,12 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     cdef Py_ssize_t* ow0
     cdef floating* wv
     cdef floating* fc = work + n_slots * T
-    cdef floating* acc = fc + T
     cdef Py_ssize_t* n_taps_of = tap + 2 * n_slots * T
     cdef floating* out
     cdef const floating* src
-    cdef bint direct, same
+    cdef bint same
 
     step = g.stride_w * sxw
-    direct = step == 1
     # This channel's filter taps, gathered once: fc[(kh*KW + kw)*M + m].
     for a in range(KH * KW):
         for m in range(g.M):
@@ -377,12 +284,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                             n_taps += 1
                 n_taps_of[slot] = n_taps
             if hi > lo:
-                if direct:
-                    _sum_taps_scalar(out + lo, hi - lo, n_taps, src + lo, d_off, wv)
-                else:
-                    _sum_taps_scalar(acc, hi - lo, n_taps, src + lo, d_off, wv)
-                    for i in range(hi - lo):
-                        out[(lo + i) * step] = acc[i]
+                _sum_width(out + lo * step, step, hi - lo, n_taps, src + lo, d_off, wv)
             for i in range(min(lo, count)):
                 out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
             for i in range(max(hi, lo), count):
@@ -407,12 +309,13 @@ def backprop_input(const floating[:, :, :, :] dy,
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
-                     else (num_threads, >= (n_slots + 1)*M*KH*KW + W)
+                     else (num_threads, >= (n_slots + 1)*M*KH*KW)
     taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
                      else (num_threads, >= n_slots*(2*M*KH*KW + 1)) tap lists
     n_slots          width inner: tap lists kept per thread, 1 or min(stride_w, W)
     row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
-    col_taps    --   filled here: (W, 1 + 2*KW) each input column's taps if channels_inner,
+    col_taps    --   filled here: (W, 2 + 2*KW) each input column's taps and run if
+                     channels_inner,
                      else (min(stride_w, W), 4 + 2*KW) each stride phase's taps and interior
     channels_inner   loop order: True for dx contiguous along channels, False along width
     """
@@ -447,6 +350,18 @@ def backprop_input(const floating[:, :, :, :] dy,
                 hi = lo
             col_taps[i, 0], col_taps[i, 1], col_taps[i, 2] = n_kw, lo, hi
             col_taps[i, 3] = _ceil_div(g.W - i, g.stride_w)
+        # Channels inner: the run of columns i, i + stride_w, ... whose taps are i's shifted by
+        # 0, 1, ... output columns.
+        for i in range(col_taps.shape[0] - 1 if channels_inner else -1, -1, -1):
+            col_taps[i, 1 + 2 * g.KW] = 1
+            if i + g.stride_w >= g.W or col_taps[i + g.stride_w, 0] != col_taps[i, 0]:
+                continue
+            for b in range(col_taps[i, 0]):
+                if (col_taps[i + g.stride_w, 1 + b] != col_taps[i, 1 + b]
+                        or col_taps[i + g.stride_w, 1 + g.KW + b] != col_taps[i, 1 + g.KW + b] + 1):
+                    break
+            else:
+                col_taps[i, 1 + 2 * g.KW] = 1 + col_taps[i + g.stride_w, 1 + 2 * g.KW]
     # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
     chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
     for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',

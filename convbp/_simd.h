@@ -27,4 +27,133 @@ static void convbp_add_f64(double *restrict dst, const double *restrict src, ptr
         dst[j] += src[j];
 }
 
+/* Depthwise input-gradient sums (convbp/_depthwise_kernels.pyx), several lanes of outputs at
+ * once in GCC vector types, which each clone lowers to its widest registers (the baseline to
+ * SSE2 pieces).  Every output element is summed over its taps in list order, t = 0, 1, ...:
+ * ((p0 + p1) + p2) + ..., the same operations whether it falls in a full block, a narrower one
+ * or the scalar remainder, so where a block boundary falls never changes a value.  A remainder
+ * is covered by one more block ending at the last element, overlapping the previous one (it
+ * rewrites those elements with the same values), or by narrower blocks when the length is
+ * shorter than a block.  The build is ISO C (c_std=c11), so GCC does not contract a*b + c into
+ * a fused multiply-add in any clone. */
+#if defined(__GNUC__)
+#define CONVBP_DW_VECTORS 1
+typedef float convbp_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float convbp_f32x8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float convbp_f32x4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef double convbp_f64x8 __attribute__((vector_size(64), aligned(8), may_alias));
+typedef double convbp_f64x4 __attribute__((vector_size(32), aligned(8), may_alias));
+typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alias));
+#endif
+
+/* One block of L = sizeof(V)/sizeof(T) outputs at i of convbp_dw_width: out[(i + l)*step]. */
+#define CONVBP_DW_WIDTH_BLOCK(V, T, i)                                                          \
+    do {                                                                                        \
+        const ptrdiff_t i_ = (i);                                                               \
+        V acc_ = *(const V *)(src + off[0] + i_) * wv[0];                                       \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
+            acc_ = acc_ + *(const V *)(src + off[t_] + i_) * wv[t_];                            \
+        if (step == 1) {                                                                        \
+            *(V *)(out + i_) = acc_;                                                            \
+        } else {                                                                                \
+            for (int l_ = 0; l_ < (int)(sizeof(V) / sizeof(T)); ++l_)                           \
+                out[(i_ + l_) * step] = acc_[l_];                                               \
+        }                                                                                       \
+    } while (0)
+
+/* One scalar output at i, the same operations as a block lane. */
+#define CONVBP_DW_WIDTH_ONE(T, i)                                                               \
+    do {                                                                                        \
+        const ptrdiff_t i_ = (i);                                                               \
+        T acc_ = src[off[0] + i_] * wv[0];                                                      \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
+            acc_ = acc_ + src[off[t_] + i_] * wv[t_];                                           \
+        out[i_ * step] = acc_;                                                                  \
+    } while (0)
+
+/* out[i*step] = sum over taps t of src[off[t] + i] * wv[t], for i < n (zero with no taps). */
+#define CONVBP_DW_WIDTH_DEF(NAME, T, V1, V2, V4)                                                \
+    CONVBP_CLONES                                                                               \
+    __attribute__((unused)) static void NAME(T *restrict out, ptrdiff_t step, ptrdiff_t n, ptrdiff_t n_taps,            \
+                     const T *restrict src, const ptrdiff_t *restrict off,                      \
+                     const T *restrict wv)                                                      \
+    {                                                                                           \
+        const ptrdiff_t L = (ptrdiff_t)(sizeof(V1) / sizeof(T));                                \
+        ptrdiff_t i;                                                                            \
+        if (n_taps == 0) {                                                                      \
+            for (i = 0; i < n; ++i)                                                             \
+                out[i * step] = 0;                                                              \
+            return;                                                                             \
+        }                                                                                       \
+        if (n >= L) {                                                                           \
+            for (i = 0; i + L <= n; i += L)                                                     \
+                CONVBP_DW_WIDTH_BLOCK(V1, T, i);                                                \
+            if (i < n)                                                                          \
+                CONVBP_DW_WIDTH_BLOCK(V1, T, n - L);                                            \
+        } else if (n >= L / 2) {                                                                \
+            CONVBP_DW_WIDTH_BLOCK(V2, T, 0);                                                    \
+            CONVBP_DW_WIDTH_BLOCK(V2, T, n - L / 2);                                            \
+        } else if (n >= L / 4) {                                                                \
+            CONVBP_DW_WIDTH_BLOCK(V4, T, 0);                                                    \
+            CONVBP_DW_WIDTH_BLOCK(V4, T, n - L / 4);                                            \
+        } else {                                                                                \
+            for (i = 0; i < n; ++i)                                                             \
+                CONVBP_DW_WIDTH_ONE(T, i);                                                      \
+        }                                                                                       \
+    }
+
+/* One block of channels at j of convbp_dw_channels, for pixel pointers o_ (out), s_ (src). */
+#define CONVBP_DW_CHAN_BLOCK(V, j)                                                              \
+    do {                                                                                        \
+        const ptrdiff_t j_ = (j);                                                               \
+        V acc_ = *(const V *)(s_ + s_off[0] + j_) * *(const V *)(filt + w_off[0] + j_);         \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
+            acc_ = acc_ + *(const V *)(s_ + s_off[t_] + j_) * *(const V *)(filt + w_off[t_] + j_); \
+        *(V *)(o_ + j_) = acc_;                                                                 \
+    } while (0)
+
+/* For n_pix pixels p: out[p*out_step + j] = sum over taps t of
+ * src[p*src_step + s_off[t] + j] * filt[w_off[t] + j], for j < F (zero with no taps). */
+#define CONVBP_DW_CHANNELS_DEF(NAME, T, V1, V2, V4)                                             \
+    CONVBP_CLONES                                                                               \
+    __attribute__((unused)) static void NAME(T *restrict out, ptrdiff_t out_step, ptrdiff_t n_pix, ptrdiff_t src_step,  \
+                     ptrdiff_t F, ptrdiff_t n_taps, const T *restrict src,                      \
+                     const ptrdiff_t *restrict s_off, const T *restrict filt,                   \
+                     const ptrdiff_t *restrict w_off)                                           \
+    {                                                                                           \
+        const ptrdiff_t L = (ptrdiff_t)(sizeof(V1) / sizeof(T));                                \
+        ptrdiff_t p, j;                                                                         \
+        for (p = 0; p < n_pix; ++p) {                                                           \
+            T *const o_ = out + p * out_step;                                                   \
+            const T *const s_ = src + p * src_step;                                             \
+            if (n_taps == 0) {                                                                  \
+                for (j = 0; j < F; ++j)                                                         \
+                    o_[j] = 0;                                                                  \
+            } else if (F >= L) {                                                                \
+                for (j = 0; j + L <= F; j += L)                                                 \
+                    CONVBP_DW_CHAN_BLOCK(V1, j);                                                \
+                if (j < F)                                                                      \
+                    CONVBP_DW_CHAN_BLOCK(V1, F - L);                                            \
+            } else if (F >= L / 2) {                                                            \
+                CONVBP_DW_CHAN_BLOCK(V2, 0);                                                    \
+                CONVBP_DW_CHAN_BLOCK(V2, F - L / 2);                                            \
+            } else if (F >= L / 4) {                                                            \
+                CONVBP_DW_CHAN_BLOCK(V4, 0);                                                    \
+                CONVBP_DW_CHAN_BLOCK(V4, F - L / 4);                                            \
+            } else {                                                                            \
+                for (j = 0; j < F; ++j) {                                                       \
+                    T acc_ = s_[s_off[0] + j] * filt[w_off[0] + j];                             \
+                    for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                   \
+                        acc_ = acc_ + s_[s_off[t_] + j] * filt[w_off[t_] + j];                  \
+                    o_[j] = acc_;                                                               \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+CONVBP_DW_WIDTH_DEF(convbp_dw_width_f32, float, convbp_f32x16, convbp_f32x8, convbp_f32x4)
+CONVBP_DW_WIDTH_DEF(convbp_dw_width_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
+CONVBP_DW_CHANNELS_DEF(convbp_dw_channels_f32, float, convbp_f32x16, convbp_f32x8, convbp_f32x4)
+CONVBP_DW_CHANNELS_DEF(convbp_dw_channels_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
+
 #endif
