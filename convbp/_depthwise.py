@@ -14,11 +14,6 @@ from ._tf import tf_input_sizes
 
 __all__ = ["depthwise_conv2d_backprop_input"]
 
-# Width-inner loop order: tap lists kept per thread for the stride phases of a row, at most this
-# many taps in all (beyond it, one list is rebuilt for each phase of each row).
-_MAX_SLOT_TAPS = 2**14
-
-
 def depthwise_conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *,
                                     data_format="NHWC", dilations=1, explicit_paddings=None,
                                     out=None, num_threads=None):
@@ -164,24 +159,21 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
 
     units = n * (h if channels_inner else c)
     threads = _engine.thread_count(num_threads, units)
-    slots = 1
     if channels_inner:  # per thread: an accumulator per out_backprop channel, a tap list
         workspace = np.empty((threads, _padded(c * m)), dx.dtype)
         taps = np.empty((threads, _padded(2 * kh * kw)), np.intp)
         col_taps = np.empty((w, 2 + 2 * kw), np.intp)
-    else:  # per thread: tap lists for each stride phase, the channel's filter
-        phases = min(geometry.strides[1], w)
-        slots = phases if phases * m * kh * kw <= _MAX_SLOT_TAPS else 1
-        workspace = np.empty((threads, _padded((slots + 1) * m * kh * kw)), dx.dtype)
-        taps = np.empty((threads, _padded(slots * (2 * m * kh * kw + 1))), np.intp)
-        col_taps = np.empty((phases, 4 + 2 * kw), np.intp)
-    row_taps = np.empty((h, 1 + 2 * kh), np.intp)
+    else:  # per thread: a tap list (offsets, columns, filter values), the channel's filter
+        workspace = np.empty((threads, _padded(2 * m * kh * kw)), dx.dtype)
+        taps = np.empty((threads, _padded(2 * m * kh * kw)), np.intp)
+        col_taps = np.empty((min(geometry.strides[1], w), 4 + 2 * kw), np.intp)
+    row_taps = np.empty((h, 2 + 2 * kh), np.intp)
     params = dict(H=h, W=w, C=c, M=m, OH=dy.shape[1], OW=dy.shape[2], KH=kh, KW=kw,
                   stride_h=geometry.strides[0], stride_w=geometry.strides[1],
                   dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                   pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0])
     _depthwise_kernels.backprop_input(dy, filt, dx, workspace, taps, row_taps, col_taps, params,
-                                      channels_inner, slots, threads)
+                                      channels_inner, threads)
     return dx
 
 

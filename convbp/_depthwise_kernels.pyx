@@ -84,10 +84,14 @@ cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t
 # machine has; each element summed over its taps in list order, ((p0 + p1) + p2) + ...
 
 cdef extern from "_simd.h" nogil:
-    void convbp_dw_width_f32(float* out, Py_ssize_t step, Py_ssize_t n, Py_ssize_t n_taps,
-                             const float* src, const Py_ssize_t* off, const float* wv)
-    void convbp_dw_width_f64(double* out, Py_ssize_t step, Py_ssize_t n, Py_ssize_t n_taps,
-                             const double* src, const Py_ssize_t* off, const double* wv)
+    void convbp_dw_width_f32(float* out, Py_ssize_t step, Py_ssize_t out_row, Py_ssize_t n_rows,
+                             const float* src, Py_ssize_t src_row, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t count, Py_ssize_t OW, Py_ssize_t n_taps,
+                             const Py_ssize_t* off, const Py_ssize_t* ow0, const float* wv)
+    void convbp_dw_width_f64(double* out, Py_ssize_t step, Py_ssize_t out_row, Py_ssize_t n_rows,
+                             const double* src, Py_ssize_t src_row, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t count, Py_ssize_t OW, Py_ssize_t n_taps,
+                             const Py_ssize_t* off, const Py_ssize_t* ow0, const double* wv)
     void convbp_dw_channels_f32(float* out, Py_ssize_t out_step, Py_ssize_t n_pix,
                                 Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
                                 const float* src, const Py_ssize_t* s_off,
@@ -98,14 +102,20 @@ cdef extern from "_simd.h" nogil:
                                 const double* filt, const Py_ssize_t* w_off)
 
 
-cdef inline void _sum_width(floating* out, Py_ssize_t step, Py_ssize_t n, Py_ssize_t n_taps,
-                            const floating* src, const Py_ssize_t* off,
+cdef inline void _sum_width(floating* out, Py_ssize_t step, Py_ssize_t out_row,
+                            Py_ssize_t n_rows, const floating* src, Py_ssize_t src_row,
+                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t count, Py_ssize_t OW,
+                            Py_ssize_t n_taps, const Py_ssize_t* off, const Py_ssize_t* ow0,
                             const floating* wv) noexcept nogil:
-    """out[i*step] = sum over taps t of src[off[t] + i] * wv[t], for i < n."""
+    """For rows r < n_rows (out + r*out_row, src + r*src_row) and columns i < count:
+    out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t]; every
+    tap is in range on lo <= i < hi."""
     if floating is float:
-        convbp_dw_width_f32(out, step, n, n_taps, src, off, wv)
+        convbp_dw_width_f32(out, step, out_row, n_rows, src, src_row, lo, hi, count, OW, n_taps,
+                            off, ow0, wv)
     else:
-        convbp_dw_width_f64(out, step, n, n_taps, src, off, wv)
+        convbp_dw_width_f64(out, step, out_row, n_rows, src, src_row, lo, hi, count, OW, n_taps,
+                            off, ow0, wv)
 
 
 cdef inline void _sum_channels(floating* out, Py_ssize_t out_step, Py_ssize_t n_pix,
@@ -191,23 +201,10 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
 # ---------------------------------------------------------------------------------------------
 # Width inner.
 
-cdef inline floating _edge_sum(Py_ssize_t i, Py_ssize_t OW, Py_ssize_t n_taps,
-                               const floating* dy, const Py_ssize_t* d_off,
-                               const Py_ssize_t* ow0, const floating* wv) noexcept nogil:
-    """sum over taps t with 0 <= ow0[t] + i < OW of dy[d_off[t] + i] * wv[t], in tap order."""
-    cdef Py_ssize_t t, ow
-    cdef floating s = 0
-    for t in range(n_taps):
-        ow = ow0[t] + i
-        if 0 <= ow < OW:
-            s = s + dy[d_off[t] + i] * wv[t]
-    return s
-
-
 cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                              const Py_ssize_t* row_taps, Py_ssize_t row_ld,
                              const Py_ssize_t* phase_taps, Py_ssize_t phase_ld,
-                             Py_ssize_t n_phases, Py_ssize_t n_slots,
+                             Py_ssize_t n_phases,
                              const floating* dy, Py_ssize_t sdh, Py_ssize_t sdf,
                              const floating* filt,
                              floating* dx, Py_ssize_t sxh, Py_ssize_t sxw,
@@ -218,61 +215,44 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     The columns of a row split into stride phases iw = p + stride_w*i.  Within a phase the valid
     kw are fixed (phase_taps + p*phase_ld: n_kw, lo, hi, count, kw..., ow0...) and tap kw reads
     column ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows
-    at unit stride, summed several per pass over the interior lo <= i < hi (where every tap is in
-    range).  The columns outside the interior are summed one by one, skipping taps out of range.
-    Each phase keeps its tap list in its own slot when there are n_slots == n_phases of them, so
-    rows whose taps only shift by whole output rows reuse every phase's list.
+    at unit stride, summed in blocks over the interior lo <= i < hi (where every tap is in
+    range); the columns outside it are summed one by one, skipping taps out of range.  The rows
+    ih, ih + stride_h, ... whose taps are ih's shifted by 0, 1, ... output rows (row_taps: count,
+    kh..., oh..., run) share ih's tap lists and one call per phase.
     """
     cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
-    cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step, slot
-    cdef Py_ssize_t prev_n_kh = -1
+    cdef Py_ssize_t S = g.stride_h, H = g.H
+    cdef Py_ssize_t n_kh, n_kw, n_taps, a, b, ih, q, p, m, f, step, run
     cdef const Py_ssize_t* kh_of
     cdef const Py_ssize_t* oh_of
-    cdef const Py_ssize_t* prev_kh_of = NULL
-    cdef const Py_ssize_t* prev_oh_of = NULL
     cdef const Py_ssize_t* kw_of
     cdef const Py_ssize_t* ow_of
-    cdef Py_ssize_t* d_off
-    cdef Py_ssize_t* ow0
-    cdef floating* wv
-    cdef floating* fc = work + n_slots * T
-    cdef Py_ssize_t* n_taps_of = tap + 2 * n_slots * T
-    cdef floating* out
+    cdef const Py_ssize_t* pt
+    cdef Py_ssize_t* d_off = tap
+    cdef Py_ssize_t* ow0 = tap + T
+    cdef floating* wv = work
+    cdef floating* fc = work + T
     cdef const floating* src
-    cdef bint same
 
     step = g.stride_w * sxw
     # This channel's filter taps, gathered once: fc[(kh*KW + kw)*M + m].
     for a in range(KH * KW):
         for m in range(g.M):
             fc[a * g.M + m] = filt[a * F + c * g.M + m]
-    for ih in range(g.H):
-        n_kh = row_taps[ih * row_ld]
-        kh_of = row_taps + ih * row_ld + 1
-        oh_of = kh_of + KH
-        src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
-        # With one phase, a row whose taps are the previous row's shifted by whole output rows
-        # (every interior row at stride 1) reuses its tap list: offsets are relative to src.
-        same = n_slots == n_phases and n_kh == prev_n_kh
-        for a in range(n_kh if same else 0):
-            if kh_of[a] != prev_kh_of[a] or oh_of[a] - oh_of[0] != prev_oh_of[a] - prev_oh_of[0]:
-                same = False
-                break
-        prev_n_kh, prev_kh_of, prev_oh_of = n_kh, kh_of, oh_of
-        for p in range(n_phases):
-            n_kw = phase_taps[p * phase_ld]
-            lo, hi = phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
-            count = phase_taps[p * phase_ld + 3]
-            kw_of = phase_taps + p * phase_ld + 4
-            ow_of = kw_of + KW
-            out = dx + ih * sxh + p * sxw
-            slot = p if n_slots > 1 else 0
-            d_off = tap + slot * 2 * T
-            ow0 = d_off + T
-            wv = work + slot * T
-            if same:
-                n_taps = n_taps_of[slot]
-            else:
+    for q in range(min(S, H)):
+        ih = q
+        while ih < H:
+            n_kh = row_taps[ih * row_ld]
+            kh_of = row_taps + ih * row_ld + 1
+            oh_of = kh_of + KH
+            run = oh_of[KH]
+            src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
+            for p in range(n_phases):
+                pt = phase_taps + p * phase_ld
+                n_kw = pt[0]
+                kw_of = pt + 4
+                ow_of = kw_of + KW
+                # Offsets relative to src, the row's first tap row.
                 n_taps = 0
                 for m in range(g.M):
                     f = c * g.M + m
@@ -282,13 +262,9 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                             ow0[n_taps] = ow_of[b]
                             wv[n_taps] = fc[(kh_of[a] * KW + kw_of[b]) * g.M + m]
                             n_taps += 1
-                n_taps_of[slot] = n_taps
-            if hi > lo:
-                _sum_width(out + lo * step, step, hi - lo, n_taps, src + lo, d_off, wv)
-            for i in range(min(lo, count)):
-                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
-            for i in range(max(hi, lo), count):
-                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
+                _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, sdh,
+                           pt[1], pt[2], pt[3], g.OW, n_taps, d_off, ow0, wv)
+            ih += run * S
 
 
 def backprop_input(const floating[:, :, :, :] dy,
@@ -300,7 +276,6 @@ def backprop_input(const floating[:, :, :, :] dy,
                    Py_ssize_t[:, ::1] col_taps,
                    DwGeometry g,
                    bint channels_inner,
-                   Py_ssize_t n_slots,
                    int num_threads):
     """Input gradient of a depthwise 2-D convolution, written into dx.
 
@@ -309,14 +284,13 @@ def backprop_input(const floating[:, :, :, :] dy,
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
-                     else (num_threads, >= (n_slots + 1)*M*KH*KW)
+                     else (num_threads, >= 2*M*KH*KW)
     taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
-                     else (num_threads, >= n_slots*(2*M*KH*KW + 1)) tap lists
-    n_slots          width inner: tap lists kept per thread, 1 or min(stride_w, W)
-    row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
+                     else (num_threads, >= 2*M*KH*KW) tap lists
+    row_taps    --   (H, 2 + 2*KH) filled here: each input row's taps and run
     col_taps    --   filled here: (W, 2 + 2*KW) each input column's taps and run if
-                     channels_inner,
-                     else (min(stride_w, W), 4 + 2*KW) each stride phase's taps and interior
+                     channels_inner, else (min(stride_w, W), 4 + 2*KW) each stride phase's
+                     taps and interior
     channels_inner   loop order: True for dx contiguous along channels, False along width
     """
     cdef Py_ssize_t isz = sizeof(floating)
@@ -362,6 +336,18 @@ def backprop_input(const floating[:, :, :, :] dy,
                     break
             else:
                 col_taps[i, 1 + 2 * g.KW] = 1 + col_taps[i + g.stride_w, 1 + 2 * g.KW]
+        # Width inner: the run of rows i, i + stride_h, ... whose taps are i's shifted by 0, 1,
+        # ... output rows.
+        for i in range(g.H - 1, -1, -1):
+            row_taps[i, 1 + 2 * g.KH] = 1
+            if i + g.stride_h >= g.H or row_taps[i + g.stride_h, 0] != row_taps[i, 0]:
+                continue
+            for b in range(row_taps[i, 0]):
+                if (row_taps[i + g.stride_h, 1 + b] != row_taps[i, 1 + b]
+                        or row_taps[i + g.stride_h, 1 + g.KH + b] != row_taps[i, 1 + g.KH + b] + 1):
+                    break
+            else:
+                row_taps[i, 1 + 2 * g.KH] = 1 + row_taps[i + g.stride_h, 1 + 2 * g.KH]
     # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
     chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
     for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',
@@ -376,7 +362,7 @@ def backprop_input(const floating[:, :, :, :] dy,
                                 &workspace[tid, 0], &taps[tid, 0])
         else:
             _plane_width_inner(&g, k, &row_taps[0, 0], row_taps.shape[1], &col_taps[0, 0],
-                               col_taps.shape[1], col_taps.shape[0], n_slots,
+                               col_taps.shape[1], col_taps.shape[0],
                                &dy[n, 0, 0, 0], sdh, sdf,
                                &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
                                &workspace[tid, 0], &taps[tid, 0])

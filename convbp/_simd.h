@@ -46,59 +46,75 @@ typedef double convbp_f64x4 __attribute__((vector_size(32), aligned(8), may_alia
 typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alias));
 #endif
 
-/* One block of L = sizeof(V)/sizeof(T) outputs at i of convbp_dw_width: out[(i + l)*step]. */
+/* One block of L = sizeof(V)/sizeof(T) outputs at i of convbp_dw_width: o_[(i + l)*step]. */
 #define CONVBP_DW_WIDTH_BLOCK(V, T, i)                                                          \
     do {                                                                                        \
         const ptrdiff_t i_ = (i);                                                               \
-        V acc_ = *(const V *)(src + off[0] + i_) * wv[0];                                       \
+        V acc_ = *(const V *)(s_ + off[0] + i_) * wv[0];                                        \
         for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
-            acc_ = acc_ + *(const V *)(src + off[t_] + i_) * wv[t_];                            \
+            acc_ = acc_ + *(const V *)(s_ + off[t_] + i_) * wv[t_];                             \
         if (step == 1) {                                                                        \
-            *(V *)(out + i_) = acc_;                                                            \
+            *(V *)(o_ + i_) = acc_;                                                             \
         } else {                                                                                \
             for (int l_ = 0; l_ < (int)(sizeof(V) / sizeof(T)); ++l_)                           \
-                out[(i_ + l_) * step] = acc_[l_];                                               \
+                o_[(i_ + l_) * step] = acc_[l_];                                                \
         }                                                                                       \
     } while (0)
 
-/* One scalar output at i, the same operations as a block lane. */
-#define CONVBP_DW_WIDTH_ONE(T, i)                                                               \
-    do {                                                                                        \
-        const ptrdiff_t i_ = (i);                                                               \
-        T acc_ = src[off[0] + i_] * wv[0];                                                      \
-        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
-            acc_ = acc_ + src[off[t_] + i_] * wv[t_];                                           \
-        out[i_ * step] = acc_;                                                                  \
-    } while (0)
-
-/* out[i*step] = sum over taps t of src[off[t] + i] * wv[t], for i < n (zero with no taps). */
+/* For n_rows rows r (out + r*out_row, src + r*src_row) and columns i < count:
+ * out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t].
+ * Every tap is in range on the interior lo <= i < hi, summed in blocks (a plain sum of the
+ * taps, zero with none); the columns outside it add the taps in range one by one to zero. */
 #define CONVBP_DW_WIDTH_DEF(NAME, T, V1, V2, V4)                                                \
     CONVBP_CLONES                                                                               \
-    __attribute__((unused)) static void NAME(T *restrict out, ptrdiff_t step, ptrdiff_t n, ptrdiff_t n_taps,            \
-                     const T *restrict src, const ptrdiff_t *restrict off,                      \
-                     const T *restrict wv)                                                      \
+    __attribute__((unused)) static void NAME(                                                   \
+        T *restrict out, ptrdiff_t step, ptrdiff_t out_row, ptrdiff_t n_rows,                   \
+        const T *restrict src, ptrdiff_t src_row, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t count,  \
+        ptrdiff_t OW, ptrdiff_t n_taps, const ptrdiff_t *restrict off,                          \
+        const ptrdiff_t *restrict ow0, const T *restrict wv)                                    \
     {                                                                                           \
         const ptrdiff_t L = (ptrdiff_t)(sizeof(V1) / sizeof(T));                                \
-        ptrdiff_t i;                                                                            \
-        if (n_taps == 0) {                                                                      \
-            for (i = 0; i < n; ++i)                                                             \
-                out[i * step] = 0;                                                              \
-            return;                                                                             \
-        }                                                                                       \
-        if (n >= L) {                                                                           \
-            for (i = 0; i + L <= n; i += L)                                                     \
-                CONVBP_DW_WIDTH_BLOCK(V1, T, i);                                                \
-            if (i < n)                                                                          \
-                CONVBP_DW_WIDTH_BLOCK(V1, T, n - L);                                            \
-        } else if (n >= L / 2) {                                                                \
-            CONVBP_DW_WIDTH_BLOCK(V2, T, 0);                                                    \
-            CONVBP_DW_WIDTH_BLOCK(V2, T, n - L / 2);                                            \
-        } else if (n >= L / 4) {                                                                \
-            CONVBP_DW_WIDTH_BLOCK(V4, T, 0);                                                    \
-            CONVBP_DW_WIDTH_BLOCK(V4, T, n - L / 4);                                            \
-        } else {                                                                                \
-            for (i = 0; i < n; ++i)                                                             \
-                CONVBP_DW_WIDTH_ONE(T, i);                                                      \
+        const ptrdiff_t n = hi - lo;                                                            \
+        ptrdiff_t r, i, t;                                                                      \
+        for (r = 0; r < n_rows; ++r) {                                                          \
+            T *const o_ = out + r * out_row + lo * step;                                        \
+            const T *const s_ = src + r * src_row + lo;                                         \
+            if (n <= 0) {                                                                       \
+            } else if (n_taps == 0) {                                                           \
+                for (i = 0; i < n; ++i)                                                         \
+                    o_[i * step] = 0;                                                           \
+            } else if (n >= L) {                                                                \
+                for (i = 0; i + L <= n; i += L)                                                 \
+                    CONVBP_DW_WIDTH_BLOCK(V1, T, i);                                            \
+                if (i < n)                                                                      \
+                    CONVBP_DW_WIDTH_BLOCK(V1, T, n - L);                                        \
+            } else if (n >= L / 2) {                                                            \
+                CONVBP_DW_WIDTH_BLOCK(V2, T, 0);                                                \
+                CONVBP_DW_WIDTH_BLOCK(V2, T, n - L / 2);                                        \
+            } else if (n >= L / 4) {                                                            \
+                CONVBP_DW_WIDTH_BLOCK(V4, T, 0);                                                \
+                CONVBP_DW_WIDTH_BLOCK(V4, T, n - L / 4);                                        \
+            } else {                                                                            \
+                for (i = 0; i < n; ++i) {                                                       \
+                    T acc_ = s_[off[0] + i] * wv[0];                                            \
+                    for (t = 1; t < n_taps; ++t)                                                \
+                        acc_ = acc_ + s_[off[t] + i] * wv[t];                                   \
+                    o_[i * step] = acc_;                                                        \
+                }                                                                               \
+            }                                                                                   \
+            for (i = 0; i < count; ++i) {                                                       \
+                if (i == lo && n > 0)                                                           \
+                    i = hi;                                                                     \
+                if (i >= count)                                                                 \
+                    break;                                                                      \
+                T acc_ = 0;                                                                     \
+                for (t = 0; t < n_taps; ++t) {                                                  \
+                    const ptrdiff_t ow_ = ow0[t] + i;                                           \
+                    if (ow_ >= 0 && ow_ < OW)                                                   \
+                        acc_ = acc_ + src[r * src_row + off[t] + i] * wv[t];                    \
+                }                                                                               \
+                out[r * out_row + i * step] = acc_;                                             \
+            }                                                                                   \
         }                                                                                       \
     }
 
@@ -116,10 +132,10 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
  * src[p*src_step + s_off[t] + j] * filt[w_off[t] + j], for j < F (zero with no taps). */
 #define CONVBP_DW_CHANNELS_DEF(NAME, T, V1, V2, V4)                                             \
     CONVBP_CLONES                                                                               \
-    __attribute__((unused)) static void NAME(T *restrict out, ptrdiff_t out_step, ptrdiff_t n_pix, ptrdiff_t src_step,  \
-                     ptrdiff_t F, ptrdiff_t n_taps, const T *restrict src,                      \
-                     const ptrdiff_t *restrict s_off, const T *restrict filt,                   \
-                     const ptrdiff_t *restrict w_off)                                           \
+    __attribute__((unused)) static void NAME(                                                   \
+        T *restrict out, ptrdiff_t out_step, ptrdiff_t n_pix, ptrdiff_t src_step, ptrdiff_t F,  \
+        ptrdiff_t n_taps, const T *restrict src, const ptrdiff_t *restrict s_off,               \
+        const T *restrict filt, const ptrdiff_t *restrict w_off)                                \
     {                                                                                           \
         const ptrdiff_t L = (ptrdiff_t)(sizeof(V1) / sizeof(T));                                \
         ptrdiff_t p, j;                                                                         \
