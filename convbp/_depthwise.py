@@ -163,8 +163,9 @@ def backprop_input(dy, filter, dx, geometry, num_threads=None):
         workspace = np.empty((threads, _padded(c * m)), dx.dtype)
         taps = np.empty((threads, _padded(2 * kh * kw)), np.intp)
         col_taps = np.empty((w, 2 + 2 * kw), np.intp)
-    else:  # per thread: a tap list (offsets, columns, filter values), the channel's filter
-        workspace = np.empty((threads, _padded(2 * m * kh * kw)), dx.dtype)
+    else:  # per thread: a tap list (offsets, columns, filter values), the channel's filter,
+        # a column of a run of rows
+        workspace = np.empty((threads, _padded(2 * m * kh * kw + h)), dx.dtype)
         taps = np.empty((threads, _padded(2 * m * kh * kw)), np.intp)
         col_taps = np.empty((min(geometry.strides[1], w), 4 + 2 * kw), np.intp)
     row_taps = np.empty((h, 2 + 2 * kh), np.intp)

@@ -87,11 +87,13 @@ cdef extern from "_simd.h" nogil:
     void convbp_dw_width_f32(float* out, Py_ssize_t step, Py_ssize_t out_row, Py_ssize_t n_rows,
                              const float* src, Py_ssize_t src_row, Py_ssize_t lo, Py_ssize_t hi,
                              Py_ssize_t count, Py_ssize_t OW, Py_ssize_t n_taps,
-                             const Py_ssize_t* off, const Py_ssize_t* ow0, const float* wv)
+                             const Py_ssize_t* off, const Py_ssize_t* ow0, const float* wv,
+                             float* col)
     void convbp_dw_width_f64(double* out, Py_ssize_t step, Py_ssize_t out_row, Py_ssize_t n_rows,
                              const double* src, Py_ssize_t src_row, Py_ssize_t lo, Py_ssize_t hi,
                              Py_ssize_t count, Py_ssize_t OW, Py_ssize_t n_taps,
-                             const Py_ssize_t* off, const Py_ssize_t* ow0, const double* wv)
+                             const Py_ssize_t* off, const Py_ssize_t* ow0, const double* wv,
+                             double* col)
     void convbp_dw_channels_f32(float* out, Py_ssize_t out_step, Py_ssize_t n_pix,
                                 Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
                                 const float* src, const Py_ssize_t* s_off,
@@ -106,16 +108,16 @@ cdef inline void _sum_width(floating* out, Py_ssize_t step, Py_ssize_t out_row,
                             Py_ssize_t n_rows, const floating* src, Py_ssize_t src_row,
                             Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t count, Py_ssize_t OW,
                             Py_ssize_t n_taps, const Py_ssize_t* off, const Py_ssize_t* ow0,
-                            const floating* wv) noexcept nogil:
+                            const floating* wv, floating* col) noexcept nogil:
     """For rows r < n_rows (out + r*out_row, src + r*src_row) and columns i < count:
     out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t]; every
-    tap is in range on lo <= i < hi."""
+    tap is in range on lo <= i < hi.  col: n_rows elements of scratch."""
     if floating is float:
         convbp_dw_width_f32(out, step, out_row, n_rows, src, src_row, lo, hi, count, OW, n_taps,
-                            off, ow0, wv)
+                            off, ow0, wv, col)
     else:
         convbp_dw_width_f64(out, step, out_row, n_rows, src, src_row, lo, hi, count, OW, n_taps,
-                            off, ow0, wv)
+                            off, ow0, wv, col)
 
 
 cdef inline void _sum_channels(floating* out, Py_ssize_t out_step, Py_ssize_t n_pix,
@@ -232,6 +234,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     cdef Py_ssize_t* ow0 = tap + T
     cdef floating* wv = work
     cdef floating* fc = work + T
+    cdef floating* col = fc + T
     cdef const floating* src
 
     step = g.stride_w * sxw
@@ -263,7 +266,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                             wv[n_taps] = fc[(kh_of[a] * KW + kw_of[b]) * g.M + m]
                             n_taps += 1
                 _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, sdh,
-                           pt[1], pt[2], pt[3], g.OW, n_taps, d_off, ow0, wv)
+                           pt[1], pt[2], pt[3], g.OW, n_taps, d_off, ow0, wv, col)
             ih += run * S
 
 
@@ -284,7 +287,7 @@ def backprop_input(const floating[:, :, :, :] dy,
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
-                     else (num_threads, >= 2*M*KH*KW)
+                     else (num_threads, >= 2*M*KH*KW + H)
     taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
                      else (num_threads, >= 2*M*KH*KW) tap lists
     row_taps    --   (H, 2 + 2*KH) filled here: each input row's taps and run

@@ -62,16 +62,16 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
     } while (0)
 
 /* For n_rows rows r (out + r*out_row, src + r*src_row) and columns i < count:
- * out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t].
- * Every tap is in range on the interior lo <= i < hi, summed in blocks (a plain sum of the
- * taps, zero with none); the columns outside it add the taps in range one by one to zero. */
+ * out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t] (zero
+ * with none).  Every tap is in range on the interior lo <= i < hi, summed row by row in blocks;
+ * the columns outside it are summed for all rows at once, through col (n_rows elements). */
 #define CONVBP_DW_WIDTH_DEF(NAME, T, V1, V2, V4)                                                \
     CONVBP_CLONES                                                                               \
     __attribute__((unused)) static void NAME(                                                   \
         T *restrict out, ptrdiff_t step, ptrdiff_t out_row, ptrdiff_t n_rows,                   \
         const T *restrict src, ptrdiff_t src_row, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t count,  \
         ptrdiff_t OW, ptrdiff_t n_taps, const ptrdiff_t *restrict off,                          \
-        const ptrdiff_t *restrict ow0, const T *restrict wv)                                    \
+        const ptrdiff_t *restrict ow0, const T *restrict wv, T *restrict col)                   \
     {                                                                                           \
         const ptrdiff_t L = (ptrdiff_t)(sizeof(V1) / sizeof(T));                                \
         const ptrdiff_t n = hi - lo;                                                            \
@@ -102,19 +102,32 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
                     o_[i * step] = acc_;                                                        \
                 }                                                                               \
             }                                                                                   \
-            for (i = 0; i < count; ++i) {                                                       \
-                if (i == lo && n > 0)                                                           \
-                    i = hi;                                                                     \
-                if (i >= count)                                                                 \
-                    break;                                                                      \
-                T acc_ = 0;                                                                     \
-                for (t = 0; t < n_taps; ++t) {                                                  \
-                    const ptrdiff_t ow_ = ow0[t] + i;                                           \
-                    if (ow_ >= 0 && ow_ < OW)                                                   \
-                        acc_ = acc_ + src[r * src_row + off[t] + i] * wv[t];                    \
+        }                                                                                       \
+        /* Edge columns: the same taps are in range in every row, so each column is summed down \
+         * the rows, tap by tap, into col. */                                                   \
+        for (i = 0; i < count; ++i) {                                                           \
+            int first = 1;                                                                      \
+            if (i == lo && n > 0)                                                               \
+                i = hi;                                                                         \
+            if (i >= count)                                                                     \
+                break;                                                                          \
+            for (t = 0; t < n_taps; ++t) {                                                      \
+                const ptrdiff_t ow_ = ow0[t] + i;                                               \
+                if (ow_ < 0 || ow_ >= OW)                                                       \
+                    continue;                                                                   \
+                const T *const c_ = src + off[t] + i;                                           \
+                const T w_ = wv[t];                                                             \
+                if (first) {                                                                    \
+                    for (r = 0; r < n_rows; ++r)                                                \
+                        col[r] = c_[r * src_row] * w_;                                          \
+                } else {                                                                        \
+                    for (r = 0; r < n_rows; ++r)                                                \
+                        col[r] = col[r] + c_[r * src_row] * w_;                                 \
                 }                                                                               \
-                out[r * out_row + i * step] = acc_;                                             \
+                first = 0;                                                                      \
             }                                                                                   \
+            for (r = 0; r < n_rows; ++r)                                                        \
+                out[r * out_row + i * step] = first ? 0 : col[r];                               \
         }                                                                                       \
     }
 
