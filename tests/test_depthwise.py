@@ -235,6 +235,36 @@ def test_one_and_two_threads_bitwise_equal(data_format, dtype):
     np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 9, 13, 17, 24, 37])
+def test_every_vector_block_length(data_format, dtype, size):
+    # The sums run in blocks of 64, 32 and 16 bytes with an overlapping last block, then single
+    # elements: along channels (NHWC, size = C*multiplier) or along a row's stride phase (NCHW,
+    # size = W).  Every length from below the narrowest block to past the widest, strides 1
+    # and 2 (phases of different lengths), edges and interior.
+    rng = np.random.default_rng(size)
+    c, mult, w = (size, 1, 6) if data_format == "NHWC" else (2, 1, size)
+    for strides in ((1, 1), (2, 2), (1, 3)):
+        filt, dy, _, expected = _case(rng, 2, 7, w, c, mult, (3, 3), strides, dtype=dtype)
+        dx = _run(filt, dy, (2, 7, w, c), strides, "SAME", data_format)
+        assert_close(dx, expected, dtype, mult * 9)
+        dx1 = _run(filt, dy, (2, 7, w, c), strides, "SAME", data_format, num_threads=1)
+        assert np.array_equal(dx, dx1)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_runs_of_rows_and_columns_with_gaps(data_format):
+    # Rows (NCHW) and columns (NHWC) whose taps repeat shifted by one output row (column) share
+    # one tap list; dilation 3, stride 2 and explicit uneven padding break those runs in the
+    # middle of the image as well as at its borders.
+    rng = np.random.default_rng(7)
+    padding = ((4, 1), (0, 5))
+    filt, dy, _, expected = _case(rng, 2, 19, 23, 3, 2, (3, 2), (2, 3), (3, 2), padding)
+    dx = _run(filt, dy, (2, 19, 23, 3), (2, 3), padding, data_format, dilations=(3, 2))
+    assert_close(dx, expected, np.float64, 2 * 6)
+
+
 def test_two_int_input_sizes_and_4_int_strides():
     rng = np.random.default_rng(9)
     n, h, w, c, mult, k = 2, 8, 9, 3, 2, 2
