@@ -141,6 +141,42 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
         *(V *)(o_ + j_) = acc_;                                                                 \
     } while (0)
 
+/* Two and four blocks of channels at j, j + L, ...: independent sums that overlap in the
+ * pipeline (one block's sum is a chain of dependent adds). */
+#define CONVBP_DW_CHAN_BLOCK2(V, T, j, L)                                                       \
+    do {                                                                                        \
+        const T *const a_ = s_ + s_off[0] + (j), *const f_ = filt + w_off[0] + (j);             \
+        V acc0_ = *(const V *)a_ * *(const V *)f_;                                              \
+        V acc1_ = *(const V *)(a_ + (L)) * *(const V *)(f_ + (L));                              \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
+            const T *const b_ = s_ + s_off[t_] + (j), *const g_ = filt + w_off[t_] + (j);       \
+            acc0_ = acc0_ + *(const V *)b_ * *(const V *)g_;                                    \
+            acc1_ = acc1_ + *(const V *)(b_ + (L)) * *(const V *)(g_ + (L));                    \
+        }                                                                                       \
+        *(V *)(o_ + (j)) = acc0_;                                                               \
+        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
+    } while (0)
+
+#define CONVBP_DW_CHAN_BLOCK4(V, T, j, L)                                                       \
+    do {                                                                                        \
+        const T *const a_ = s_ + s_off[0] + (j), *const f_ = filt + w_off[0] + (j);             \
+        V acc0_ = *(const V *)a_ * *(const V *)f_;                                              \
+        V acc1_ = *(const V *)(a_ + (L)) * *(const V *)(f_ + (L));                              \
+        V acc2_ = *(const V *)(a_ + 2 * (L)) * *(const V *)(f_ + 2 * (L));                      \
+        V acc3_ = *(const V *)(a_ + 3 * (L)) * *(const V *)(f_ + 3 * (L));                      \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
+            const T *const b_ = s_ + s_off[t_] + (j), *const g_ = filt + w_off[t_] + (j);       \
+            acc0_ = acc0_ + *(const V *)b_ * *(const V *)g_;                                    \
+            acc1_ = acc1_ + *(const V *)(b_ + (L)) * *(const V *)(g_ + (L));                    \
+            acc2_ = acc2_ + *(const V *)(b_ + 2 * (L)) * *(const V *)(g_ + 2 * (L));            \
+            acc3_ = acc3_ + *(const V *)(b_ + 3 * (L)) * *(const V *)(g_ + 3 * (L));            \
+        }                                                                                       \
+        *(V *)(o_ + (j)) = acc0_;                                                               \
+        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
+        *(V *)(o_ + (j) + 2 * (L)) = acc2_;                                                     \
+        *(V *)(o_ + (j) + 3 * (L)) = acc3_;                                                     \
+    } while (0)
+
 /* For n_pix pixels p: out[p*out_step + j] = sum over taps t of
  * src[p*src_step + s_off[t] + j] * filt[w_off[t] + j], for j < F (zero with no taps). */
 #define CONVBP_DW_CHANNELS_DEF(NAME, T, V1, V2, V4)                                             \
@@ -159,8 +195,16 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
                 for (j = 0; j < F; ++j)                                                         \
                     o_[j] = 0;                                                                  \
             } else if (F >= L) {                                                                \
-                for (j = 0; j + L <= F; j += L)                                                 \
+                for (j = 0; j + 4 * L <= F; j += 4 * L)                                         \
+                    CONVBP_DW_CHAN_BLOCK4(V1, T, j, L);                                         \
+                if (j + 2 * L <= F) {                                                           \
+                    CONVBP_DW_CHAN_BLOCK2(V1, T, j, L);                                         \
+                    j += 2 * L;                                                                 \
+                }                                                                               \
+                if (j + L <= F) {                                                               \
                     CONVBP_DW_CHAN_BLOCK(V1, j);                                                \
+                    j += L;                                                                     \
+                }                                                                               \
                 if (j < F)                                                                      \
                     CONVBP_DW_CHAN_BLOCK(V1, F - L);                                            \
             } else if (F >= L / 2) {                                                            \
