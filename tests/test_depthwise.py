@@ -242,9 +242,10 @@ def test_every_vector_block_length(data_format, dtype, size):
     # The sums run in blocks of 64, 32 and 16 bytes with an overlapping last block, then single
     # elements: along channels (NHWC, size = C*multiplier) or along a row's stride phase (NCHW,
     # size = W).  Every length from below the narrowest block to past the widest, strides 1
-    # and 2 (phases of different lengths), edges and interior.
+    # and 2 (phases of different lengths), edges and interior; along channels, odd and even runs
+    # of pixels (summed in pairs when there are 2 or 3 blocks).
     rng = np.random.default_rng(size)
-    c, mult, w = (size, 1, 6) if data_format == "NHWC" else (2, 1, size)
+    c, mult, w = (size, 1, 7) if data_format == "NHWC" else (2, 1, size)
     for strides in ((1, 1), (2, 2), (1, 3)):
         filt, dy, _, expected = _case(rng, 2, 7, w, c, mult, (3, 3), strides, dtype=dtype)
         dx = _run(filt, dy, (2, 7, w, c), strides, "SAME", data_format)
