@@ -206,7 +206,7 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
 cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                              const Py_ssize_t* row_taps, Py_ssize_t row_ld,
                              const Py_ssize_t* phase_taps, Py_ssize_t phase_ld,
-                             Py_ssize_t n_phases,
+                             Py_ssize_t n_phases, Py_ssize_t pad_l, Py_ssize_t PW,
                              const floating* dy, Py_ssize_t sdh, Py_ssize_t sdf,
                              const floating* filt,
                              floating* dx, Py_ssize_t sxh, Py_ssize_t sxw,
@@ -221,6 +221,11 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     range); the columns outside it are summed one by one, skipping taps out of range.  The rows
     ih, ih + stride_h, ... whose taps are ih's shifted by 0, 1, ... output rows (row_taps: count,
     kh..., oh..., run) share ih's tap lists and one call per phase.
+
+    With PW > 0 the channel's out_backprop planes are first copied into work, rows of PW with
+    pad_l zeros before and the rest after, wide enough that every column of every phase is
+    interior: taps outside out_backprop then add zero products (the caller checked the filter
+    is finite, so those are zeros and the sums are the same, up to the sign of a zero sum).
     """
     cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
     cdef Py_ssize_t S = g.stride_h, H = g.H
@@ -235,13 +240,28 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     cdef floating* wv = work
     cdef floating* fc = work + T
     cdef floating* col = fc + T
+    cdef floating* pbuf = col + H
+    cdef floating* prow
     cdef const floating* src
+    cdef const floating* base = dy
+    cdef Py_ssize_t rs = sdh, fs = sdf, f0 = c * g.M, shift = 0, oh, ow
 
     step = g.stride_w * sxw
     # This channel's filter taps, gathered once: fc[(kh*KW + kw)*M + m].
     for a in range(KH * KW):
         for m in range(g.M):
             fc[a * g.M + m] = filt[a * F + c * g.M + m]
+    if PW > 0:
+        for m in range(g.M):
+            for oh in range(g.OH):
+                prow = pbuf + (m * g.OH + oh) * PW
+                for ow in range(pad_l):
+                    prow[ow] = 0
+                for ow in range(g.OW):
+                    prow[pad_l + ow] = dy[(c * g.M + m) * sdf + oh * sdh + ow]
+                for ow in range(pad_l + g.OW, PW):
+                    prow[ow] = 0
+        base, rs, fs, f0, shift = pbuf, PW, g.OH * PW, 0, pad_l
     for q in range(min(S, H)):
         ih = q
         while ih < H:
@@ -249,7 +269,7 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
             kh_of = row_taps + ih * row_ld + 1
             oh_of = kh_of + KH
             run = oh_of[KH]
-            src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
+            src = base + (oh_of[0] * rs if n_kh > 0 else 0)
             for p in range(n_phases):
                 pt = phase_taps + p * phase_ld
                 n_kw = pt[0]
@@ -258,15 +278,19 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                 # Offsets relative to src, the row's first tap row.
                 n_taps = 0
                 for m in range(g.M):
-                    f = c * g.M + m
+                    f = f0 + m
                     for a in range(n_kh):
                         for b in range(n_kw):
-                            d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + f * sdf + ow_of[b]
+                            d_off[n_taps] = (oh_of[a] - oh_of[0]) * rs + f * fs + ow_of[b] + shift
                             ow0[n_taps] = ow_of[b]
                             wv[n_taps] = fc[(kh_of[a] * KW + kw_of[b]) * g.M + m]
                             n_taps += 1
-                _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, sdh,
-                           pt[1], pt[2], pt[3], g.OW, n_taps, d_off, ow0, wv, col)
+                if PW > 0:  # every column interior
+                    _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, rs,
+                               0, pt[3], pt[3], g.OW, n_taps, d_off, ow0, wv, col)
+                else:
+                    _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, rs,
+                               pt[1], pt[2], pt[3], g.OW, n_taps, d_off, ow0, wv, col)
             ih += run * S
 
 
@@ -279,6 +303,8 @@ def backprop_input(const floating[:, :, :, :] dy,
                    Py_ssize_t[:, ::1] col_taps,
                    DwGeometry g,
                    bint channels_inner,
+                   Py_ssize_t pad_l,
+                   Py_ssize_t PW,
                    int num_threads):
     """Input gradient of a depthwise 2-D convolution, written into dx.
 
@@ -287,7 +313,7 @@ def backprop_input(const floating[:, :, :, :] dy,
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
-                     else (num_threads, >= 2*M*KH*KW + H)
+                     else (num_threads, >= 2*M*KH*KW + H + M*OH*PW)
     taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
                      else (num_threads, >= 2*M*KH*KW) tap lists
     row_taps    --   (H, 2 + 2*KH) filled here: each input row's taps and run
@@ -295,6 +321,9 @@ def backprop_input(const floating[:, :, :, :] dy,
                      channels_inner, else (min(stride_w, W), 4 + 2*KW) each stride phase's
                      taps and interior
     channels_inner   loop order: True for dx contiguous along channels, False along width
+    pad_l, PW        width inner: copy each channel's out_backprop into rows of PW with pad_l
+                     zeros in front, every column then interior (filter must be finite);
+                     PW = 0: read out_backprop in place, edge columns summed apart
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
@@ -365,7 +394,7 @@ def backprop_input(const floating[:, :, :, :] dy,
                                 &workspace[tid, 0], &taps[tid, 0])
         else:
             _plane_width_inner(&g, k, &row_taps[0, 0], row_taps.shape[1], &col_taps[0, 0],
-                               col_taps.shape[1], col_taps.shape[0],
+                               col_taps.shape[1], col_taps.shape[0], pad_l, PW,
                                &dy[n, 0, 0, 0], sdh, sdf,
                                &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
                                &workspace[tid, 0], &taps[tid, 0])

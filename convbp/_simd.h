@@ -61,6 +61,27 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
         }                                                                                       \
     } while (0)
 
+/* The block at i for two rows at once (o_, s_ and o2_, s2_): two independent sums in flight. */
+#define CONVBP_DW_WIDTH_BLOCK2R(V, T, i)                                                        \
+    do {                                                                                        \
+        const ptrdiff_t i_ = (i);                                                               \
+        V acc_ = *(const V *)(s_ + off[0] + i_) * wv[0];                                        \
+        V acc2_ = *(const V *)(s2_ + off[0] + i_) * wv[0];                                      \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
+            acc_ = acc_ + *(const V *)(s_ + off[t_] + i_) * wv[t_];                             \
+            acc2_ = acc2_ + *(const V *)(s2_ + off[t_] + i_) * wv[t_];                          \
+        }                                                                                       \
+        if (step == 1) {                                                                        \
+            *(V *)(o_ + i_) = acc_;                                                             \
+            *(V *)(o2_ + i_) = acc2_;                                                           \
+        } else {                                                                                \
+            for (int l_ = 0; l_ < (int)(sizeof(V) / sizeof(T)); ++l_) {                         \
+                o_[(i_ + l_) * step] = acc_[l_];                                                \
+                o2_[(i_ + l_) * step] = acc2_[l_];                                              \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
 /* For n_rows rows r (out + r*out_row, src + r*src_row) and columns i < count:
  * out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t] (zero
  * with none).  Every tap is in range on the interior lo <= i < hi, summed row by row in blocks;
@@ -75,8 +96,19 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
     {                                                                                           \
         const ptrdiff_t L = (ptrdiff_t)(sizeof(V1) / sizeof(T));                                \
         const ptrdiff_t n = hi - lo;                                                            \
-        ptrdiff_t r, i, t;                                                                      \
-        for (r = 0; r < n_rows; ++r) {                                                          \
+        ptrdiff_t r = 0, i, t;                                                                  \
+        /* Rows in pairs where the interior takes full blocks, then one by one. */              \
+        if (n >= L && n_taps > 0) {                                                             \
+            for (; r + 1 < n_rows; r += 2) {                                                    \
+                T *const o_ = out + r * out_row + lo * step, *const o2_ = o_ + out_row;         \
+                const T *const s_ = src + r * src_row + lo, *const s2_ = s_ + src_row;          \
+                for (i = 0; i + L <= n; i += L)                                                 \
+                    CONVBP_DW_WIDTH_BLOCK2R(V1, T, i);                                          \
+                if (i < n)                                                                      \
+                    CONVBP_DW_WIDTH_BLOCK2R(V1, T, n - L);                                      \
+            }                                                                                   \
+        }                                                                                       \
+        for (; r < n_rows; ++r) {                                                               \
             T *const o_ = out + r * out_row + lo * step;                                        \
             const T *const s_ = src + r * src_row + lo;                                         \
             if (n <= 0) {                                                                       \
