@@ -9,18 +9,22 @@ Each input-gradient element is computed once, by one work unit, as a sum over th
 and multiplier channels that read it, in an order fixed by the geometry.  Units never share
 output memory and their partition does not change any element's order of summation, so results
 are bitwise identical for any number of threads.  Which taps reach each input row and column
-is tabulated once per call, so the per-pixel work has no divisions; a tap list built for one
-pixel (row) is reused by the next when its taps are the same shifted by whole output pixels
-(rows); sums run several taps per pass in branch-free unit-stride loops that the compiler
-vectorizes.  Two loop orders, chosen by dx's memory:
+is tabulated once per call, so the per-pixel work has no divisions, and so is each run of
+pixels (rows) whose taps are the first's shifted by whole output pixels (rows): a run shares
+one tap list and one call of the sums in ``_simd.h``, which hold several outputs per register
+in the widest vectors the machine has (AVX-512, AVX2 or SSE2 clones picked at load time) and
+add each element's taps in list order.  Two loop orders, chosen by dx's memory:
 
-* channels inner (NHWC memory): a unit is one input row of one image; for each pixel the taps
-  (output pixel, filter tap) are listed, and each pass adds up to five of them to every one of
-  the C*multiplier channels at once, each channel with its own filter tap;
+* channels inner (NHWC memory): a unit is one input row of one image; for each run of pixels
+  the taps (output pixel, filter tap) are listed, and every one of the C*multiplier channels is
+  summed over them, each channel with its own filter tap, several channel blocks (or two
+  pixels) at a time;
 * width inner (NCHW memory): a unit is one channel plane of one image; the columns of a row split
   into stride phases, within which every tap is a unit-stride run of an out_backprop row times
-  one filter value, summed up to eight per pass over the phase's interior; the few edge columns
-  where some taps fall outside out_backprop are summed one by one.
+  one filter value, summed in blocks over the phase's interior (two rows at a time); the few
+  edge columns where some taps fall outside out_backprop are summed down the run of rows, tap
+  by tap -- or, for wide filters, out_backprop is first copied with zero columns around it so
+  that every column is interior.
 """
 
 from cython cimport floating

@@ -1,6 +1,7 @@
-/* Contiguous adds for col2im, compiled for several instruction sets and picked at load time
- * (GCC function multiversioning), so a portable build still uses AVX2 / AVX-512 where the
- * machine has them.  Elsewhere a plain loop the compiler vectorizes for the baseline. */
+/* Contiguous adds for col2im and the depthwise kernel's tap sums, compiled for several
+ * instruction sets and picked at load time (GCC function multiversioning), so a portable build
+ * still uses AVX2 / AVX-512 where the machine has them.  Elsewhere plain loops the compiler
+ * vectorizes for the baseline. */
 #ifndef CONVBP_SIMD_H
 #define CONVBP_SIMD_H
 
@@ -35,16 +36,13 @@ static void convbp_add_f64(double *restrict dst, const double *restrict src, ptr
  * is covered by one more block ending at the last element, overlapping the previous one (it
  * rewrites those elements with the same values), or by narrower blocks when the length is
  * shorter than a block.  The build is ISO C (c_std=c11), so GCC does not contract a*b + c into
- * a fused multiply-add in any clone. */
-#if defined(__GNUC__)
-#define CONVBP_DW_VECTORS 1
+ * a fused multiply-add in any clone.  GNU C vector extensions: GCC or Clang. */
 typedef float convbp_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float convbp_f32x8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float convbp_f32x4 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef double convbp_f64x8 __attribute__((vector_size(64), aligned(8), may_alias));
 typedef double convbp_f64x4 __attribute__((vector_size(32), aligned(8), may_alias));
 typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alias));
-#endif
 
 /* One block of L = sizeof(V)/sizeof(T) outputs at i of convbp_dw_width: o_[(i + l)*step]. */
 #define CONVBP_DW_WIDTH_BLOCK(V, T, i)                                                          \
