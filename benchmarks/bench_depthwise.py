@@ -6,7 +6,9 @@ For each shape and layout, the candidates are timed interleaved (one call of eac
 after warm-up rounds), and the median over the rounds is reported as GFLOP/s with
 FLOPs = 2*N*OH*OW*C*multiplier*KH*KW, with the ratio convbp / PyTorch from the same run.
 PyTorch is ``torch.ops.aten.convolution_backward`` with ``groups=C`` and output mask
-[True, False, False]; NHWC uses channels_last tensors.
+[True, False, False]; NHWC uses channels_last tensors.  Where TensorFlow's SAME padding is
+asymmetric (stride 2), PyTorch gets the smaller padding on both sides and an input enlarged by the
+difference, and its gradient is cropped back inside the timed call: the same multiply-adds.
 """
 
 import argparse
@@ -59,18 +61,30 @@ def _candidates(shape, data_format, threads):
                                                num_threads=threads)
 
     candidates = {"convbp": run_convbp}
-    ph, pw = _same_pads(h, k, s, d), _same_pads(w, k, s, d)
-    if torch is not None and ph[0] == ph[1] and pw[0] == pw[1]:  # PyTorch pads symmetrically
+    if torch is not None:
+        # PyTorch pads symmetrically: it gets the smaller of TensorFlow's SAME pads on both sides
+        # and an input enlarged by the difference, and its gradient is cropped back (the crop, a
+        # copy into the layout's memory format, is inside the timed call).
+        ph, pw = _same_pads(h, k, s, d), _same_pads(w, k, s, d)
+        pad = (min(ph), min(pw))
+        top, bottom, left, right = (ph[0] - pad[0], ph[1] - pad[0], pw[0] - pad[1],
+                                    pw[1] - pad[1])
         fmt = torch.channels_last if data_format == "NHWC" else torch.contiguous_format
         t_dy = torch.from_numpy(dy_nhwc).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
-        t_x = torch.empty((n, c, h, w)).contiguous(memory_format=fmt)
+        t_x = torch.empty((n, c, h + top + bottom, w + left + right)).contiguous(
+            memory_format=fmt)
         t_w = (torch.from_numpy(filt).reshape(k, k, c * mult).permute(2, 0, 1)
                .unsqueeze(1).contiguous(memory_format=fmt))  # (C*M, 1, KH, KW)
+        crop = top or bottom or left or right
+        rows, cols = slice(top, top + h), slice(left, left + w)
 
         def run_torch():
-            torch.ops.aten.convolution_backward(t_dy, t_x, t_w, None, [s, s], [ph[0], pw[0]],
-                                                [d, d], False, [0, 0], c,
-                                                [True, False, False])
+            grad = torch.ops.aten.convolution_backward(t_dy, t_x, t_w, None, [s, s], list(pad),
+                                                       [d, d], False, [0, 0], c,
+                                                       [True, False, False])[0]
+            if crop:
+                grad = grad[:, :, rows, cols].contiguous(memory_format=fmt)
+            return grad
 
         candidates["torch"] = run_torch
     flops = 2 * n * oh * ow * c * mult * k * k

@@ -9,18 +9,22 @@ Each input-gradient element is computed once, by one work unit, as a sum over th
 and multiplier channels that read it, in an order fixed by the geometry.  Units never share
 output memory and their partition does not change any element's order of summation, so results
 are bitwise identical for any number of threads.  Which taps reach each input row and column
-is tabulated once per call, so the per-pixel work has no divisions; a tap list built for one
-pixel (row) is reused by the next when its taps are the same shifted by whole output pixels
-(rows); sums run several taps per pass in branch-free unit-stride loops that the compiler
-vectorizes.  Two loop orders, chosen by dx's memory:
+is tabulated once per call, so the per-pixel work has no divisions, and so is each run of
+pixels (rows) whose taps are the first's shifted by whole output pixels (rows): a run shares
+one tap list and one call of the sums in ``_simd.h``, which hold several outputs per register
+in the widest vectors the machine has (AVX-512, AVX2 or SSE2 clones picked at load time) and
+add each element's taps in list order.  Two loop orders, chosen by dx's memory:
 
-* channels inner (NHWC memory): a unit is one input row of one image; for each pixel the taps
-  (output pixel, filter tap) are listed, and each pass adds up to five of them to every one of
-  the C*multiplier channels at once, each channel with its own filter tap;
+* channels inner (NHWC memory): a unit is one input row of one image; for each run of pixels
+  the taps (output pixel, filter tap) are listed, and every one of the C*multiplier channels is
+  summed over them, each channel with its own filter tap, several channel blocks (or two
+  pixels) at a time;
 * width inner (NCHW memory): a unit is one channel plane of one image; the columns of a row split
   into stride phases, within which every tap is a unit-stride run of an out_backprop row times
-  one filter value, summed up to eight per pass over the phase's interior; the few edge columns
-  where some taps fall outside out_backprop are summed one by one.
+  one filter value, summed in blocks over the phase's interior (two rows at a time); the few
+  edge columns where some taps fall outside out_backprop are summed down the run of rows, tap
+  by tap -- or, for wide filters, out_backprop is first copied with zero columns around it so
+  that every column is interior.
 """
 
 from cython cimport floating
@@ -80,134 +84,58 @@ cdef Py_ssize_t _phase_taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t
 
 
 # ---------------------------------------------------------------------------------------------
-# Sums over a list of taps, several taps per pass over the accumulator.  Each element's order of
-# summation is fixed by the tap list: ((p0 + p1) + p2) + ..., then acc + ((p5 + p6) + ...), ...
+# Sums over a list of taps, in _simd.h: several outputs at once in the widest registers the
+# machine has; each element summed over its taps in list order, ((p0 + p1) + p2) + ...
 
-cdef void _sum_taps_vec(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
-                        const floating* src, const Py_ssize_t* s_off,
-                        const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
-    """acc[j] = sum over taps t of src[s_off[t] + j] * filt[w_off[t] + j], for j < n.
-
-    Five taps per pass while at least five remain (a 3x3 kernel: two passes), then four, two,
-    one; more pointers per pass would exceed what the compiler's alias checks allow.
-    """
-    cdef Py_ssize_t j, t = 0, left
-    cdef const floating *d0
-    cdef const floating *d1
-    cdef const floating *d2
-    cdef const floating *d3
-    cdef const floating *d4
-    cdef const floating *w0
-    cdef const floating *w1
-    cdef const floating *w2
-    cdef const floating *w3
-    cdef const floating *w4
-    if n_taps == 0:
-        for j in range(n):
-            acc[j] = 0
-        return
-    while t < n_taps:
-        left = n_taps - t
-        d0, w0 = src + s_off[t], filt + w_off[t]
-        if left >= 5:
-            d1, d2 = src + s_off[t + 1], src + s_off[t + 2]
-            d3, d4 = src + s_off[t + 3], src + s_off[t + 4]
-            w1, w2 = filt + w_off[t + 1], filt + w_off[t + 2]
-            w3, w4 = filt + w_off[t + 3], filt + w_off[t + 4]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
-                              + d4[j] * w4[j])
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
-                                       + d3[j] * w3[j] + d4[j] * w4[j])
-            t += 5
-        elif left == 4:
-            d1, d2, d3 = src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-            w1, w2, w3 = filt + w_off[t + 1], filt + w_off[t + 2], filt + w_off[t + 3]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j] + d3[j] * w3[j]
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j] + d2[j] * w2[j]
-                                       + d3[j] * w3[j])
-            t += 4
-        elif left >= 2:
-            d1, w1 = src + s_off[t + 1], filt + w_off[t + 1]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = d0[j] * w0[j] + d1[j] * w1[j]
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + (d0[j] * w0[j] + d1[j] * w1[j])
-            t += 2
-        else:
-            if t == 0:
-                for j in range(n):
-                    acc[j] = d0[j] * w0[j]
-            else:
-                for j in range(n):
-                    acc[j] = acc[j] + d0[j] * w0[j]
-            t += 1
+cdef extern from "_simd.h" nogil:
+    void convbp_dw_width_f32(float* out, Py_ssize_t step, Py_ssize_t out_row, Py_ssize_t n_rows,
+                             const float* src, Py_ssize_t src_row, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t count, Py_ssize_t OW, Py_ssize_t n_taps,
+                             const Py_ssize_t* off, const Py_ssize_t* ow0, const float* wv,
+                             float* col)
+    void convbp_dw_width_f64(double* out, Py_ssize_t step, Py_ssize_t out_row, Py_ssize_t n_rows,
+                             const double* src, Py_ssize_t src_row, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t count, Py_ssize_t OW, Py_ssize_t n_taps,
+                             const Py_ssize_t* off, const Py_ssize_t* ow0, const double* wv,
+                             double* col)
+    void convbp_dw_channels_f32(float* out, Py_ssize_t out_step, Py_ssize_t n_pix,
+                                Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
+                                const float* src, const Py_ssize_t* s_off,
+                                const float* filt, const Py_ssize_t* w_off)
+    void convbp_dw_channels_f64(double* out, Py_ssize_t out_step, Py_ssize_t n_pix,
+                                Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
+                                const double* src, const Py_ssize_t* s_off,
+                                const double* filt, const Py_ssize_t* w_off)
 
 
-cdef void _sum_taps_scalar(floating* acc, Py_ssize_t n, Py_ssize_t n_taps,
-                           const floating* src, const Py_ssize_t* s_off,
-                           const floating* wv) noexcept nogil:
-    """acc[j] = sum over taps t of src[s_off[t] + j] * wv[t], for j < n.
+cdef inline void _sum_width(floating* out, Py_ssize_t step, Py_ssize_t out_row,
+                            Py_ssize_t n_rows, const floating* src, Py_ssize_t src_row,
+                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t count, Py_ssize_t OW,
+                            Py_ssize_t n_taps, const Py_ssize_t* off, const Py_ssize_t* ow0,
+                            const floating* wv, floating* col) noexcept nogil:
+    """For rows r < n_rows (out + r*out_row, src + r*src_row) and columns i < count:
+    out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t]; every
+    tap is in range on lo <= i < hi.  col: n_rows elements of scratch."""
+    if floating is float:
+        convbp_dw_width_f32(out, step, out_row, n_rows, src, src_row, lo, hi, count, OW, n_taps,
+                            off, ow0, wv, col)
+    else:
+        convbp_dw_width_f64(out, step, out_row, n_rows, src, src_row, lo, hi, count, OW, n_taps,
+                            off, ow0, wv, col)
 
-    Eight taps per pass here (one load per tap and element), then fours, then singles.
-    """
-    cdef Py_ssize_t j, t = 0
-    cdef const floating *d0
-    cdef const floating *d1
-    cdef const floating *d2
-    cdef const floating *d3
-    cdef const floating *d4
-    cdef const floating *d5
-    cdef const floating *d6
-    cdef const floating *d7
-    cdef floating w0, w1, w2, w3, w4, w5, w6, w7
-    if n_taps == 0:
-        for j in range(n):
-            acc[j] = 0
-        return
-    while t + 8 <= n_taps:
-        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-        d4, d5, d6, d7 = (src + s_off[t + 4], src + s_off[t + 5], src + s_off[t + 6],
-                          src + s_off[t + 7])
-        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
-        w4, w5, w6, w7 = wv[t + 4], wv[t + 5], wv[t + 6], wv[t + 7]
-        if t == 0:
-            for j in range(n):
-                acc[j] = (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
-                          + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
-                                   + d4[j] * w4 + d5[j] * w5 + d6[j] * w6 + d7[j] * w7)
-        t += 8
-    while t + 4 <= n_taps:
-        d0, d1, d2, d3 = src + s_off[t], src + s_off[t + 1], src + s_off[t + 2], src + s_off[t + 3]
-        w0, w1, w2, w3 = wv[t], wv[t + 1], wv[t + 2], wv[t + 3]
-        if t == 0:
-            for j in range(n):
-                acc[j] = d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + (d0[j] * w0 + d1[j] * w1 + d2[j] * w2 + d3[j] * w3)
-        t += 4
-    while t < n_taps:
-        d0, w0 = src + s_off[t], wv[t]
-        if t == 0:
-            for j in range(n):
-                acc[j] = d0[j] * w0
-        else:
-            for j in range(n):
-                acc[j] = acc[j] + d0[j] * w0
-        t += 1
+
+cdef inline void _sum_channels(floating* out, Py_ssize_t out_step, Py_ssize_t n_pix,
+                               Py_ssize_t src_step, Py_ssize_t F, Py_ssize_t n_taps,
+                               const floating* src, const Py_ssize_t* s_off,
+                               const floating* filt, const Py_ssize_t* w_off) noexcept nogil:
+    """out[p*out_step + j] = sum over taps t of src[p*src_step + s_off[t] + j]
+    * filt[w_off[t] + j], for pixels p < n_pix and channels j < F."""
+    if floating is float:
+        convbp_dw_channels_f32(out, out_step, n_pix, src_step, F, n_taps, src, s_off, filt,
+                               w_off)
+    else:
+        convbp_dw_channels_f64(out, out_step, n_pix, src_step, F, n_taps, src, s_off, filt,
+                               w_off)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,12 +150,13 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
     """One input-gradient row of one image; dy is the image (unit channel stride), dx the row.
 
     row_taps is the row's (count, kh..., oh...) and col_taps + iw*col_ld each column's (count,
-    kw..., ow...).  For each pixel the taps (output pixel, filter tap) are listed in (kh, kw)
-    order; acc[f] for every out_backprop channel f = c*M + m is their sum, and
-    dx[c] = sum_m acc[c*M + m].  With M == 1 and unit channel stride, dx itself is the
-    accumulator.
+    kw..., ow..., run).  For each pixel the taps (output pixel, filter tap) are listed in
+    (kh, kw) order; acc[f] for every out_backprop channel f = c*M + m is their sum, and
+    dx[c] = sum_m acc[c*M + m].  The run of pixels iw, iw + stride_w, ... whose taps are iw's
+    shifted by 0, 1, ... output columns (the interior of each stride phase) shares one tap list
+    and one call.  With M == 1 and unit channel stride, dx itself is the accumulator.
     """
-    cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW
+    cdef Py_ssize_t F = g.C * g.M, M = g.M, KH = g.KH, KW = g.KW, S = g.stride_w, W = g.W
     cdef Py_ssize_t n_kh = row_taps[0]
     cdef const Py_ssize_t* kh_of = row_taps + 1
     cdef const Py_ssize_t* oh_of = row_taps + 1 + KH
@@ -235,70 +164,53 @@ cdef void _row_channels_inner(const DwGeometry* g, const Py_ssize_t* row_taps,
     cdef const Py_ssize_t* ow_of
     cdef Py_ssize_t* d_off = tap
     cdef Py_ssize_t* w_off = tap + KH * KW
-    cdef Py_ssize_t n_kw, n_taps = 0, a, b, iw, c, m, prev_n_kw = -1
-    cdef const Py_ssize_t* prev_kw_of = NULL
-    cdef const Py_ssize_t* prev_ow_of = NULL
+    cdef Py_ssize_t n_kw, n_taps, a, b, iw, c, m, p, r, run
     cdef bint direct = M == 1 and sxc == 1
-    cdef bint same
     cdef const floating* src
     cdef floating* out
     cdef floating s
 
-    for iw in range(g.W):
-        out = dx + iw * sxw
-        n_kw = col_taps[iw * col_ld]
-        kw_of = col_taps + iw * col_ld + 1
-        ow_of = kw_of + KW
-        # Offsets are relative to the pixel's first tap; a pixel whose taps are the previous
-        # pixel's shifted by whole output columns (every interior pixel) reuses the list.
-        same = n_kw == prev_n_kw
-        for b in range(n_kw if same else 0):
-            if kw_of[b] != prev_kw_of[b] or ow_of[b] - ow_of[0] != prev_ow_of[b] - prev_ow_of[0]:
-                same = False
-                break
-        prev_n_kw, prev_kw_of, prev_ow_of = n_kw, kw_of, ow_of
-        if not same:
+    for p in range(min(S, W)):
+        iw = p
+        while iw < W:
+            n_kw = col_taps[iw * col_ld]
+            kw_of = col_taps + iw * col_ld + 1
+            ow_of = kw_of + KW
+            run = ow_of[KW]
+            # Offsets relative to the pixel's first tap.
             n_taps = 0
             for a in range(n_kh):
                 for b in range(n_kw):
                     d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + (ow_of[b] - ow_of[0]) * sdw
                     w_off[n_taps] = (kh_of[a] * KW + kw_of[b]) * F
                     n_taps += 1
-        src = dy + ((oh_of[0] * sdh + ow_of[0] * sdw) if n_taps > 0 else 0)
-        _sum_taps_vec(out if direct else acc, F, n_taps, src, d_off, filt, w_off)
-        if direct:
-            continue
-        if M == 1:
-            for c in range(g.C):
-                out[c * sxc] = acc[c]
-        else:
-            for c in range(g.C):
-                s = acc[c * M]
-                for m in range(1, M):
-                    s = s + acc[c * M + m]
-                out[c * sxc] = s
+            src = dy + ((oh_of[0] * sdh + ow_of[0] * sdw) if n_taps > 0 else 0)
+            out = dx + iw * sxw
+            if direct:
+                _sum_channels(out, S * sxw, run, sdw, F, n_taps, src, d_off, filt, w_off)
+            else:
+                for r in range(run):
+                    _sum_channels(acc, 0, 1, 0, F, n_taps, src + r * sdw, d_off, filt, w_off)
+                    if M == 1:
+                        for c in range(g.C):
+                            out[c * sxc] = acc[c]
+                    else:
+                        for c in range(g.C):
+                            s = acc[c * M]
+                            for m in range(1, M):
+                                s = s + acc[c * M + m]
+                            out[c * sxc] = s
+                    out += S * sxw
+            iw += run * S
 
 
 # ---------------------------------------------------------------------------------------------
 # Width inner.
 
-cdef inline floating _edge_sum(Py_ssize_t i, Py_ssize_t OW, Py_ssize_t n_taps,
-                               const floating* dy, const Py_ssize_t* d_off,
-                               const Py_ssize_t* ow0, const floating* wv) noexcept nogil:
-    """sum over taps t with 0 <= ow0[t] + i < OW of dy[d_off[t] + i] * wv[t], in tap order."""
-    cdef Py_ssize_t t, ow
-    cdef floating s = 0
-    for t in range(n_taps):
-        ow = ow0[t] + i
-        if 0 <= ow < OW:
-            s = s + dy[d_off[t] + i] * wv[t]
-    return s
-
-
 cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
                              const Py_ssize_t* row_taps, Py_ssize_t row_ld,
                              const Py_ssize_t* phase_taps, Py_ssize_t phase_ld,
-                             Py_ssize_t n_phases, Py_ssize_t n_slots,
+                             Py_ssize_t n_phases, Py_ssize_t pad_l, Py_ssize_t PW,
                              const floating* dy, Py_ssize_t sdh, Py_ssize_t sdf,
                              const floating* filt,
                              floating* dx, Py_ssize_t sxh, Py_ssize_t sxw,
@@ -309,84 +221,81 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
     The columns of a row split into stride phases iw = p + stride_w*i.  Within a phase the valid
     kw are fixed (phase_taps + p*phase_ld: n_kw, lo, hi, count, kw..., ow0...) and tap kw reads
     column ow0 + i, so the row's taps, listed in (m, kh, kw) order, are runs of out_backprop rows
-    at unit stride, summed several per pass over the interior lo <= i < hi (where every tap is in
-    range).  The columns outside the interior are summed one by one, skipping taps out of range.
-    Each phase keeps its tap list in its own slot when there are n_slots == n_phases of them, so
-    rows whose taps only shift by whole output rows reuse every phase's list.
+    at unit stride, summed in blocks over the interior lo <= i < hi (where every tap is in
+    range); the columns outside it are summed one by one, skipping taps out of range.  The rows
+    ih, ih + stride_h, ... whose taps are ih's shifted by 0, 1, ... output rows (row_taps: count,
+    kh..., oh..., run) share ih's tap lists and one call per phase.
+
+    With PW > 0 the channel's out_backprop planes are first copied into work, rows of PW with
+    pad_l zeros before and the rest after, wide enough that every column of every phase is
+    interior: taps outside out_backprop then add zero products (the caller checked the filter
+    is finite, so those are zeros and the sums are the same, up to the sign of a zero sum).
     """
     cdef Py_ssize_t F = g.C * g.M, KH = g.KH, KW = g.KW, T = g.M * g.KH * g.KW
-    cdef Py_ssize_t n_kh, n_kw, n_taps = 0, a, b, ih, p, i, lo, hi, count, m, f, step, slot
-    cdef Py_ssize_t prev_n_kh = -1
+    cdef Py_ssize_t S = g.stride_h, H = g.H
+    cdef Py_ssize_t n_kh, n_kw, n_taps, a, b, ih, q, p, m, f, step, run
     cdef const Py_ssize_t* kh_of
     cdef const Py_ssize_t* oh_of
-    cdef const Py_ssize_t* prev_kh_of = NULL
-    cdef const Py_ssize_t* prev_oh_of = NULL
     cdef const Py_ssize_t* kw_of
     cdef const Py_ssize_t* ow_of
-    cdef Py_ssize_t* d_off
-    cdef Py_ssize_t* ow0
-    cdef floating* wv
-    cdef floating* fc = work + n_slots * T
-    cdef floating* acc = fc + T
-    cdef Py_ssize_t* n_taps_of = tap + 2 * n_slots * T
-    cdef floating* out
+    cdef const Py_ssize_t* pt
+    cdef Py_ssize_t* d_off = tap
+    cdef Py_ssize_t* ow0 = tap + T
+    cdef floating* wv = work
+    cdef floating* fc = work + T
+    cdef floating* col = fc + T
+    cdef floating* pbuf = col + H
+    cdef floating* prow
     cdef const floating* src
-    cdef bint direct, same
+    cdef const floating* base = dy
+    cdef Py_ssize_t rs = sdh, fs = sdf, f0 = c * g.M, shift = 0, oh, ow
 
     step = g.stride_w * sxw
-    direct = step == 1
     # This channel's filter taps, gathered once: fc[(kh*KW + kw)*M + m].
     for a in range(KH * KW):
         for m in range(g.M):
             fc[a * g.M + m] = filt[a * F + c * g.M + m]
-    for ih in range(g.H):
-        n_kh = row_taps[ih * row_ld]
-        kh_of = row_taps + ih * row_ld + 1
-        oh_of = kh_of + KH
-        src = dy + (oh_of[0] * sdh if n_kh > 0 else 0)
-        # With one phase, a row whose taps are the previous row's shifted by whole output rows
-        # (every interior row at stride 1) reuses its tap list: offsets are relative to src.
-        same = n_slots == n_phases and n_kh == prev_n_kh
-        for a in range(n_kh if same else 0):
-            if kh_of[a] != prev_kh_of[a] or oh_of[a] - oh_of[0] != prev_oh_of[a] - prev_oh_of[0]:
-                same = False
-                break
-        prev_n_kh, prev_kh_of, prev_oh_of = n_kh, kh_of, oh_of
-        for p in range(n_phases):
-            n_kw = phase_taps[p * phase_ld]
-            lo, hi = phase_taps[p * phase_ld + 1], phase_taps[p * phase_ld + 2]
-            count = phase_taps[p * phase_ld + 3]
-            kw_of = phase_taps + p * phase_ld + 4
-            ow_of = kw_of + KW
-            out = dx + ih * sxh + p * sxw
-            slot = p if n_slots > 1 else 0
-            d_off = tap + slot * 2 * T
-            ow0 = d_off + T
-            wv = work + slot * T
-            if same:
-                n_taps = n_taps_of[slot]
-            else:
+    if PW > 0:
+        for m in range(g.M):
+            for oh in range(g.OH):
+                prow = pbuf + (m * g.OH + oh) * PW
+                for ow in range(pad_l):
+                    prow[ow] = 0
+                for ow in range(g.OW):
+                    prow[pad_l + ow] = dy[(c * g.M + m) * sdf + oh * sdh + ow]
+                for ow in range(pad_l + g.OW, PW):
+                    prow[ow] = 0
+        base, rs, fs, f0, shift = pbuf, PW, g.OH * PW, 0, pad_l
+    for q in range(min(S, H)):
+        ih = q
+        while ih < H:
+            n_kh = row_taps[ih * row_ld]
+            kh_of = row_taps + ih * row_ld + 1
+            oh_of = kh_of + KH
+            run = oh_of[KH]
+            src = base + (oh_of[0] * rs if n_kh > 0 else 0)
+            for p in range(n_phases):
+                pt = phase_taps + p * phase_ld
+                n_kw = pt[0]
+                kw_of = pt + 4
+                ow_of = kw_of + KW
+                # Offsets relative to src, the row's first tap row.
                 n_taps = 0
                 for m in range(g.M):
-                    f = c * g.M + m
+                    f = f0 + m
                     for a in range(n_kh):
                         for b in range(n_kw):
-                            d_off[n_taps] = (oh_of[a] - oh_of[0]) * sdh + f * sdf + ow_of[b]
+                            d_off[n_taps] = (oh_of[a] - oh_of[0]) * rs + f * fs + ow_of[b] + shift
                             ow0[n_taps] = ow_of[b]
                             wv[n_taps] = fc[(kh_of[a] * KW + kw_of[b]) * g.M + m]
                             n_taps += 1
-                n_taps_of[slot] = n_taps
-            if hi > lo:
-                if direct:
-                    _sum_taps_scalar(out + lo, hi - lo, n_taps, src + lo, d_off, wv)
+                if PW > 0:  # every column interior
+                    _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, rs,
+                               0, pt[3], pt[3], g.OW, n_taps, d_off, ow0, wv, col)
                 else:
-                    _sum_taps_scalar(acc, hi - lo, n_taps, src + lo, d_off, wv)
-                    for i in range(hi - lo):
-                        out[(lo + i) * step] = acc[i]
-            for i in range(min(lo, count)):
-                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
-            for i in range(max(hi, lo), count):
-                out[i * step] = _edge_sum(i, g.OW, n_taps, src, d_off, ow0, wv)
+                    _sum_width(dx + ih * sxh + p * sxw, step, S * sxh, run, src, rs,
+                               pt[1], pt[2], pt[3], g.OW, n_taps, d_off, ow0, wv, col)
+            ih += run * S
 
 
 def backprop_input(const floating[:, :, :, :] dy,
@@ -398,7 +307,8 @@ def backprop_input(const floating[:, :, :, :] dy,
                    Py_ssize_t[:, ::1] col_taps,
                    DwGeometry g,
                    bint channels_inner,
-                   Py_ssize_t n_slots,
+                   Py_ssize_t pad_l,
+                   Py_ssize_t PW,
                    int num_threads):
     """Input gradient of a depthwise 2-D convolution, written into dx.
 
@@ -407,14 +317,17 @@ def backprop_input(const floating[:, :, :, :] dy,
     filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   per thread: (num_threads, >= C*M) if channels_inner,
-                     else (num_threads, >= (n_slots + 1)*M*KH*KW + W)
+                     else (num_threads, >= 2*M*KH*KW + H + M*OH*PW)
     taps        --   per thread: (num_threads, >= 2*KH*KW) if channels_inner,
-                     else (num_threads, >= n_slots*(2*M*KH*KW + 1)) tap lists
-    n_slots          width inner: tap lists kept per thread, 1 or min(stride_w, W)
-    row_taps    --   (H, 1 + 2*KH) filled here: each input row's taps
-    col_taps    --   filled here: (W, 1 + 2*KW) each input column's taps if channels_inner,
-                     else (min(stride_w, W), 4 + 2*KW) each stride phase's taps and interior
+                     else (num_threads, >= 2*M*KH*KW) tap lists
+    row_taps    --   (H, 2 + 2*KH) filled here: each input row's taps and run
+    col_taps    --   filled here: (W, 2 + 2*KW) each input column's taps and run if
+                     channels_inner, else (min(stride_w, W), 4 + 2*KW) each stride phase's
+                     taps and interior
     channels_inner   loop order: True for dx contiguous along channels, False along width
+    pad_l, PW        width inner: copy each channel's out_backprop into rows of PW with pad_l
+                     zeros in front, every column then interior (filter must be finite);
+                     PW = 0: read out_backprop in place, edge columns summed apart
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
@@ -447,6 +360,30 @@ def backprop_input(const floating[:, :, :, :] dy,
                 hi = lo
             col_taps[i, 0], col_taps[i, 1], col_taps[i, 2] = n_kw, lo, hi
             col_taps[i, 3] = _ceil_div(g.W - i, g.stride_w)
+        # Channels inner: the run of columns i, i + stride_w, ... whose taps are i's shifted by
+        # 0, 1, ... output columns.
+        for i in range(col_taps.shape[0] - 1 if channels_inner else -1, -1, -1):
+            col_taps[i, 1 + 2 * g.KW] = 1
+            if i + g.stride_w >= g.W or col_taps[i + g.stride_w, 0] != col_taps[i, 0]:
+                continue
+            for b in range(col_taps[i, 0]):
+                if (col_taps[i + g.stride_w, 1 + b] != col_taps[i, 1 + b]
+                        or col_taps[i + g.stride_w, 1 + g.KW + b] != col_taps[i, 1 + g.KW + b] + 1):
+                    break
+            else:
+                col_taps[i, 1 + 2 * g.KW] = 1 + col_taps[i + g.stride_w, 1 + 2 * g.KW]
+        # Width inner: the run of rows i, i + stride_h, ... whose taps are i's shifted by 0, 1,
+        # ... output rows.
+        for i in range(g.H - 1, -1, -1):
+            row_taps[i, 1 + 2 * g.KH] = 1
+            if i + g.stride_h >= g.H or row_taps[i + g.stride_h, 0] != row_taps[i, 0]:
+                continue
+            for b in range(row_taps[i, 0]):
+                if (row_taps[i + g.stride_h, 1 + b] != row_taps[i, 1 + b]
+                        or row_taps[i + g.stride_h, 1 + g.KH + b] != row_taps[i, 1 + g.KH + b] + 1):
+                    break
+            else:
+                row_taps[i, 1 + 2 * g.KH] = 1 + row_taps[i + g.stride_h, 1 + 2 * g.KH]
     # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
     chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
     for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',
@@ -461,7 +398,7 @@ def backprop_input(const floating[:, :, :, :] dy,
                                 &workspace[tid, 0], &taps[tid, 0])
         else:
             _plane_width_inner(&g, k, &row_taps[0, 0], row_taps.shape[1], &col_taps[0, 0],
-                               col_taps.shape[1], col_taps.shape[0], n_slots,
+                               col_taps.shape[1], col_taps.shape[0], pad_l, PW,
                                &dy[n, 0, 0, 0], sdh, sdf,
                                &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
                                &workspace[tid, 0], &taps[tid, 0])

@@ -235,6 +235,73 @@ def test_one_and_two_threads_bitwise_equal(data_format, dtype):
     np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 9, 13, 17, 24, 37])
+def test_every_vector_block_length(data_format, dtype, size):
+    # The sums run in blocks of 64, 32 and 16 bytes with an overlapping last block, then single
+    # elements: along channels (NHWC, size = C*multiplier) or along a row's stride phase (NCHW,
+    # size = W).  Every length from below the narrowest block to past the widest, strides 1
+    # and 2 (phases of different lengths), edges and interior; along channels, odd and even runs
+    # of pixels (summed in pairs when there are 2 or 3 blocks).
+    rng = np.random.default_rng(size)
+    c, mult, w = (size, 1, 7) if data_format == "NHWC" else (2, 1, size)
+    for strides in ((1, 1), (2, 2), (1, 3)):
+        filt, dy, _, expected = _case(rng, 2, 7, w, c, mult, (3, 3), strides, dtype=dtype)
+        dx = _run(filt, dy, (2, 7, w, c), strides, "SAME", data_format)
+        assert_close(dx, expected, dtype, mult * 9)
+        dx1 = _run(filt, dy, (2, 7, w, c), strides, "SAME", data_format, num_threads=1)
+        assert np.array_equal(dx, dx1)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_runs_of_rows_and_columns_with_gaps(data_format):
+    # Rows (NCHW) and columns (NHWC) whose taps repeat shifted by one output row (column) share
+    # one tap list; dilation 3, stride 2 and explicit uneven padding break those runs in the
+    # middle of the image as well as at its borders.
+    rng = np.random.default_rng(7)
+    padding = ((4, 1), (0, 5))
+    filt, dy, _, expected = _case(rng, 2, 19, 23, 3, 2, (3, 2), (2, 3), (3, 2), padding)
+    dx = _run(filt, dy, (2, 19, 23, 3), (2, 3), padding, data_format, dilations=(3, 2))
+    assert_close(dx, expected, np.float64, 2 * 6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel, strides, dilations", [
+    ((5, 5), (1, 1), (1, 1)), ((7, 5), (2, 2), (1, 1)), ((5, 7), (1, 3), (2, 1))])
+def test_zero_padded_copy_of_out_backprop(monkeypatch, dtype, kernel, strides, dilations):
+    # NCHW with a wide filter: each channel's out_backprop is copied into a zero-padded buffer
+    # so every column is interior.  Same values as reading it in place (edges summed apart).
+    from convbp import _depthwise
+    rng = np.random.default_rng(11)
+    n, h, w, c, mult = 2, 13, 17, 3, 2
+    filt, dy, _, expected = _case(rng, n, h, w, c, mult, kernel, strides, dilations,
+                                  dtype=dtype)
+    padded = _run(filt, dy, (n, h, w, c), strides, "SAME", "NCHW", dilations=dilations)
+    assert_close(padded, expected, dtype, mult * kernel[0] * kernel[1])
+    monkeypatch.setattr(_depthwise, "_MAX_PADDED_ELEMENTS", 0)
+    in_place = _run(filt, dy, (n, h, w, c), strides, "SAME", "NCHW", dilations=dilations)
+    np.testing.assert_array_equal(padded, in_place)
+
+
+def test_infinite_filter_never_meets_padding_zeros():
+    # 0 * inf is NaN: with a non-finite filter the zero-padded copy is not used, so a tap that
+    # falls outside out_backprop contributes nothing, as in the direct loop.
+    rng = np.random.default_rng(12)
+    n, h, w, c, k = 1, 9, 11, 2, 5
+    filt, dy, _, _ = _case(rng, n, h, w, c, 1, (k, k))
+    filt[:, 0] = np.inf  # kw = 0 reads column iw + 2: outside for the last two columns
+    with np.errstate(invalid="ignore"):  # inf - inf in the reference's sums
+        expected = direct_backprop_input(dy, filt.reshape(k, k, 1, c), (h, w),
+                                         pads=tf_same_pads((h, w), (k, k), (1, 1), (1, 1)),
+                                         groups=c)
+    dx = _run(filt, dy, (n, h, w, c), 1, "SAME", "NCHW")
+    assert np.isfinite(expected[:, :, -2:]).all()
+    np.testing.assert_array_equal(np.isfinite(dx), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    assert_close(dx[finite], expected[finite], np.float64, k * k)
+
+
 def test_two_int_input_sizes_and_4_int_strides():
     rng = np.random.default_rng(9)
     n, h, w, c, mult, k = 2, 8, 9, 3, 2, 2
