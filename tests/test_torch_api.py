@@ -194,7 +194,9 @@ def test_conv2d_input_reads_channels_last_grad_output_in_place():
         finally:
             tracemalloc.stop()
 
-    assert peak(dy) < dy.nbytes // 4
+    # A copy needs all of dy.nbytes (8 MiB); in place, the call holds the result and one
+    # thread's column buffer (2 MiB).
+    assert peak(dy) < dy.nbytes // 2
     assert peak(dy[:, :, :, ::-1]) > dy.nbytes
 
 
