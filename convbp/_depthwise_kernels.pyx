@@ -37,16 +37,7 @@ cdef struct DwGeometry:
     Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
 
 
-cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    # b > 0; C division truncates towards zero, convolution arithmetic needs floor.
-    cdef Py_ssize_t q = a // b
-    if a % b != 0 and a < 0:
-        q -= 1
-    return q
-
-
-cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return -_floor_div(-a, b)
+include "_index.pxi"
 
 
 cdef Py_ssize_t _taps(Py_ssize_t r, Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py_ssize_t O,

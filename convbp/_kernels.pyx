@@ -38,16 +38,7 @@ cdef struct Geometry:
     Py_ssize_t chunk_pixels   # output pixels per column buffer
 
 
-cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    # b > 0; C division truncates towards zero, convolution arithmetic needs floor.
-    cdef Py_ssize_t q = a // b
-    if a % b != 0 and a < 0:
-        q -= 1
-    return q
-
-
-cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return -_floor_div(-a, b)
+include "_index.pxi"
 
 
 cdef inline void _tap_range(Py_ssize_t origin, Py_ssize_t step, Py_ssize_t count,
