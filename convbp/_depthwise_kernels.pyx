@@ -289,6 +289,27 @@ cdef void _plane_width_inner(const DwGeometry* g, Py_ssize_t c,
             ih += run * S
 
 
+cdef void _mark_runs(Py_ssize_t[:, ::1] taps, Py_ssize_t count, Py_ssize_t step,
+                     Py_ssize_t K) noexcept nogil:
+    """taps[i, 1 + 2K] = length of the run i, i + step, ... of input rows (or columns) whose tap
+    lists (count taps[i, 0], taps taps[i, 1:], output positions taps[i, 1+K:]) are i's shifted
+    by 0, 1, ... output positions."""
+    cdef Py_ssize_t i, b
+    cdef bint same
+    for i in range(count - 1, -1, -1):
+        taps[i, 1 + 2 * K] = 1
+        if i + step >= count or taps[i + step, 0] != taps[i, 0]:
+            continue
+        same = True
+        for b in range(taps[i, 0]):
+            if (taps[i + step, 1 + b] != taps[i, 1 + b]
+                    or taps[i + step, 1 + K + b] != taps[i, 1 + K + b] + 1):
+                same = False
+                break
+        if same:
+            taps[i, 1 + 2 * K] = 1 + taps[i + step, 1 + 2 * K]
+
+
 def backprop_input(const floating[:, :, :, :] dy,
                    const floating[:, :, ::1] filt,
                    floating[:, :, :, :] dx,
@@ -353,28 +374,11 @@ def backprop_input(const floating[:, :, :, :] dy,
             col_taps[i, 3] = _ceil_div(g.W - i, g.stride_w)
         # Channels inner: the run of columns i, i + stride_w, ... whose taps are i's shifted by
         # 0, 1, ... output columns.
-        for i in range(col_taps.shape[0] - 1 if channels_inner else -1, -1, -1):
-            col_taps[i, 1 + 2 * g.KW] = 1
-            if i + g.stride_w >= g.W or col_taps[i + g.stride_w, 0] != col_taps[i, 0]:
-                continue
-            for b in range(col_taps[i, 0]):
-                if (col_taps[i + g.stride_w, 1 + b] != col_taps[i, 1 + b]
-                        or col_taps[i + g.stride_w, 1 + g.KW + b] != col_taps[i, 1 + g.KW + b] + 1):
-                    break
-            else:
-                col_taps[i, 1 + 2 * g.KW] = 1 + col_taps[i + g.stride_w, 1 + 2 * g.KW]
+        if channels_inner:
+            _mark_runs(col_taps, g.W, g.stride_w, g.KW)
         # Width inner: the run of rows i, i + stride_h, ... whose taps are i's shifted by 0, 1,
         # ... output rows.
-        for i in range(g.H - 1, -1, -1):
-            row_taps[i, 1 + 2 * g.KH] = 1
-            if i + g.stride_h >= g.H or row_taps[i + g.stride_h, 0] != row_taps[i, 0]:
-                continue
-            for b in range(row_taps[i, 0]):
-                if (row_taps[i + g.stride_h, 1 + b] != row_taps[i, 1 + b]
-                        or row_taps[i + g.stride_h, 1 + g.KH + b] != row_taps[i, 1 + g.KH + b] + 1):
-                    break
-            else:
-                row_taps[i, 1 + 2 * g.KH] = 1 + row_taps[i + g.stride_h, 1 + 2 * g.KH]
+        _mark_runs(row_taps, g.H, g.stride_h, g.KH)
     # Consecutive units (neighbouring rows share out_backprop rows) go to one thread together.
     chunk = max(1, min(per_image, N * per_image // (4 * num_threads)))
     for unit in prange(N * per_image, nogil=True, num_threads=num_threads, schedule='dynamic',
