@@ -219,7 +219,7 @@ cdef void _backprop_band(const Geometry* g,
     """
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
     cdef Py_ssize_t taps = g.KH * g.KW * Cg
-    cdef Py_ssize_t oh_lo, oh_hi, p0, p_end, m, grp
+    cdef Py_ssize_t oh_lo, oh_hi, p0, p_end, m, grp, col_sp, col_sk
     cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
     cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
     cdef Py_ssize_t dx_sp = direct_ld if cols_pixel_major else 1
@@ -242,15 +242,13 @@ cdef void _backprop_band(const Geometry* g,
                               wmat + grp * Fg, taps, m, dx + p0 * dx_sp + grp * Cg * sxc,
                               direct_ld, cols_pixel_major)
             else:
+                # Column (pixel i, tap k) at col[i*col_sp + k*col_sk].
+                col_sp = taps if cols_pixel_major else 1
+                col_sk = 1 if cols_pixel_major else m
                 _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
-                              wmat + grp * Fg, taps, m, col, taps if cols_pixel_major else m,
-                              cols_pixel_major)
-                if cols_pixel_major:
-                    _col2im(g, col, taps, 1, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
-                            row_lo, row_hi)
-                else:
-                    _col2im(g, col, 1, m, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
-                            row_lo, row_hi)
+                              wmat + grp * Fg, taps, m, col, col_sp * col_sk, cols_pixel_major)
+                _col2im(g, col, col_sp, col_sk, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
+                        row_lo, row_hi)
         p0 += m
 
 
