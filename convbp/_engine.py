@@ -381,6 +381,8 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
         # identical); the thread count then bows to the workspace limit.
         chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // cores)
                     // row_bytes)
+        if chunk >= dy.shape[2]:  # whole output rows: col2im's row-block path
+            chunk -= chunk % dy.shape[2]
         threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
         workspace = np.empty((threads, chunk * taps), dx.dtype)
 

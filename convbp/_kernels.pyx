@@ -132,13 +132,37 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
     cdef Py_ssize_t Cg = g.C // g.groups
     cdef Py_ssize_t OW = g.OW, KW = g.KW, sw = g.stride_w, dw = g.dilation_w
     cdef Py_ssize_t oh, ow, ow_a, ow_b, kh, kh_lo, kh_hi, kw, kw_lo, kw_hi, ow_lo, ow_hi
-    cdef Py_ssize_t c, ih0, iw0, i, p
+    cdef Py_ssize_t ih0, iw0, i, p, oh0, oh1, oh_lo, oh_hi
     cdef bint channels_inner = col_sk == 1
     # In a pixel-major buffer the taps kw, kw+1 of one pixel lie Cg apart; when the input's W
     # stride (times dilation) matches, (kw, c) is one contiguous run on both sides.
     cdef bint merge_taps = channels_inner and dw * sxw == Cg * sxc
     cdef floating* dst
     cdef const floating* src
+
+    if not channels_inner and p0 % OW == 0 and m % OW == 0:
+        # Whole output rows [oh0, oh1): per tap, all channels and rows in one block, each
+        # channel's column-buffer row read front to back into its dx plane.
+        oh0 = p0 // OW
+        oh1 = oh0 + m // OW
+        for kh in range(g.KH):
+            # The chunk's output rows whose tap kh lands in the band.
+            _tap_range(kh * g.dilation_h - g.pad_top, g.stride_h, oh1, row_lo, row_hi,
+                       &oh_lo, &oh_hi)
+            oh_lo = max(oh_lo, oh0)
+            if oh_lo >= oh_hi:
+                continue
+            for kw in range(KW):
+                _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
+                if ow_lo >= ow_hi:
+                    continue
+                src = col + (oh_lo * OW + ow_lo - p0) * col_sp + (kh * KW + kw) * Cg * col_sk
+                dst = dx + (oh_lo * g.stride_h - g.pad_top + kh * g.dilation_h) * sxh \
+                    + (ow_lo * sw - g.pad_left + kw * dw) * sxw
+                _add_block(dst, sxc, g.stride_h * sxh, sw * sxw,
+                           src, col_sk, OW * col_sp, col_sp,
+                           Cg, oh_hi - oh_lo, ow_hi - ow_lo)
+        return
 
     p = p0
     while p < p0 + m:
