@@ -17,33 +17,23 @@
 /* dst[a*dst_a + b*dst_b + j] += src[a*src_a + b*src_b + j] for a < na, b < nb, j < n:
  * a block of contiguous runs in one call, so short runs (a few channels, a few output columns)
  * do not each pay for a call.  dst and src never overlap. */
-CONVBP_CLONES __attribute__((unused))
-static void convbp_add_block_f32(float *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,
-                                 const float *src, ptrdiff_t src_a, ptrdiff_t src_b,
-                                 ptrdiff_t na, ptrdiff_t nb, ptrdiff_t n)
-{
-    for (ptrdiff_t a = 0; a < na; ++a)
-        for (ptrdiff_t b = 0; b < nb; ++b) {
-            float *restrict d = dst + a * dst_a + b * dst_b;
-            const float *restrict s = src + a * src_a + b * src_b;
-            for (ptrdiff_t j = 0; j < n; ++j)
-                d[j] += s[j];
-        }
-}
+#define CONVBP_ADD_BLOCK_DEF(NAME, T)                                                           \
+    CONVBP_CLONES __attribute__((unused))                                                       \
+    static void NAME(T *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,                                  \
+                     const T *src, ptrdiff_t src_a, ptrdiff_t src_b,                            \
+                     ptrdiff_t na, ptrdiff_t nb, ptrdiff_t n)                                   \
+    {                                                                                           \
+        for (ptrdiff_t a = 0; a < na; ++a)                                                      \
+            for (ptrdiff_t b = 0; b < nb; ++b) {                                                \
+                T *restrict d = dst + a * dst_a + b * dst_b;                                    \
+                const T *restrict s = src + a * src_a + b * src_b;                              \
+                for (ptrdiff_t j = 0; j < n; ++j)                                               \
+                    d[j] += s[j];                                                               \
+            }                                                                                   \
+    }
 
-CONVBP_CLONES __attribute__((unused))
-static void convbp_add_block_f64(double *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,
-                                 const double *src, ptrdiff_t src_a, ptrdiff_t src_b,
-                                 ptrdiff_t na, ptrdiff_t nb, ptrdiff_t n)
-{
-    for (ptrdiff_t a = 0; a < na; ++a)
-        for (ptrdiff_t b = 0; b < nb; ++b) {
-            double *restrict d = dst + a * dst_a + b * dst_b;
-            const double *restrict s = src + a * src_a + b * src_b;
-            for (ptrdiff_t j = 0; j < n; ++j)
-                d[j] += s[j];
-        }
-}
+CONVBP_ADD_BLOCK_DEF(convbp_add_block_f32, float)
+CONVBP_ADD_BLOCK_DEF(convbp_add_block_f64, double)
 
 /* Depthwise input-gradient sums (convbp/_depthwise_kernels.pyx), several lanes of outputs at
  * once in GCC vector types, which each clone lowers to its widest registers (the baseline to
