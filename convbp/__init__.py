@@ -1,14 +1,16 @@
-"""convbp: the gradient of a 2-D convolution with respect to its input, NHWC and NCHW.
+"""convbp: the 2-D convolution's input gradient -- and the layer around it -- for NumPy, NHWC and NCHW.
 
-One Cython kernel -- a GEMM through SciPy's BLAS into a cache-sized column buffer, then a col2im
-scatter-add through strides -- serves every layout and every entry point; depthwise convolutions
-have their own direct kernel (a gather with no GEMM).
+One Cython kernel per algorithm -- GEMM through SciPy's BLAS into a cache-sized column buffer,
+then a col2im scatter-add through strides; a direct kernel for depthwise convolutions -- serves
+every layout and every entry point.  The entry points come in two families under the names
+their users know: ``convbp.tf`` (TensorFlow's conventions) and ``convbp.torch`` (PyTorch's);
+the most used ones are also here at the top level.
 """
 
-from ._depthwise import depthwise_conv2d_backprop_input
+from . import tf, torch
 from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
-from ._tf import conv2d_backprop_input
-from ._torch import conv2d_input, conv_transpose2d
+from .tf import conv2d_backprop_input, depthwise_conv2d_backprop_input
+from .torch import conv2d_input, conv_transpose2d
 
 __version__ = "0.1.0"
 
@@ -20,4 +22,6 @@ __all__ = [
     "depthwise_conv2d_backprop_input",
     "get_workspace_limit",
     "set_workspace_limit",
+    "tf",
+    "torch",
 ]

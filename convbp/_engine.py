@@ -14,9 +14,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _kernels
+from . import _depthwise, _gemm
+from ._geometry import as_int
 
-__all__ = ["backprop_input", "get_workspace_limit", "set_workspace_limit", "default_num_threads"]
+__all__ = ["backprop_input", "depthwise_backprop_input", "get_workspace_limit",
+           "set_workspace_limit", "default_num_threads"]
 
 _TooHardError = getattr(np, "exceptions", np).TooHardError
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -288,9 +290,9 @@ def _matrix_layout(arr):
         ps = s_b if s_a == b * s_b else None
     if ps is None:
         return None
-    if (k == 1 or s_k == 1) and (pixels == 1 or k <= ps <= _kernels.BLAS_INT_MAX):
+    if (k == 1 or s_k == 1) and (pixels == 1 or k <= ps <= _gemm.BLAS_INT_MAX):
         return True, (ps if pixels > 1 else k)
-    if (pixels == 1 or ps == 1) and (k == 1 or pixels <= s_k <= _kernels.BLAS_INT_MAX):
+    if (pixels == 1 or ps == 1) and (k == 1 or pixels <= s_k <= _gemm.BLAS_INT_MAX):
         return False, (s_k if k > 1 else pixels)
     return None
 
@@ -337,9 +339,8 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     if groups > 1 and c == groups:
         # One input channel a group: the depthwise convolution, whose direct kernel beats a
         # GEMM per channel on tiny matrices.  Filter (KH, KW, 1, C*M) is (KH, KW, C, M).
-        from . import _depthwise
         kh, kw = geometry.kernel_hw
-        _depthwise.backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
+        depthwise_backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
                                   num_threads)
         return dx
 
@@ -351,7 +352,7 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     dy_pixel_major, dy_ld = dy_layout
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
-    if taps > _kernels.BLAS_INT_MAX or f > _kernels.BLAS_INT_MAX:
+    if taps > _gemm.BLAS_INT_MAX or f > _gemm.BLAS_INT_MAX:
         raise ValueError(f"filter is too large for BLAS: {taps} taps x {f} output channels")
     wmat = np.ascontiguousarray(filter_hwio).reshape(taps, f)
 
@@ -392,6 +393,114 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
                   pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                   band_rows=band, chunk_pixels=chunk)
     with _single_threaded_blas():
-        _kernels.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
+        _gemm.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
                                 cols_pixel_major, direct_ld, threads)
     return dx
+
+ALGORITHMS = ("auto", "gemm", "winograd")
+
+
+def check_algorithm(algorithm):
+    """``algorithm`` checked: one of ``ALGORITHMS`` (case-insensitive) -> its lower-case name."""
+    if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(map(repr, ALGORITHMS))}; "
+                         f"got {algorithm!r}")
+    return algorithm.lower()
+
+
+def check_threads(num_threads):
+    """``num_threads`` checked: None (the default) or an int in [1, 4096]."""
+    if num_threads is None:
+        return None
+    return as_int(num_threads, "num_threads", minimum=1, maximum=4096)
+
+
+# ---------------------------------------------------------------------------------------------
+# Depthwise (one input channel a group): the direct kernel in _depthwise.pyx.
+
+# Width-inner loop order: each channel's out_backprop may be copied into a zero-padded buffer (so
+# no column needs edge handling), if that holds at most this many elements per thread.
+_MAX_PADDED_ELEMENTS = 2**18
+
+
+def depthwise_backprop_input(dy, filter, dx, geometry, num_threads=None):
+    """Write the depthwise input gradient into ``dx``; arrays in logical NHWC axis order.
+
+    dy       (N, OH, OW, C*M), any strides
+    filter   (KH, KW, C, M)
+    dx       (N, H, W, C) writable, any strides; fully overwritten
+    The caller has checked shapes against ``geometry`` and dtypes against each other.
+    """
+    n, h, w, c = dx.shape
+    kh, kw, _, m = filter.shape
+    if dx.size == 0:
+        return dx
+    if dy.size == 0:  # multiplier 0: no output channel reads the input
+        dx[...] = 0
+        return dx
+    if dx.dtype == np.float16:  # accumulate in float32, store float16
+        dx32 = np.empty_like(dx, dtype=np.float32)  # same memory order, same loop order
+        depthwise_backprop_input(dy.astype(np.float32), filter.astype(np.float32), dx32, geometry,
+                       num_threads)
+        dx[...] = dx32
+        return dx
+
+    # Loop order follows dx's memory: channels innermost for NHWC memory, width for NCHW.
+    channels_inner = abs(dx.strides[3]) <= abs(dx.strides[2])
+    # out_backprop is read along the same axis; if it is not contiguous there, copy it once.
+    axis = 3 if channels_inner else 2
+    if dy.shape[axis] > 1 and dy.strides[axis] != dy.itemsize:
+        order = (0, 1, 2, 3) if channels_inner else (0, 3, 1, 2)
+        dy = np.ascontiguousarray(dy.transpose(order)).transpose(np.argsort(order))
+    filt = np.ascontiguousarray(filter).reshape(kh, kw, c * m)
+
+    units = n * (h if channels_inner else c)
+    pad_l = pw = 0
+    threads = thread_count(num_threads, units)
+    if channels_inner:  # per thread: an accumulator per out_backprop channel, a tap list
+        workspace = np.empty((threads, _padded(c * m)), dx.dtype)
+        taps = np.empty((threads, _padded(2 * kh * kw)), np.intp)
+        col_taps = np.empty((w, 2 + 2 * kw), np.intp)
+    else:  # per thread: a tap list (offsets, columns, filter values), the channel's filter,
+        # a column of a run of rows, maybe the channel's out_backprop padded with zeros
+        pad_l, pw, edge_taps = _zero_padding(geometry, w, dy.shape[2], kw)
+        oh = dy.shape[1]
+        # Worth it where the edges' one-by-one sums outweigh the copy (wide filters): measured
+        # a gain at 5x5 and a loss at 3x3.
+        if (h * kh * edge_taps <= 2 * oh * pw or m * oh * pw > _MAX_PADDED_ELEMENTS
+                or not np.isfinite(filt).all()):
+            pad_l, pw = 0, 0
+        workspace = np.empty((threads, _padded(2 * m * kh * kw + h + m * oh * pw)), dx.dtype)
+        taps = np.empty((threads, _padded(2 * m * kh * kw)), np.intp)
+        col_taps = np.empty((min(geometry.strides[1], w), 4 + 2 * kw), np.intp)
+    row_taps = np.empty((h, 2 + 2 * kh), np.intp)
+    params = dict(H=h, W=w, C=c, M=m, OH=dy.shape[1], OW=dy.shape[2], KH=kh, KW=kw,
+                  stride_h=geometry.strides[0], stride_w=geometry.strides[1],
+                  dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
+                  pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0])
+    _depthwise.backprop_input(dy, filt, dx, workspace, taps, row_taps, col_taps, params,
+                                      channels_inner, pad_l, pw, threads)
+    return dx
+
+
+def _zero_padding(geometry, w, ow, kw):
+    """Zero columns (before, total row length) that make every column of every stride phase of
+    a row interior in the width-inner loop, and the number of (edge column, kw tap) pairs they
+    save per row: input column iw = p + s*i reads output column (iw + pad_left - k*dilation)/s,
+    for i < ceil((w - p) / s)."""
+    s, d, pad_left = geometry.strides[1], geometry.dilations[1], geometry.pads[1][0]
+    lo, hi, edge_taps = 0, ow, 0
+    for p in range(min(s, w)):
+        count = -(-(w - p) // s)
+        firsts = [(p + pad_left - k * d) // s for k in range(kw) if (p + pad_left - k * d) % s == 0]
+        if firsts:
+            lo, hi = min(lo, min(firsts)), max(hi, max(firsts) + count)
+            interior = max(0, min(count, ow - max(firsts)) - max(0, -min(firsts)))
+            edge_taps += (count - interior) * len(firsts)
+    return -lo, hi - lo, edge_taps
+
+
+def _padded(length):
+    """A per-thread buffer row length: rounded up and padded by 16 elements (at least 64 bytes),
+    so rows of different threads never share a cache line."""
+    return -(-length // 16) * 16 + 16

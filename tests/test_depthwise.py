@@ -272,14 +272,14 @@ def test_runs_of_rows_and_columns_with_gaps(data_format):
 def test_zero_padded_copy_of_out_backprop(monkeypatch, dtype, kernel, strides, dilations):
     # NCHW with a wide filter: each channel's out_backprop is copied into a zero-padded buffer
     # so every column is interior.  Same values as reading it in place (edges summed apart).
-    from convbp import _depthwise
+    from convbp import _engine
     rng = np.random.default_rng(11)
     n, h, w, c, mult = 2, 13, 17, 3, 2
     filt, dy, _, expected = _case(rng, n, h, w, c, mult, kernel, strides, dilations,
                                   dtype=dtype)
     padded = _run(filt, dy, (n, h, w, c), strides, "SAME", "NCHW", dilations=dilations)
     assert_close(padded, expected, dtype, mult * kernel[0] * kernel[1])
-    monkeypatch.setattr(_depthwise, "_MAX_PADDED_ELEMENTS", 0)
+    monkeypatch.setattr(_engine, "_MAX_PADDED_ELEMENTS", 0)
     in_place = _run(filt, dy, (n, h, w, c), strides, "SAME", "NCHW", dilations=dilations)
     np.testing.assert_array_equal(padded, in_place)
 

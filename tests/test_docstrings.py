@@ -2,12 +2,11 @@ import doctest
 
 import pytest
 
-import convbp._depthwise
-import convbp._tf
-import convbp._torch
+import convbp.tf
+import convbp.torch
 
 
-@pytest.mark.parametrize("module", [convbp._tf, convbp._torch, convbp._depthwise])
+@pytest.mark.parametrize("module", [convbp.tf, convbp.torch])
 def test_docstring_examples_run(module):
     # The examples in the entry points' docstrings are executed and their printed results
     # compared, so the documentation cannot drift from the behaviour.

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convbp
-from convbp import _torch
+from convbp import torch as convbp_torch
 from oracle import assert_close, direct_backprop_input, out_size, torch
 
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
@@ -384,7 +384,7 @@ def test_result_memory_format_follows_torch(name, make):
 
 def test_is_channels_last_rule():
     # PyTorch's is_channels_last_strides_2d, in bytes or elements alike.
-    cl = _torch.is_channels_last
+    cl = convbp_torch.is_channels_last
     assert cl((2, 3, 4, 5), (60, 1, 15, 3)) and cl((2, 3, 4, 5), (480, 8, 120, 24))
     assert not cl((2, 3, 4, 5), (60, 20, 5, 1))
     assert not cl((2, 3, 4, 5), (60, 0, 15, 3))         # zero channel stride
@@ -457,7 +457,7 @@ def test_output_padding_rule_matches_torch(output_padding, stride, dilation, ok)
 
 def test_docstring_examples():
     # The examples' printed results, worked out by hand (all-ones operands count taps).
-    result = doctest.testmod(_torch, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(convbp_torch, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 8 and result.failed == 0
 
 

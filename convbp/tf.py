@@ -1,12 +1,13 @@
-"""TensorFlow-convention entry points."""
+"""TensorFlow-convention entry points (``convbp.tf``): the names and semantics of ``tf.raw_ops``
+and ``tf.nn``."""
 
 import numpy as np
 
 from . import _engine
-from ._geometry import (as_int, check_data_format, forward_geometry, int_list,
+from ._geometry import (check_data_format, forward_geometry, int_list,
                         layout_axes, spatial_pair, tf_padding)
 
-__all__ = ["conv2d_backprop_input"]
+__all__ = ["conv2d_backprop_input", "depthwise_conv2d_backprop_input"]
 
 
 def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, data_format):
@@ -156,7 +157,7 @@ def tf_call(input_sizes, filter, out_backprop, strides, padding, data_format, di
     strides = spatial_pair(strides, "strides", data_format)
     dilations = spatial_pair(dilations, "dilations", data_format)
     pad = tf_padding(padding, explicit_paddings, data_format)
-    threads = check_threads(num_threads)
+    threads = _engine.check_threads(num_threads)
 
     kh, kw = filter.shape[:2]
     if kh == 0 or kw == 0:
@@ -187,7 +188,85 @@ def tf_call(input_sizes, filter, out_backprop, strides, padding, data_format, di
     return TFCall(dy, filter, out, out.transpose(axes), geometry, threads)
 
 
-def check_threads(num_threads):
-    if num_threads is None:
-        return None
-    return as_int(num_threads, "num_threads", minimum=1, maximum=4096)
+def depthwise_conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *,
+                                    data_format="NHWC", dilations=1, explicit_paddings=None,
+                                    out=None, num_threads=None):
+    """Gradient of a depthwise 2-D convolution with respect to its input.
+
+    The semantics of TensorFlow's ``tf.raw_ops.DepthwiseConv2dNativeBackpropInput`` (the input
+    gradient of ``tf.nn.depthwise_conv2d``), in NHWC and NCHW alike, and correct for any
+    dilation: input channel ``c`` feeds the ``multiplier`` output channels ``c*multiplier + m``,
+    so ``dx[n, ih, iw, c] = sum dy[n, oh, ow, c*multiplier + m] * filter[kh, kw, c, m]`` over
+    every ``m`` and every ``ih = oh*stride_h - pad_top + kh*dilation_h`` (likewise columns).
+    It equals :func:`conv2d_backprop_input` with ``groups = C`` and the filter reshaped to
+    ``(KH, KW, 1, C*multiplier)``, and PyTorch's input gradient of ``conv2d`` with
+    ``groups = C``.
+
+    Parameters
+    ----------
+    input_sizes : sequence of 4 ints, or of 2 ints
+        Shape of the convolution's input in ``data_format`` order, or its ``(H, W)`` (N is then
+        taken from ``out_backprop`` and C from ``filter``).
+    filter : array_like of shape (KH, KW, C, multiplier)
+        The depthwise filter.  Copied once into a small contiguous array.
+    out_backprop : array_like of shape (N, OH, OW, C*multiplier) or (N, C*multiplier, OH, OW)
+        Gradient with respect to the convolution's output, in ``data_format`` order.  Read in
+        place when it is contiguous along the axis the result is computed along (channels for
+        an NHWC-memory result, width for NCHW); otherwise copied once into that layout.
+    strides : int, (int, int) or 4 ints
+        Stride of the convolution; 4 ints are in ``data_format`` order with 1 at N and C.
+    padding : {"VALID", "SAME", "EXPLICIT"} or ((top, bottom), (left, right))
+        "SAME" gives an output of ``ceil(in / stride)`` with any odd extra padding at the bottom
+        and right, as TensorFlow does.  "EXPLICIT" takes ``explicit_paddings``.
+    data_format : {"NHWC", "NCHW"}, default "NHWC"
+        Layout of ``input_sizes``, ``out_backprop``, the result and the 4-int strides.
+    dilations : int, (int, int) or 4 ints, default 1
+        Dilation of the filter, as ``strides``.
+    explicit_paddings : sequence of 8 ints, optional
+        With ``padding="EXPLICIT"``: (before, after) for each dimension in ``data_format`` order,
+        zeros at N and C.
+    out : ndarray, optional
+        Where to write the result: the input's shape in ``data_format`` order and the dtype of
+        the operands, any strides (for instance a view into a larger array).  Written in place
+        (nothing outside it is touched) and returned.  It must not overlap the operands.
+    num_threads : int, optional
+        Threads to use; default all cores this process may run on.  The result is bitwise the
+        same for any number.
+
+    Returns
+    -------
+    ndarray of shape ``input_sizes``
+        The input gradient in ``data_format`` order, C-contiguous unless ``out`` was given, with
+        the dtype of ``filter`` and ``out_backprop`` (float32 or float64; float16 is computed in
+        float32 and rounded).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For any malformed argument, with the argument's name in the message.
+
+    Examples
+    --------
+    >>> import numpy as np, convbp
+    >>> dy = np.ones((1, 4, 4, 2), np.float32)          # NHWC, C=1 input channel, multiplier 2
+    >>> w = np.ones((3, 3, 1, 2), np.float32)           # (KH, KW, C, multiplier)
+    >>> dx = convbp.depthwise_conv2d_backprop_input((1, 4, 4, 1), w, dy, 1, "SAME")
+    >>> dx[0, :, :, 0]
+    array([[ 8., 12., 12.,  8.],
+           [12., 18., 18., 12.],
+           [12., 18., 18., 12.],
+           [ 8., 12., 12.,  8.]], dtype=float32)
+    """
+    call = tf_call(input_sizes, filter, out_backprop, strides, padding, data_format, dilations,
+                   explicit_paddings, out, num_threads, "(KH, KW, C, multiplier)",
+                   _depthwise_depth)
+    _engine.depthwise_backprop_input(call.dy, call.filter, call.dx, call.geometry, call.threads)
+    return call.out
+
+
+def _depthwise_depth(c, filter_shape):
+    """Check a depthwise filter (KH, KW, C, multiplier) against input depth c -> C*multiplier."""
+    if filter_shape[2] != c:
+        raise ValueError(f"filter in-depth {filter_shape[2]} must equal the input depth {c} "
+                         f"(input_sizes); filter shape {filter_shape} is (KH, KW, C, multiplier)")
+    return c * filter_shape[3]

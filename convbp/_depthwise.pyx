@@ -1,7 +1,7 @@
 """Depthwise input-gradient kernel: a direct gather, no GEMM, no column buffer.
 
 Everything here trusts its arguments: shapes, strides, dtypes and sizes are validated by the
-Python front (``convbp/_depthwise.py``).  Arrays arrive in a *logical* NHWC order of axes -- an
+Python engine (``convbp/_engine.py``).  Arrays arrive in a *logical* NHWC order of axes -- an
 NCHW array is passed as ``arr.transpose(0, 2, 3, 1)``, a view -- and are read and written
 through their strides, so no layout is ever transposed in memory.
 

@@ -1,4 +1,5 @@
-"""PyTorch-convention entry points: ``torch.nn.grad.conv2d_input`` and ``F.conv_transpose2d``.
+"""PyTorch-convention entry points (``convbp.torch``): ``torch.nn.grad.conv2d_input`` and
+``F.conv_transpose2d``.
 
 Both are the same operation as the TensorFlow entry point: the arrays are viewed in logical NHWC
 order (``np.transpose``, never a copy), the OIHW weight as the kernel's HWIO filter, and
@@ -10,7 +11,6 @@ import numpy as np
 from . import _engine
 from ._geometry import (as_int, check_data_format, int_list, torch_grad_input_geometry,
                         torch_padding, torch_pair, torch_transpose_geometry)
-from ._tf import check_threads
 
 __all__ = ["conv2d_input", "conv_transpose2d"]
 
@@ -156,7 +156,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     stride = torch_pair(stride, "stride", minimum=1)
     dilation = torch_pair(dilation, "dilation", minimum=1)
     groups = as_int(groups, "groups", minimum=1)
-    threads = check_threads(num_threads)
+    threads = _engine.check_threads(num_threads)
     _check_weight(weight, groups, "(C_out, C_in/groups, KH, KW)")
     if grad_output.shape[1] != weight.shape[0]:
         raise ValueError(f"grad_output has {grad_output.shape[1]} channels but the weight has "
@@ -267,7 +267,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                         f"got {padding!r} (PyTorch's conv_transpose2d has no string padding)")
     padding = torch_pair(padding, "padding", minimum=0)
     groups = as_int(groups, "groups", minimum=1)
-    threads = check_threads(num_threads)
+    threads = _engine.check_threads(num_threads)
 
     # Logical NCHW view of the input.  For the memory-format rule an unbatched input's batch
     # axis strides over the whole image, so a (C, H, W) view of HWC memory counts as channels
