@@ -5,17 +5,18 @@ a :class:`ConvGeometry`; :func:`backprop_input` checks the arrays against each o
 memory orientations, bounds the workspace, holds BLAS to one thread and calls the kernel.
 """
 
-import ctypes
 import functools
 import math
 import os
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 
-from . import _depthwise, _gemm
 from ._geometry import as_int
+from ._threads import (bounded_openmp_spinning, default_num_threads, kernel_team,
+                       machine_cores, thread_count)
+
+with bounded_openmp_spinning():  # libgomp is loaded, and reads its settings, here
+    from . import _depthwise, _gemm
 
 __all__ = ["backprop_input", "depthwise_backprop_input", "get_workspace_limit",
            "set_workspace_limit", "default_num_threads"]
@@ -49,105 +50,6 @@ def set_workspace_limit(nbytes):
         raise ValueError(f"nbytes must be positive, got {nbytes}")
     previous, _workspace_limit = _workspace_limit, nbytes
     return previous
-
-
-def default_num_threads():
-    """The cores this process may run on (``os.sched_getaffinity`` where available)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-# ---------------------------------------------------------------------------------------------
-# GNU OpenMP cannot start threads again in a process forked after it ran a parallel region: the
-# child would hang.  Such a child (a multiprocessing "fork" worker, say) computes single-threaded.
-_openmp_started = False
-_forked_after_openmp = False
-
-
-def _after_fork_in_child():
-    global _forked_after_openmp
-    _forked_after_openmp = _forked_after_openmp or _openmp_started
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def thread_count(num_threads, units, cores=None):
-    """Threads for a kernel call of ``units`` independent work units.
-
-    The request (default: every core this process may use), at most one a unit; one in a child
-    forked after OpenMP ran.
-    """
-    global _openmp_started
-    if _forked_after_openmp:
-        return 1
-    if num_threads is None:
-        num_threads = default_num_threads() if cores is None else cores
-    threads = max(1, min(num_threads, units))
-    _openmp_started = _openmp_started or threads > 1
-    return threads
-
-
-# ---------------------------------------------------------------------------------------------
-# BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
-# concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_saved = ()
-_blas_controls = None
-
-
-def _blas_thread_controls():
-    """(get, set) of the thread count of every loaded BLAS library.
-
-    threadpoolctl finds the libraries.  OpenBLAS's own functions are then called through ctypes:
-    cheaper, and threadpoolctl >= 3.6 ignores requests from any Python thread but the first to
-    make one, while convbp is called from any thread.  Other BLAS go through threadpoolctl.
-    """
-    from threadpoolctl import ThreadpoolController
-    controls = []
-    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
-        pair = None
-        if lib.internal_api == "openblas":
-            try:
-                dll = ctypes.CDLL(lib.filepath)
-            except OSError:
-                dll = None
-            for prefix, suffix in (("scipy_openblas", ""), ("scipy_openblas", "64_"),
-                                   ("openblas", ""), ("openblas", "64_")):
-                get = getattr(dll, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(dll, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    pair = get, set_
-                    break
-        controls.append(pair or (lib.get_num_threads, lib.set_num_threads))
-    return controls
-
-
-@contextmanager
-def _single_threaded_blas():
-    global _blas_users, _blas_saved, _blas_controls
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_controls is None:
-                _blas_controls = _blas_thread_controls()
-            _blas_saved = [get() for get, _ in _blas_controls]
-            for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                if threads != 1:
-                    set_(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                    if threads != 1:
-                        set_(threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,10 +271,11 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     if dx_layout is not None:
         cols_pixel_major, direct_ld = dx_layout
 
-    cores = default_num_threads()
+    cores = machine_cores()
     band = _band_rows(n, geometry, cores)
     units = n * -(-h // band)
-    threads = thread_count(num_threads, units, cores)
+    flops = 2 * n * dy.shape[1] * dy.shape[2] * f * taps
+    threads = thread_count(num_threads, units, flops)
     row_bytes = taps * dx.itemsize
     if direct_ld:
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
@@ -392,7 +295,7 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
                   dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                   pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                   band_rows=band, chunk_pixels=chunk)
-    with _single_threaded_blas():
+    with kernel_team(threads):
         _gemm.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
                                 cols_pixel_major, direct_ld, threads)
     return dx
@@ -440,8 +343,8 @@ def depthwise_backprop_input(dy, filter, dx, geometry, num_threads=None):
         return dx
     if dx.dtype == np.float16:  # accumulate in float32, store float16
         dx32 = np.empty_like(dx, dtype=np.float32)  # same memory order, same loop order
-        depthwise_backprop_input(dy.astype(np.float32), filter.astype(np.float32), dx32, geometry,
-                       num_threads)
+        depthwise_backprop_input(dy.astype(np.float32), filter.astype(np.float32), dx32,
+                                 geometry, num_threads)
         dx[...] = dx32
         return dx
 
@@ -456,7 +359,8 @@ def depthwise_backprop_input(dy, filter, dx, geometry, num_threads=None):
 
     units = n * (h if channels_inner else c)
     pad_l = pw = 0
-    threads = thread_count(num_threads, units)
+    flops = 2 * n * dy.shape[1] * dy.shape[2] * c * m * kh * kw
+    threads = thread_count(num_threads, units, flops)
     if channels_inner:  # per thread: an accumulator per out_backprop channel, a tap list
         workspace = np.empty((threads, _padded(c * m)), dx.dtype)
         taps = np.empty((threads, _padded(2 * kh * kw)), np.intp)
@@ -478,8 +382,9 @@ def depthwise_backprop_input(dy, filter, dx, geometry, num_threads=None):
                   stride_h=geometry.strides[0], stride_w=geometry.strides[1],
                   dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                   pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0])
-    _depthwise.backprop_input(dy, filt, dx, workspace, taps, row_taps, col_taps, params,
-                                      channels_inner, pad_l, pw, threads)
+    with kernel_team(threads):
+        _depthwise.backprop_input(dy, filt, dx, workspace, taps, row_taps, col_taps, params,
+                                  channels_inner, pad_l, pw, threads)
     return dx
 
 

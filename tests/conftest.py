@@ -1,6 +1,7 @@
 import os
 import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Shared test helpers (tests/oracle.py) import as a top-level module; only tests/ goes on the
@@ -14,3 +15,14 @@ settings.register_profile("dev", deadline=None, max_examples=100,
 settings.register_profile("thorough", deadline=None, max_examples=2000,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def threads_for_any_size(monkeypatch):
+    """Let tiny test calls run on several threads: the work threshold that keeps small calls on
+    one thread, and the load check that leaves busy CPUs alone, would otherwise hide races and
+    make the 1-vs-2-thread comparisons compare one thread with itself.  Tests of the threshold
+    itself restore it."""
+    from convbp import _threads
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 0)
+    monkeypatch.setattr(_threads, "ADAPT_TO_LOAD", False)

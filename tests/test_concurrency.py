@@ -146,7 +146,7 @@ def test_blas_held_to_one_thread_from_any_python_thread_and_restored():
     # during a call made from any Python thread (not only the first to set a limit), and the
     # caller's setting restored afterwards.
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from convbp import _engine
+    from convbp import _threads
 
     def blas_threads():
         return [info["num_threads"] for info in threadpoolctl.threadpool_info()
@@ -156,7 +156,7 @@ def test_blas_held_to_one_thread_from_any_python_thread_and_restored():
     seen = []
 
     def worker():
-        with _engine._single_threaded_blas():
+        with _threads.single_threaded_blas():
             seen.append(blas_threads())
         convbp.conv2d_backprop_input((1, 6, 6, 2), np.ones((3, 3, 2, 2), np.float32),
                                      np.ones((1, 6, 6, 2), np.float32), 1, "SAME")

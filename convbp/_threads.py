@@ -1,0 +1,283 @@
+"""Threads: how many a call uses, how OpenMP's idle threads wait, BLAS held to one thread.
+
+The rules, measured on the project's 2-core machines (see README "Threads"):
+
+* The default thread count is the cores the process may use: the affinity mask, the cgroup
+  CPU quota (a container limited by ``cpu.max`` on a big host) and ``OMP_NUM_THREADS``,
+  whichever is smallest.
+* A call too small for threads to pay runs on one thread: each thread needs at least
+  ``MIN_FLOPS_PER_THREAD`` floating-point operations.  Starting and joining a team costs tens
+  of microseconds warm and up to milliseconds when the other core is busy or its thread sleeps.
+* A call takes only the cores nothing else is running on (Linux: the count of runnable tasks in
+  ``/proc/loadavg``, read in about 2 us): a team must wait at its end for every member, and a
+  member queued behind another process's thread -- a second process calling convbp, a busy
+  process, NumPy's OpenBLAS threads spinning after a matmul -- holds the whole call up.
+  Thread counts never change results (the work split does not depend on them).
+* GNU OpenMP's idle threads spin for a bounded time, not libgomp's default 300,000 rounds: with
+  a second process on the same cores, threads spinning in a barrier while their partner is
+  descheduled turned a 0.1 ms call into 10 ms.  The setting is made for convbp's own load of
+  libgomp only (the environment is restored at once), and a user's ``OMP_WAIT_POLICY`` or
+  ``GOMP_SPINCOUNT`` always wins.
+* BLAS is held to one thread while convbp's threads run, each of which calls a single-threaded
+  GEMM; the caller's setting is restored afterwards.
+"""
+
+import ctypes
+import functools
+import math
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+__all__ = ["default_num_threads", "machine_cores", "thread_count", "team_finished",
+           "thread_defaults", "kernel_team",
+           "single_threaded_blas", "bounded_openmp_spinning"]
+
+# Operations a thread must have for a second one to pay (2 per multiply-add).  Measured: a
+# 9 MFLOP call (32x8x8x16, 3x3x16) takes 0.14 ms on one thread and gains nothing from two.
+MIN_FLOPS_PER_THREAD = 16e6
+
+# libgomp's spin rounds before an idle thread sleeps (default 300,000, ~1-3 ms): ~20-60 us, long
+# enough for back-to-back calls to find their team awake, short enough that a descheduled
+# partner costs little.
+_GOMP_SPIN_COUNT = 10000
+
+
+@contextmanager
+def bounded_openmp_spinning():
+    """Around the import of the OpenMP extensions: libgomp reads its spin count when loaded."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        yield
+        return
+    os.environ["GOMP_SPINCOUNT"] = str(_GOMP_SPIN_COUNT)
+    try:
+        yield
+    finally:
+        os.environ.pop("GOMP_SPINCOUNT", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# How many threads.
+
+def _affinity_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def cgroup_cpu_quota():
+    """CPUs the process's cgroup quota allows (ceil(quota / period)), or None if unlimited.
+
+    cgroup v2 ``cpu.max`` of the process's cgroup and its ancestors, else cgroup v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; read once.
+    """
+    limits = []
+    own = "/"
+    for line in (_read("/proc/self/cgroup") or []):
+        if line.startswith("0::"):  # the cgroup v2 hierarchy
+            own = line[3:] or "/"
+    parts = [p for p in own.split("/") if p]
+    for depth in range(len(parts), -1, -1):
+        words = _read(os.path.join("/sys/fs/cgroup", *parts[:depth], "cpu.max"))
+        if words and len(words) == 2 and words[0] != "max":
+            try:
+                limits.append(int(words[0]) / int(words[1]))
+            except (ValueError, ZeroDivisionError):
+                pass
+    if not limits:
+        for base in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+            quota, period = _read(f"{base}/cpu.cfs_quota_us"), _read(f"{base}/cpu.cfs_period_us")
+            try:
+                if quota and period and int(quota[0]) > 0 and int(period[0]) > 0:
+                    limits.append(int(quota[0]) / int(period[0]))
+                    break
+            except ValueError:
+                pass
+    return max(1, math.ceil(min(limits))) if limits else None
+
+
+def _omp_num_threads():
+    """The first value of ``OMP_NUM_THREADS`` ("4" or the nested "4,2"), or None if unset or
+    not a positive integer."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def machine_cores():
+    """The cores this process may run on: its affinity mask, capped by the cgroup CPU quota.
+
+    Work is split by this count -- a property of the machine, never of a call's thread count --
+    so results are bitwise identical for any number of threads.
+    """
+    quota = cgroup_cpu_quota()
+    cores = _affinity_cores()
+    return min(cores, quota) if quota else cores
+
+
+def thread_defaults():
+    """The default thread count and where it came from, as a dict."""
+    affinity, quota, env = _affinity_cores(), cgroup_cpu_quota(), _omp_num_threads()
+    candidates = [("affinity mask", affinity)]
+    if quota is not None:
+        candidates.append(("cgroup CPU quota", quota))
+    if env is not None:
+        candidates.append(("OMP_NUM_THREADS", env))
+    source, count = min(candidates, key=lambda item: item[1])
+    return {"default_num_threads": count, "source": source, "affinity_cores": affinity,
+            "cgroup_cpu_quota": quota, "OMP_NUM_THREADS": env}
+
+
+def default_num_threads():
+    """Threads a call uses by default: the smallest of the cores in this process's affinity
+    mask, its cgroup CPU quota and ``OMP_NUM_THREADS`` (when set)."""
+    env = _omp_num_threads()
+    cores = machine_cores()
+    return min(cores, env) if env else cores
+
+
+# GNU OpenMP cannot start threads again in a process forked after it ran a parallel region: the
+# child would hang.  Such a child (a multiprocessing "fork" worker, say) computes single-threaded.
+_openmp_started = False
+_forked_after_openmp = False
+
+
+def _after_fork_in_child():
+    global _forked_after_openmp
+    _forked_after_openmp = _forked_after_openmp or _openmp_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# Whether thread_count takes only idle cores (tests switch it off to exercise every count).
+ADAPT_TO_LOAD = True
+# After a call, its team's idle threads spin this long (bounded by _GOMP_SPIN_COUNT; measured
+# 0.1-0.3 ms) and show as runnable: they are convbp's own, not another program's.
+_OWN_SPIN_SECONDS = 5e-4
+_last_team = (0.0, 1)  # (time.monotonic() when the last multi-threaded call ended, its size)
+_user_wait_policy = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+try:
+    _loadavg = os.open("/proc/loadavg", os.O_RDONLY)
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _loadavg = None
+
+
+def _busy_cpus_elsewhere():
+    """Runnable tasks other than this thread and convbp's own spinning team, or 0 if unknown."""
+    try:
+        running = int(os.pread(_loadavg, 64, 0).split()[3].split(b"/")[0])
+    except (OSError, TypeError, ValueError, IndexError):
+        return 0
+    ended, size = _last_team
+    if _user_wait_policy or time.monotonic() - ended < _OWN_SPIN_SECONDS:
+        running -= size - 1
+    return max(0, running - 1)
+
+
+def thread_count(num_threads, units, flops=None):
+    """Threads for a kernel call of ``units`` independent work units and ``flops`` operations.
+
+    At most the request (default :func:`default_num_threads`), one a unit, one per
+    ``MIN_FLOPS_PER_THREAD`` operations and one per CPU no other task is running on; one in a
+    child forked after OpenMP ran.  Pair it with :func:`team_finished` after the call.
+    """
+    global _openmp_started
+    if _forked_after_openmp:
+        return 1
+    if num_threads is None:
+        num_threads = default_num_threads()
+    threads = min(num_threads, units)
+    if flops is not None and MIN_FLOPS_PER_THREAD > 0:
+        threads = min(threads, int(flops // MIN_FLOPS_PER_THREAD))
+    if threads > 1 and ADAPT_TO_LOAD and _loadavg is not None:
+        threads = min(threads, (os.cpu_count() or 1) - _busy_cpus_elsewhere())
+    threads = max(1, threads)
+    _openmp_started = _openmp_started or threads > 1
+    return threads
+
+
+def team_finished(threads):
+    """Record that a call on ``threads`` threads just ended (its idle team now spins)."""
+    global _last_team
+    if threads > 1:
+        _last_team = (time.monotonic(), threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAS held to one thread while the kernel's own threads run.  The limit is process-wide, so
+# concurrent calls share it: the first to enter sets it, the last to leave restores the caller's.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = ()
+_blas_controls = None
+
+
+def _blas_thread_controls():
+    """(get, set) of the thread count of every loaded BLAS library.
+
+    threadpoolctl finds the libraries.  OpenBLAS's own functions are then called through ctypes:
+    cheaper, and threadpoolctl >= 3.6 ignores requests from any Python thread but the first to
+    make one, while convbp is called from any thread.  Other BLAS go through threadpoolctl.
+    """
+    from threadpoolctl import ThreadpoolController
+    controls = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        pair = None
+        if lib.internal_api == "openblas":
+            try:
+                dll = ctypes.CDLL(lib.filepath)
+            except OSError:
+                dll = None
+            for prefix, suffix in (("scipy_openblas", ""), ("scipy_openblas", "64_"),
+                                   ("openblas", ""), ("openblas", "64_")):
+                get = getattr(dll, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(dll, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    pair = get, set_
+                    break
+        controls.append(pair or (lib.get_num_threads, lib.set_num_threads))
+    return controls
+
+
+@contextmanager
+def kernel_team(threads):
+    """Around a kernel call on ``threads`` OpenMP threads: BLAS held to one thread meanwhile,
+    and the team's end recorded for :func:`thread_count`."""
+    with single_threaded_blas():
+        yield
+    team_finished(threads)
+
+
+@contextmanager
+def single_threaded_blas():
+    global _blas_users, _blas_saved, _blas_controls
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_controls is None:
+                _blas_controls = _blas_thread_controls()
+            _blas_saved = [get() for get, _ in _blas_controls]
+            for (_, set_), threads in zip(_blas_controls, _blas_saved):
+                if threads != 1:
+                    set_(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for (_, set_), threads in zip(_blas_controls, _blas_saved):
+                    if threads != 1:
+                        set_(threads)
