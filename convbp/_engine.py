@@ -314,12 +314,13 @@ def _band_rows(n, geometry, cores):
     return -(-h // bands)
 
 
-def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
+def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, algorithm="auto"):
     """Write the input gradient into ``dx``; all arrays in logical NHWC axis order.
 
     dy           (N, OH, OW, F), any strides
     filter_hwio  (KH, KW, C/groups, F)
     dx           (N, H, W, C) writable, any strides; fully overwritten
+    algorithm    a name from ``ALGORITHMS``, checked by the caller (only GEMM + col2im so far)
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
     n, h, w, c = dx.shape
@@ -332,7 +333,7 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     if dx.dtype == np.float16:  # accumulate in float32, store float16
         dx32 = np.empty(dx.shape, np.float32)
         backprop_input(dy.astype(np.float32), filter_hwio.astype(np.float32), dx32, geometry,
-                       groups, num_threads)
+                       groups, num_threads, algorithm)
         dx[...] = dx32
         return dx
 
