@@ -17,8 +17,8 @@ import numpy as np
 from . import _depthwise, _gemm
 from ._geometry import as_int
 
-__all__ = ["backprop_input", "depthwise_backprop_input", "get_workspace_limit",
-           "set_workspace_limit", "default_num_threads"]
+__all__ = ["backprop_filter", "backprop_input", "depthwise_backprop_input", "forward",
+           "get_workspace_limit", "set_workspace_limit", "default_num_threads"]
 
 _TooHardError = getattr(np, "exceptions", np).TooHardError
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -505,3 +505,44 @@ def _padded(length):
     """A per-thread buffer row length: rounded up and padded by 16 elements (at least 64 bytes),
     so rows of different threads never share a cache line."""
     return -(-length // 16) * 16 + 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-ins for the forward and filter-gradient kernels: the NumPy reference in float64, cast
+# into the result.  Same signatures as the GEMM kernels that replace them.
+
+def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):
+    """Write the convolution of ``x`` into ``y``; all arrays in logical NHWC axis order.
+
+    x            (N, H, W, C), any strides
+    filter_hwio  (KH, KW, C/groups, F)
+    y            (N, OH, OW, F) writable, any strides; fully overwritten
+    """
+    from .reference import conv2d_nhwc
+    if y.size == 0:
+        return y
+    if x.size == 0 or filter_hwio.size == 0:
+        y[...] = 0
+        return y
+    y[...] = conv2d_nhwc(x.astype(np.float64), filter_hwio.astype(np.float64), y.shape[1:3],
+                         geometry.strides, geometry.dilations, geometry.pads, groups)
+    return y
+
+
+def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="auto"):
+    """Write the filter gradient into ``dw``; arrays in logical NHWC axis order.
+
+    x   (N, H, W, C), any strides
+    dy  (N, OH, OW, F), any strides
+    dw  (KH, KW, C/groups, F) writable, any strides; fully overwritten
+    """
+    from .reference import conv2d_backprop_filter_nhwc
+    if dw.size == 0:
+        return dw
+    if x.size == 0 or dy.size == 0:
+        dw[...] = 0
+        return dw
+    dw[...] = conv2d_backprop_filter_nhwc(x.astype(np.float64), dw.shape, dy.astype(np.float64),
+                                          geometry.strides, geometry.dilations, geometry.pads,
+                                          groups)
+    return dw
