@@ -17,7 +17,7 @@ import numpy as np
 from . import _depthwise, _gemm
 from ._geometry import as_int
 
-__all__ = ["backprop_filter", "backprop_input", "depthwise_backprop_input", "forward",
+__all__ = ["backprop_filter", "backprop_input", "compute", "depthwise_backprop_input", "forward",
            "get_workspace_limit", "set_workspace_limit", "default_num_threads"]
 
 _TooHardError = getattr(np, "exceptions", np).TooHardError
@@ -507,6 +507,20 @@ def _padded(length):
     return -(-length // 16) * 16 + 16
 
 
+def compute(op, x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):
+    """Run one op of the convolution layer; the arrays as for the op's own function.
+
+    ``op`` "forward" writes ``y`` from ``x`` and the filter, "input" writes ``x`` (the input
+    gradient) from ``y`` (the output gradient) and the filter, "filter" writes ``filter_hwio``
+    from ``x`` and ``y``.  Every entry point of both families comes through here.
+    """
+    if op == "forward":
+        return forward(x, filter_hwio, y, geometry, groups, num_threads, algorithm)
+    if op == "input":
+        return backprop_input(y, filter_hwio, x, geometry, groups, num_threads, algorithm)
+    return backprop_filter(x, y, filter_hwio, geometry, groups, num_threads, algorithm)
+
+
 # ---------------------------------------------------------------------------------------------
 # Stand-ins for the forward and filter-gradient kernels: the NumPy reference in float64, cast
 # into the result.  Same signatures as the GEMM kernels that replace them.
@@ -546,3 +560,4 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
                                           geometry.strides, geometry.dilations, geometry.pads,
                                           groups)
     return dw
+
