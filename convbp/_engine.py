@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _depthwise, _gemm
+from . import _depthwise, _gemm  # type: ignore[attr-defined]  # compiled, no stubs
 from ._geometry import as_int
 
 __all__ = ["backprop_filter", "backprop_input", "compute", "depthwise_backprop_input", "forward",
