@@ -138,7 +138,7 @@ CASES = [
     ("strides-0", base(strides=0), ValueError, "strides"),
     ("strides-negative", base(strides=-1), ValueError, "strides"),
     ("strides-pair-0", base(strides=(1, 0)), ValueError, "strides"),
-    ("strides-len1", base(strides=[1]), ValueError, "strides"),
+    ("strides-len1-zero", base(strides=[0]), ValueError, "strides"),
     ("strides-len3", base(strides=[1, 1, 1]), ValueError, "strides"),
     ("strides-len5", base(strides=[1] * 5), ValueError, "strides"),
     ("strides-N", base(strides=[2, 1, 1, 1]), ValueError, "strides"),
@@ -198,7 +198,9 @@ CASES = [
     ("explicit-float", base(padding="EXPLICIT", explicit_paddings=[0, 0, 1., 1, 1, 1, 0, 0]),
      TypeError, "explicit_paddings"),
     # geometry
-    ("kernel-larger-than-input", base(input_sizes=(1, 2, 2, 2), padding="VALID",
+    # TensorFlow's (padded - dilated kernel + stride) / stride, truncated, is -1 < 0: an error.
+    # (An overhang of less than a stride gives an empty output: tests/test_tf_api.py.)
+    ("kernel-larger-than-input", base(input_sizes=(1, 1, 1, 2), padding="VALID",
                                       out_backprop=np.zeros((1, 0, 0, 4), np.float32)),
      ValueError, "filter"),
     ("dilated-kernel-larger", base(padding="VALID", dilations=3,
@@ -240,6 +242,10 @@ CASES = [
     ("out-overlaps-dy", _overlapping_out(), ValueError, "out"),
     ("out-overlaps-itself", base(out=_self_overlapping_out()), ValueError, "out"),
     ("out-unaligned", base(out=_unaligned_out()), ValueError, "out"),
+    # algorithm
+    ("algorithm-unknown", base(algorithm="fft"), ValueError, "algorithm"),
+    ("algorithm-None", base(algorithm=None), ValueError, "algorithm"),
+    ("algorithm-int", base(algorithm=1), ValueError, "algorithm"),
     # num_threads
     ("num_threads-0", base(num_threads=0), ValueError, "num_threads"),
     ("num_threads-negative", base(num_threads=-1), ValueError, "num_threads"),
@@ -301,4 +307,29 @@ def test_failed_call_leaves_out_untouched():
     out = np.full(SIZES, 7.0, np.float32)
     with pytest.raises(ValueError, match="out_backprop"):
         convbp.conv2d_backprop_input(SIZES, FILT, DY[:, :4], 1, "SAME", out=out)
+    assert np.all(out == 7.0)
+
+
+def _layer_calls(out):
+    """A failing call of every new entry point (a mismatched out_backprop / grad_output, or a
+    bad algorithm), each given ``out``."""
+    from convbp import tf as ctf, torch as ctorch
+    x, dy = np.ones((1, 5, 5, 2), np.float32), np.ones((1, 4, 5, 4), np.float32)
+    return [
+        lambda: ctf.conv2d(x, FILT, 1, "SAME", out=out, algorithm="fft"),
+        lambda: ctf.conv2d_backprop_filter(x, FILT.shape, dy, 1, "SAME", out=out),
+        lambda: ctf.conv2d_transpose(dy, FILT, SIZES, 1, out=out),
+        lambda: ctf.depthwise_conv2d(x, FILT[:, :, :, :2], 1, "SAME", out=out, algorithm=""),
+        lambda: ctf.depthwise_conv2d_backprop_filter(x, (3, 3, 2, 2), dy, 1, "SAME", out=out),
+        lambda: ctorch.conv2d(x, np.ones((4, 2, 3, 3), np.float32), out=out),
+        lambda: ctorch.conv2d_weight(x.transpose(0, 3, 1, 2), (4, 2, 3, 3),
+                                     dy.transpose(0, 3, 1, 2), out=out),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_layer_calls(None))))
+def test_failed_layer_call_leaves_out_untouched(index):
+    out = np.full((3, 3, 2, 4), 7.0, np.float32)
+    with pytest.raises((ValueError, TypeError)):
+        _layer_calls(out)[index]()
     assert np.all(out == 7.0)
