@@ -397,3 +397,218 @@ def backprop_input(const floating[:, :, :, :] dy,
                                &dy[n, 0, 0, 0], sdh, sdf,
                                &filt[0, 0, 0], &dx[n, 0, 0, k], sxh, sxw,
                                &workspace[tid, 0], &taps[tid, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward and filter gradient: direct loops over runs of output pixels.  A work unit is a run of
+# consecutive output pixels in the flat (image, row, column) order, walked row segment by row
+# segment; in each, every output element (forward) or filter tap (filter gradient) sums its
+# products in (kh, kw) order, then (channels inner) pixel order.
+
+cdef inline void _valid_columns(const DwGeometry* g, Py_ssize_t kw, Py_ssize_t ow_a,
+                                Py_ssize_t ow_b, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the output columns ow in [ow_a, ow_b) whose tap kw lands inside the input."""
+    cdef Py_ssize_t off = kw * g.dilation_w - g.pad_left
+    lo[0] = max(ow_a, _ceil_div(-off, g.stride_w))
+    hi[0] = min(ow_b, _floor_div(g.W - 1 - off, g.stride_w) + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef void _forward_segment(const DwGeometry* g, bint channels_inner,
+                           const floating* x, Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
+                           const floating* filt, floating* y, Py_ssize_t syw, Py_ssize_t syf,
+                           Py_ssize_t oh, Py_ssize_t ow_a, Py_ssize_t ow_b,
+                           floating* acc) noexcept nogil:
+    """y[oh, ow_a:ow_b, :] of one image; x is the image, y its row oh.  acc: scratch of C*M
+    (channels inner) or ow_b - ow_a (width inner) elements."""
+    cdef Py_ssize_t F = g.C * g.M, M = g.M, KW = g.KW
+    cdef Py_ssize_t ih0 = oh * g.stride_h - g.pad_top
+    cdef Py_ssize_t ow, iw, ih, kh, kw, c, m, f, j, lo, hi, step = g.stride_w * sxw
+    cdef const floating* xp
+    cdef const floating* wp
+    cdef floating* a
+    cdef floating v
+    if channels_inner:
+        for ow in range(ow_a, ow_b):
+            for f in range(F):
+                acc[f] = 0
+            for kh in range(g.KH):
+                ih = ih0 + kh * g.dilation_h
+                if ih < 0 or ih >= g.H:
+                    continue
+                for kw in range(KW):
+                    iw = ow * g.stride_w - g.pad_left + kw * g.dilation_w
+                    if iw < 0 or iw >= g.W:
+                        continue
+                    xp = x + ih * sxh + iw * sxw
+                    wp = filt + (kh * KW + kw) * F
+                    if M == 1 and sxc == 1:
+                        for c in range(g.C):
+                            acc[c] += xp[c] * wp[c]
+                    else:
+                        for c in range(g.C):
+                            v = xp[c * sxc]
+                            for m in range(M):
+                                acc[c * M + m] += v * wp[c * M + m]
+            for f in range(F):
+                y[ow * syw + f * syf] = acc[f]
+        return
+    for c in range(g.C):
+        for m in range(M):
+            f = c * M + m
+            for j in range(ow_b - ow_a):
+                acc[j] = 0
+            for kh in range(g.KH):
+                ih = ih0 + kh * g.dilation_h
+                if ih < 0 or ih >= g.H:
+                    continue
+                for kw in range(KW):
+                    _valid_columns(g, kw, ow_a, ow_b, &lo, &hi)
+                    v = filt[(kh * KW + kw) * F + f]
+                    xp = x + ih * sxh + c * sxc + (lo * g.stride_w - g.pad_left
+                                                   + kw * g.dilation_w) * sxw
+                    a = acc + lo - ow_a
+                    if step == 1:
+                        for j in range(hi - lo):
+                            a[j] += xp[j] * v
+                    else:
+                        for j in range(hi - lo):
+                            a[j] += xp[j * step] * v
+            for j in range(ow_b - ow_a):
+                y[(ow_a + j) * syw + f * syf] = acc[j]
+
+
+cdef void _filter_segment(const DwGeometry* g, bint channels_inner,
+                          const floating* x, Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
+                          const floating* dy, Py_ssize_t sdw, Py_ssize_t sdf,
+                          Py_ssize_t oh, Py_ssize_t ow_a, Py_ssize_t ow_b,
+                          floating* part) noexcept nogil:
+    """Add the filter gradient of output pixels (oh, ow_a:ow_b) of one image into part
+    (KH, KW, C*M); x is the image, dy its row oh."""
+    cdef Py_ssize_t F = g.C * g.M, M = g.M, KW = g.KW
+    cdef Py_ssize_t ih0 = oh * g.stride_h - g.pad_top
+    cdef Py_ssize_t ow, iw, ih, kh, kw, c, m, f, j, lo, hi, step = g.stride_w * sxw
+    cdef const floating* xp
+    cdef const floating* dp
+    cdef floating* pp
+    cdef floating v, s
+    if channels_inner:
+        for ow in range(ow_a, ow_b):
+            dp = dy + ow * sdw
+            for kh in range(g.KH):
+                ih = ih0 + kh * g.dilation_h
+                if ih < 0 or ih >= g.H:
+                    continue
+                for kw in range(KW):
+                    iw = ow * g.stride_w - g.pad_left + kw * g.dilation_w
+                    if iw < 0 or iw >= g.W:
+                        continue
+                    xp = x + ih * sxh + iw * sxw
+                    pp = part + (kh * KW + kw) * F
+                    if M == 1 and sxc == 1 and sdf == 1:
+                        for c in range(g.C):
+                            pp[c] += xp[c] * dp[c]
+                    else:
+                        for c in range(g.C):
+                            v = xp[c * sxc]
+                            for m in range(M):
+                                pp[c * M + m] += v * dp[(c * M + m) * sdf]
+        return
+    for c in range(g.C):
+        for m in range(M):
+            f = c * M + m
+            for kh in range(g.KH):
+                ih = ih0 + kh * g.dilation_h
+                if ih < 0 or ih >= g.H:
+                    continue
+                for kw in range(KW):
+                    _valid_columns(g, kw, ow_a, ow_b, &lo, &hi)
+                    xp = x + ih * sxh + c * sxc + (lo * g.stride_w - g.pad_left
+                                                   + kw * g.dilation_w) * sxw
+                    dp = dy + f * sdf + lo * sdw
+                    s = 0
+                    for j in range(hi - lo):
+                        s = s + xp[j * step] * dp[j * sdw]
+                    part[(kh * KW + kw) * F + f] += s
+
+
+def forward(const floating[:, :, :, :] x,
+            const floating[:, :, ::1] filt,
+            floating[:, :, :, :] y,
+            floating[:, ::1] workspace,
+            DwGeometry g,
+            bint channels_inner,
+            Py_ssize_t unit_pixels,
+            int num_threads):
+    """Forward depthwise 2-D convolution, written into y.
+
+    x           IN   (N, H, W, C) logical axes, any strides
+    filt        IN   (KH, KW, C*M): the filter (KH, KW, C, M) with its last two axes merged
+    y           OUT  (N, OH, OW, C*M) logical axes, any strides, fully overwritten
+    workspace   --   (num_threads, >= C*M if channels_inner else OW) accumulators
+    channels_inner   loop order: True for x contiguous along channels, False along width
+    unit_pixels      output pixels per work unit (flat image, row, column order)
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t N = y.shape[0], P = g.OH * g.OW
+    cdef Py_ssize_t total = N * P
+    cdef Py_ssize_t unit, q, q_end, n, p, oh, ow_a, ow_b
+    cdef Py_ssize_t sxh = x.strides[1] // isz, sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
+    cdef Py_ssize_t syw = y.strides[2] // isz, syf = y.strides[3] // isz
+    if total == 0:
+        return
+    for unit in prange(_ceil_div(total, unit_pixels), nogil=True, num_threads=num_threads,
+                       schedule='dynamic'):
+        q = unit * unit_pixels
+        q_end = min(q + unit_pixels, total)
+        while q < q_end:
+            n = q // P
+            p = q - n * P
+            oh = p // g.OW
+            ow_a = p - oh * g.OW
+            ow_b = min(g.OW, ow_a + q_end - q)
+            _forward_segment(&g, channels_inner, &x[n, 0, 0, 0], sxh, sxw, sxc, &filt[0, 0, 0],
+                             &y[n, oh, 0, 0], syw, syf, oh, ow_a, ow_b,
+                             &workspace[threadid(), 0])
+            q = q + (ow_b - ow_a)
+
+
+def backprop_filter(const floating[:, :, :, :] x,
+                    const floating[:, :, :, :] dy,
+                    floating[:, ::1] partials,
+                    DwGeometry g,
+                    bint channels_inner,
+                    Py_ssize_t unit_pixels,
+                    int num_threads):
+    """Filter gradient of a depthwise 2-D convolution, one partial sum per work unit.
+
+    x           IN   (N, H, W, C) logical axes, any strides
+    dy          IN   (N, OH, OW, C*M) logical axes, any strides
+    partials    OUT  (units, KH*KW*C*M): unit u's sum over output pixels [u*unit_pixels,
+                     (u+1)*unit_pixels) of the flat (image, row, column) order; the caller
+                     adds them up in unit order
+    channels_inner   loop order: True for x contiguous along channels, False along width
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t N = x.shape[0], P = g.OH * g.OW
+    cdef Py_ssize_t total = N * P
+    cdef Py_ssize_t unit, q, q_end, n, p, oh, ow_a, ow_b, j
+    cdef Py_ssize_t sxh = x.strides[1] // isz, sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
+    cdef Py_ssize_t sdh = dy.strides[1] // isz, sdw = dy.strides[2] // isz
+    cdef Py_ssize_t sdf = dy.strides[3] // isz
+    for unit in prange(partials.shape[0], nogil=True, num_threads=num_threads,
+                       schedule='dynamic'):
+        for j in range(partials.shape[1]):
+            partials[unit, j] = 0
+        q = unit * unit_pixels
+        q_end = min(q + unit_pixels, total)
+        while q < q_end:
+            n = q // P
+            p = q - n * P
+            oh = p // g.OW
+            ow_a = p - oh * g.OW
+            ow_b = min(g.OW, ow_a + q_end - q)
+            _filter_segment(&g, channels_inner, &x[n, 0, 0, 0], sxh, sxw, sxc,
+                            &dy[n, oh, 0, 0], sdw, sdf, oh, ow_a, ow_b, &partials[unit, 0])
+            q = q + (ow_b - ow_a)

@@ -18,8 +18,9 @@ from ._threads import (bounded_openmp_spinning, default_num_threads, kernel_team
 with bounded_openmp_spinning():  # libgomp is loaded, and reads its settings, here
     from . import _depthwise, _gemm  # type: ignore[attr-defined]  # compiled, no stubs
 
-__all__ = ["backprop_filter", "backprop_input", "compute", "depthwise_backprop_input", "forward",
-           "get_workspace_limit", "set_workspace_limit", "default_num_threads"]
+__all__ = ["backprop_filter", "backprop_input", "compute", "depthwise_backprop_filter",
+           "depthwise_backprop_input", "depthwise_forward", "forward", "get_workspace_limit",
+           "set_workspace_limit", "default_num_threads"]
 
 _TooHardError = getattr(np, "exceptions", np).TooHardError
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -199,21 +200,76 @@ def _matrix_layout(arr):
     return None
 
 
-def _band_rows(n, geometry, cores):
-    """Input rows per work unit: whole images, unless that would leave cores idle.
+def _bands(n, geometry, cores):
+    """(rows, columns) of the input gradient per work unit: whole images, unless that would
+    leave cores idle.
 
-    The unit count is raised until the cores share it evenly (or there are plenty), with bands
-    at least two kernel heights tall: a band edge recomputes the GEMM of the output rows it
+    The unit count is raised -- bands of rows first, then of columns (a single-row image, a
+    1-D convolution) -- until the cores share it evenly (or there are plenty), with bands at
+    least two kernel extents wide: a band edge recomputes the GEMM of the output pixels it
     shares with its neighbour.  Depends on the geometry and the machine only -- never on
     num_threads -- so results are bitwise identical for any thread count.
     """
-    h = geometry.in_hw[0]
-    reach = (geometry.kernel_hw[0] - 1) * geometry.dilations[0] + 1
-    max_bands = max(1, h // max(2 * reach, 4))
-    bands = 1
-    while bands < max_bands and (n * bands) % cores and n * bands < 4 * cores:
-        bands += 1
-    return -(-h // bands)
+    limits = []
+    for size, k, d in zip(geometry.in_hw, geometry.kernel_hw, geometry.dilations):
+        limits.append(max(1, size // max(2 * ((k - 1) * d + 1), 4)))
+    bands = [1, 1]
+    while (n * bands[0] * bands[1]) % cores and n * bands[0] * bands[1] < 4 * cores:
+        axis = 0 if bands[0] < limits[0] else 1
+        if bands[axis] >= limits[axis]:
+            break
+        bands[axis] += 1
+    return tuple(-(-size // b) for size, b in zip(geometry.in_hw, bands))
+
+
+def _pixel_units(total, chunk, cores):
+    """Output pixels per work unit of the forward convolution: at most a chunk, and enough
+    units that the cores share them evenly.  Depends on the sizes and the machine only."""
+    units = max(-(-total // chunk), cores)
+    units = -(-units // cores) * cores
+    return max(1, -(-total // units))
+
+
+def _chunk_pixels(row_bytes, cores, reserved=0):
+    """Output pixels per column buffer: the cache-sized target, within the workspace limit
+    shared by the cores (never a function of num_threads)."""
+    budget = max(0, _workspace_limit - reserved)
+    return max(1, min(_CHUNK_TARGET_BYTES, budget // cores) // row_bytes)
+
+
+def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1):
+    (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel_hw
+    return dict(H=geometry.in_hw[0], W=geometry.in_hw[1], C=c, OH=oh, OW=ow, F=f, KH=kh, KW=kw,
+                groups=groups, stride_h=geometry.strides[0], stride_w=geometry.strides[1],
+                dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
+                pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
+                band_rows=band[0], band_cols=band[1], unit_pixels=unit_pixels,
+                chunk_pixels=chunk)
+
+
+def _check_blas_sizes(taps, f):
+    if taps > _gemm.BLAS_INT_MAX or f > _gemm.BLAS_INT_MAX:
+        raise ValueError(f"filter is too large for BLAS: {taps} taps x {f} output channels")
+
+
+def _filter_matrix(filter_hwio, taps, f):
+    """The filter as a row-major (taps, F) matrix, the GEMM operand."""
+    _check_blas_sizes(taps, f)
+    return np.ascontiguousarray(filter_hwio).reshape(taps, f)
+
+
+def _pointwise(geometry):
+    """A 1x1, stride-1, unpadded convolution: pixels map one to one."""
+    return (geometry.kernel_hw == (1, 1) and geometry.strides == (1, 1)
+            and tuple(geometry.in_hw) == tuple(geometry.out_hw)
+            and geometry.pads == ((0, 0), (0, 0)))
+
+
+def _cols_pixel_major(arr, groups):
+    """Column-buffer orientation for im2col / col2im through ``arr`` (N, H, W, C): along
+    channels for NHWC memory, along width for NCHW memory and for one channel a group."""
+    sw, sc = abs(arr.strides[2]), abs(arr.strides[3])
+    return sc < sw or (sc == sw and arr.shape[3] // groups > 1)
 
 
 def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, algorithm="auto"):
@@ -257,26 +313,22 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     taps = kh * kw * (c // groups)
     if taps > _gemm.BLAS_INT_MAX or f > _gemm.BLAS_INT_MAX:
         raise ValueError(f"filter is too large for BLAS: {taps} taps x {f} output channels")
-    wmat = np.ascontiguousarray(filter_hwio).reshape(taps, f)
+    wmat = _filter_matrix(filter_hwio, taps, f)
 
     # Column-buffer orientation: col2im's inner loop runs along the column buffer's unit stride,
     # so make that the direction dx is densest in -- channels for NHWC memory, width for NCHW
     # memory and for one channel a group (a row of width taps beats a lone channel).
-    sxw, sxc = abs(dx.strides[2]), abs(dx.strides[3])
-    cols_pixel_major = sxc < sxw or (sxc == sxw and c // groups > 1)
+    cols_pixel_major = _cols_pixel_major(dx, groups)
     # A 1x1, stride-1, unpadded convolution maps pixels one to one: the GEMM writes dx itself.
     direct_ld = 0
-    pointwise = (kh, kw) == (1, 1) and geometry.strides == (1, 1) and dy.shape[1:3] == (h, w) \
-        and geometry.pads == ((0, 0), (0, 0))
-    dx_layout = _matrix_layout(dx) if pointwise else None
+    dx_layout = _matrix_layout(dx) if _pointwise(geometry) else None
     if dx_layout is not None:
         cols_pixel_major, direct_ld = dx_layout
 
     cores = machine_cores()
-    band = _band_rows(n, geometry, cores)
-    units = n * -(-h // band)
-    flops = 2 * n * dy.shape[1] * dy.shape[2] * f * taps
-    threads = thread_count(num_threads, units, flops)
+    band = _bands(n, geometry, cores)
+    units = n * -(-h // band[0]) * -(-w // band[1])
+    threads = thread_count(num_threads, units, 2 * n * dy.shape[1] * dy.shape[2] * f * taps)
     row_bytes = taps * dx.itemsize
     if direct_ld:
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
@@ -284,22 +336,172 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     else:
         # The chunk size depends on the machine, never on num_threads (results stay bitwise
         # identical); the thread count then bows to the workspace limit.
-        chunk = max(1, min(_CHUNK_TARGET_BYTES, _workspace_limit // cores)
-                    // row_bytes)
+        chunk = _chunk_pixels(row_bytes, cores)
         if chunk >= dy.shape[2]:  # whole output rows: col2im's row-block path
             chunk -= chunk % dy.shape[2]
         threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
         workspace = np.empty((threads, chunk * taps), dx.dtype)
 
-    params = dict(H=h, W=w, C=c, OH=dy.shape[1], OW=dy.shape[2], F=f, KH=kh, KW=kw,
-                  groups=groups, stride_h=geometry.strides[0], stride_w=geometry.strides[1],
-                  dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
-                  pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
-                  band_rows=band, chunk_pixels=chunk)
+    params = _gemm_params(geometry, c, f, groups, band=band, chunk=chunk)
     with kernel_team(threads):
         _gemm.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
                                 cols_pixel_major, direct_ld, threads)
     return dx
+
+def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):
+    """Write the forward convolution into ``y``; all arrays in logical NHWC axis order.
+
+    x            (N, H, W, C), any strides
+    filter_hwio  (KH, KW, C/groups, F)
+    y            (N, OH, OW, F) writable, any strides; fully overwritten
+    algorithm    "auto" or "gemm": im2col + GEMM (direct kernel for depthwise)
+    The caller has checked shapes against ``geometry`` and dtypes against each other.
+    """
+    # The one dispatch point for other algorithms.
+    if algorithm == "winograd":
+        raise ValueError("algorithm='winograd' is not available for the forward convolution "
+                         "in this build; use algorithm='auto' or 'gemm'")
+    n, h, w, c = x.shape
+    f = y.shape[3]
+    if y.size == 0:
+        return y
+    kh, kw = geometry.kernel_hw
+    if x.size == 0 or filter_hwio.size == 0:
+        y[...] = 0
+        return y
+    if y.dtype == np.float16:  # accumulate in float32, store float16
+        y32 = np.empty(y.shape, np.float32)
+        forward(x.astype(np.float32), filter_hwio.astype(np.float32), y32, geometry, groups,
+                num_threads)
+        y[...] = y32
+        return y
+
+    if groups > 1 and c == groups:  # depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M)
+        depthwise_forward(x, filter_hwio.reshape(kh, kw, c, f // c), y, geometry, num_threads)
+        return y
+
+    taps = kh * kw * (c // groups)
+    wmat = _filter_matrix(filter_hwio, taps, f)
+    # im2col reads x along its densest direction; a 1x1/stride-1/unpadded convolution whose x
+    # images are BLAS matrices needs no im2col at all.
+    cols_pixel_major = _cols_pixel_major(x, groups)
+    x_ld = 0
+    x_layout = _matrix_layout(x) if _pointwise(geometry) else None
+    if x_layout is not None:
+        cols_pixel_major, x_ld = x_layout
+    # The GEMM writes y itself when its images are BLAS matrices; else a per-thread buffer in
+    # y's densest orientation is copied out through its strides.
+    y_layout = _matrix_layout(y)
+    if y_layout is not None:
+        y_pixel_major, y_ld = y_layout
+    else:
+        y_pixel_major, y_ld = abs(y.strides[3]) <= abs(y.strides[2]), 0
+
+    cores = machine_cores()
+    fg = f // groups
+    row_bytes = ((0 if x_ld else taps) + (0 if y_ld else fg)) * y.itemsize
+    if row_bytes == 0:
+        chunk = min(h * w, 2**24)  # no buffer: one GEMM per unit, within BLAS ints
+    else:
+        chunk = _chunk_pixels(row_bytes, cores)
+    unit_pixels = _pixel_units(n * geometry.out_hw[0] * geometry.out_hw[1], chunk, cores)
+    chunk = min(chunk, unit_pixels)
+    units = -(-(n * geometry.out_hw[0] * geometry.out_hw[1]) // unit_pixels)
+    flops = 2 * n * geometry.out_hw[0] * geometry.out_hw[1] * f * taps
+    threads = thread_count(num_threads, units, flops)
+    if row_bytes:
+        threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
+    workspace = np.empty((threads, max(1, chunk * row_bytes // y.itemsize)), y.dtype)
+    params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
+    with kernel_team(threads):
+        _gemm.forward(x, wmat, y, workspace, params, cols_pixel_major, x_ld, y_pixel_major,
+                      y_ld, threads)
+    return y
+
+
+def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="auto"):
+    """Write the filter gradient into ``dw``; arrays in logical NHWC axis order.
+
+    x            (N, H, W, C), any strides
+    dy           (N, OH, OW, F), any strides
+    dw           (KH, KW, C/groups, F) writable, any strides; fully overwritten
+    algorithm    "auto" or "gemm": im2col + GEMM (direct kernel for depthwise)
+    The caller has checked shapes against ``geometry`` and dtypes against each other.
+
+    The output pixels are split into work units, each summing its own partial gradient; the
+    partials are added in unit order, so the result is the same for any num_threads.
+    """
+    if algorithm == "winograd":
+        raise ValueError("algorithm='winograd' does not apply to the filter gradient; use "
+                         "algorithm='auto' or 'gemm'")
+    n, h, w, c = x.shape
+    kh, kw, _, f = dw.shape
+    if dw.size == 0:
+        return dw
+    if x.size == 0 or dy.size == 0:
+        dw[...] = 0
+        return dw
+    if dw.dtype == np.float16:  # accumulate in float32, store float16
+        dw32 = np.empty(dw.shape, np.float32)
+        backprop_filter(x.astype(np.float32), dy.astype(np.float32), dw32, geometry, groups,
+                        num_threads)
+        dw[...] = dw32
+        return dw
+
+    if groups > 1 and c == groups:  # depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M)
+        dw4 = np.empty((kh, kw, c, f // c), dw.dtype)
+        depthwise_backprop_filter(x, dy, dw4, geometry, num_threads)
+        dw[...] = dw4.reshape(dw.shape)
+        return dw
+
+    dy_layout = _matrix_layout(dy)
+    if dy_layout is None:
+        dy = np.ascontiguousarray(dy)
+        dy_layout = True, f
+    dy_pixel_major, dy_ld = dy_layout
+    taps = kh * kw * (c // groups)
+    _check_blas_sizes(taps, f)
+    cols_pixel_major = _cols_pixel_major(x, groups)
+    x_ld = 0
+    x_layout = _matrix_layout(x) if _pointwise(geometry) else None
+    if x_layout is not None:
+        cols_pixel_major, x_ld = x_layout
+
+    cores = machine_cores()
+    total = n * geometry.out_hw[0] * geometry.out_hw[1]
+    row_bytes = (0 if x_ld else taps) * dw.itemsize
+    partial_bytes = taps * f * dw.itemsize
+    chunk = min(total, 2**24) if x_ld else _chunk_pixels(row_bytes, cores, partial_bytes)
+    # One unit a core, fewer when their partial sums would not fit in the workspace.
+    units = max(1, min(cores, total,
+                       (_workspace_limit - (cores * chunk * row_bytes if row_bytes else 0))
+                       // partial_bytes))
+    unit_pixels = -(-total // units)
+    units = -(-total // unit_pixels)
+    flops = 2 * n * geometry.out_hw[0] * geometry.out_hw[1] * f * taps
+    threads = thread_count(num_threads, units, flops)
+    if row_bytes:
+        threads = max(1, min(threads, (_workspace_limit - units * partial_bytes)
+                             // (chunk * row_bytes)))
+    workspace = np.empty((threads, max(1, chunk * row_bytes // dw.itemsize)), dw.dtype)
+    single = units == 1 and dw.flags.c_contiguous
+    partials = dw.reshape(1, taps * f) if single else np.empty((units, taps * f), dw.dtype)
+    params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
+    with kernel_team(threads):
+        _gemm.backprop_filter(x, dy, partials, workspace, params, cols_pixel_major, x_ld,
+                              dy_pixel_major, dy_ld, threads)
+    if not single:
+        _reduce_in_order(partials, dw)
+    return dw
+
+
+def _reduce_in_order(partials, out):
+    """out = partials[0] + partials[1] + ... , always in that order (bitwise reproducible)."""
+    total = partials[0]
+    for part in partials[1:]:
+        total += part
+    out[...] = total.reshape(out.shape)
+
 
 ALGORITHMS = ("auto", "gemm", "winograd")
 
@@ -389,6 +591,89 @@ def depthwise_backprop_input(dy, filter, dx, geometry, num_threads=None):
     return dx
 
 
+def _dw_params(geometry, c, m):
+    (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel_hw
+    return dict(H=geometry.in_hw[0], W=geometry.in_hw[1], C=c, M=m, OH=oh, OW=ow, KH=kh, KW=kw,
+                stride_h=geometry.strides[0], stride_w=geometry.strides[1],
+                dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
+                pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0])
+
+
+def depthwise_forward(x, filter, y, geometry, num_threads=None):
+    """Write the depthwise forward convolution into ``y``; arrays in logical NHWC axis order.
+
+    x        (N, H, W, C), any strides
+    filter   (KH, KW, C, M)
+    y        (N, OH, OW, C*M) writable, any strides; fully overwritten
+    """
+    n, h, w, c = x.shape
+    kh, kw, _, m = filter.shape
+    if y.size == 0:
+        return y
+    if x.size == 0 or filter.size == 0:
+        y[...] = 0
+        return y
+    if y.dtype == np.float16:  # accumulate in float32, store float16
+        y32 = np.empty(y.shape, np.float32)
+        depthwise_forward(x.astype(np.float32), filter.astype(np.float32), y32, geometry,
+                          num_threads)
+        y[...] = y32
+        return y
+    # Loop order follows x's memory: channels innermost for NHWC memory, width for NCHW.
+    channels_inner = abs(x.strides[3]) <= abs(x.strides[2])
+    filt = np.ascontiguousarray(filter).reshape(kh, kw, c * m)
+    cores = machine_cores()
+    total = n * geometry.out_hw[0] * geometry.out_hw[1]
+    unit_pixels = -(-total // min(total, 8 * cores))
+    units = -(-total // unit_pixels)
+    flops = 2 * n * geometry.out_hw[0] * geometry.out_hw[1] * c * m * kh * kw
+    threads = thread_count(num_threads, units, flops)
+    workspace = np.empty((threads, _padded(c * m if channels_inner else geometry.out_hw[1])),
+                         y.dtype)
+    with kernel_team(threads):
+        _depthwise.forward(x, filt, y, workspace, _dw_params(geometry, c, m), channels_inner,
+                           unit_pixels, threads)
+    return y
+
+
+def depthwise_backprop_filter(x, dy, dw, geometry, num_threads=None):
+    """Write the depthwise filter gradient into ``dw``; arrays in logical NHWC axis order.
+
+    x        (N, H, W, C), any strides
+    dy       (N, OH, OW, C*M), any strides
+    dw       (KH, KW, C, M) writable, any strides; fully overwritten
+    """
+    n, h, w, c = x.shape
+    kh, kw, _, m = dw.shape
+    if dw.size == 0:
+        return dw
+    if x.size == 0 or dy.size == 0:
+        dw[...] = 0
+        return dw
+    if dw.dtype == np.float16:  # accumulate in float32, store float16
+        dw32 = np.empty(dw.shape, np.float32)
+        depthwise_backprop_filter(x.astype(np.float32), dy.astype(np.float32), dw32, geometry,
+                                  num_threads)
+        dw[...] = dw32
+        return dw
+    channels_inner = abs(x.strides[3]) <= abs(x.strides[2])
+    cores = machine_cores()
+    total = n * geometry.out_hw[0] * geometry.out_hw[1]
+    partial_bytes = kh * kw * c * m * dw.itemsize
+    # One unit a core, fewer when their partial sums would not fit in the workspace.
+    units = max(1, min(cores, total, _workspace_limit // partial_bytes))
+    unit_pixels = -(-total // units)
+    units = -(-total // unit_pixels)
+    flops = 2 * n * geometry.out_hw[0] * geometry.out_hw[1] * c * m * kh * kw
+    threads = thread_count(num_threads, units, flops)
+    partials = np.empty((units, kh * kw * c * m), dw.dtype)
+    with kernel_team(threads):
+        _depthwise.backprop_filter(x, dy, partials, _dw_params(geometry, c, m),
+                                   channels_inner, unit_pixels, threads)
+    _reduce_in_order(partials, dw)
+    return dw
+
+
 def _zero_padding(geometry, w, ow, kw):
     """Zero columns (before, total row length) that make every column of every stride phase of
     a row interior in the width-inner loop, and the number of (edge column, kw tap) pairs they
@@ -424,45 +709,3 @@ def compute(op, x, filter_hwio, y, geometry, groups=1, num_threads=None, algorit
     if op == "input":
         return backprop_input(y, filter_hwio, x, geometry, groups, num_threads, algorithm)
     return backprop_filter(x, y, filter_hwio, geometry, groups, num_threads, algorithm)
-
-
-# ---------------------------------------------------------------------------------------------
-# Stand-ins for the forward and filter-gradient kernels: the NumPy reference in float64, cast
-# into the result.  Same signatures as the GEMM kernels that replace them.
-
-def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):
-    """Write the convolution of ``x`` into ``y``; all arrays in logical NHWC axis order.
-
-    x            (N, H, W, C), any strides
-    filter_hwio  (KH, KW, C/groups, F)
-    y            (N, OH, OW, F) writable, any strides; fully overwritten
-    """
-    from .reference import conv2d_nhwc
-    if y.size == 0:
-        return y
-    if x.size == 0 or filter_hwio.size == 0:
-        y[...] = 0
-        return y
-    y[...] = conv2d_nhwc(x.astype(np.float64), filter_hwio.astype(np.float64), y.shape[1:3],
-                         geometry.strides, geometry.dilations, geometry.pads, groups)
-    return y
-
-
-def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="auto"):
-    """Write the filter gradient into ``dw``; arrays in logical NHWC axis order.
-
-    x   (N, H, W, C), any strides
-    dy  (N, OH, OW, F), any strides
-    dw  (KH, KW, C/groups, F) writable, any strides; fully overwritten
-    """
-    from .reference import conv2d_backprop_filter_nhwc
-    if dw.size == 0:
-        return dw
-    if x.size == 0 or dy.size == 0:
-        dw[...] = 0
-        return dw
-    dw[...] = conv2d_backprop_filter_nhwc(x.astype(np.float64), dw.shape, dy.astype(np.float64),
-                                          geometry.strides, geometry.dilations, geometry.pads,
-                                          groups)
-    return dw
-

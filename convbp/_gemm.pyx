@@ -14,6 +14,7 @@ geometry, so results are bitwise identical for any number of threads.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 include "_blas_int.pxi"
@@ -34,7 +35,9 @@ cdef struct Geometry:
     # Logical sizes: input gradient (H, W, C), out_backprop (OH, OW, F), filter (KH, KW, C/groups, F).
     Py_ssize_t H, W, C, OH, OW, F, KH, KW, groups
     Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
-    Py_ssize_t band_rows      # input rows per work unit
+    Py_ssize_t band_rows      # input gradient: input rows per work unit
+    Py_ssize_t band_cols      # input gradient: input columns per work unit
+    Py_ssize_t unit_pixels    # forward, filter gradient: output pixels per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
 
 
@@ -83,43 +86,45 @@ cdef inline void _add_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b, P
 
 cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                 const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
-                floating* c, Py_ssize_t ldc) noexcept nogil:
-    """Column-major C (m x n) = op(A) op(B), the BLAS convention; beta = 0."""
+                floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """Column-major C (m x n) = op(A) op(B) + beta C, the BLAS convention."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef blas_int bm = <blas_int>m, bn = <blas_int>n, bk = <blas_int>k
     cdef blas_int blda = <blas_int>lda, bldb = <blas_int>ldb, bldc = <blas_int>ldc
-    cdef floating one = 1, zero = 0
+    cdef floating one = 1
     if floating is float:
-        sgemm(&ta, &tb, &bm, &bn, &bk, &one, <float*>a, &blda, <float*>b, &bldb, &zero, c, &bldc)
+        sgemm(&ta, &tb, &bm, &bn, &bk, &one, <float*>a, &blda, <float*>b, &bldb, &beta, c, &bldc)
     else:
-        dgemm(&ta, &tb, &bm, &bn, &bk, &one, <double*>a, &blda, <double*>b, &bldb, &zero, c, &bldc)
+        dgemm(&ta, &tb, &bm, &bn, &bk, &one, <double*>a, &blda, <double*>b, &bldb, &beta, c, &bldc)
 
 
-cdef void _zero_rows(floating* dx, Py_ssize_t row_lo, Py_ssize_t row_hi,
-                     Py_ssize_t W, Py_ssize_t C,
-                     Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc) noexcept nogil:
-    """dx[row_lo:row_hi, :, :] = 0 through strides, the smaller stride innermost."""
+cdef void _zero_block(floating* dx, Py_ssize_t row_lo, Py_ssize_t row_hi,
+                      Py_ssize_t col_lo, Py_ssize_t col_hi, Py_ssize_t C,
+                      Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc) noexcept nogil:
+    """dx[row_lo:row_hi, col_lo:col_hi, :] = 0 through strides, the smaller stride innermost."""
     cdef Py_ssize_t ih, iw, c
     cdef bint channels_inner = (sxc if sxc >= 0 else -sxc) <= (sxw if sxw >= 0 else -sxw)
     cdef floating* row
     for ih in range(row_lo, row_hi):
         row = dx + ih * sxh
         if channels_inner:
-            for iw in range(W):
+            for iw in range(col_lo, col_hi):
                 for c in range(C):
                     row[iw * sxw + c * sxc] = 0
         else:
             for c in range(C):
-                for iw in range(W):
+                for iw in range(col_lo, col_hi):
                     row[iw * sxw + c * sxc] = 0
 
 
 cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_ssize_t col_sk,
                   Py_ssize_t p0, Py_ssize_t m,
                   floating* dx, Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
-                  Py_ssize_t row_lo, Py_ssize_t row_hi) noexcept nogil:
-    """Scatter-add a column buffer into the input-gradient rows [row_lo, row_hi).
+                  Py_ssize_t row_lo, Py_ssize_t row_hi,
+                  Py_ssize_t col_lo, Py_ssize_t col_hi) noexcept nogil:
+    """Scatter-add a column buffer into the input-gradient block [row_lo, row_hi) x
+    [col_lo, col_hi).
 
     col holds output pixels p0 .. p0+m-1 (flat index oh*OW + ow): the value for local pixel i and
     tap column k = (kh*KW + kw)*C_group + c sits at col[i*col_sp + k*col_sk].  It is added to
@@ -153,7 +158,7 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
             if oh_lo >= oh_hi:
                 continue
             for kw in range(KW):
-                _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
+                _tap_range(kw * dw - g.pad_left, sw, OW, col_lo, col_hi, &ow_lo, &ow_hi)
                 if ow_lo >= ow_hi:
                     continue
                 src = col + (oh_lo * OW + ow_lo - p0) * col_sp + (kh * KW + kw) * Cg * col_sk
@@ -179,7 +184,7 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
             for ow in range(ow_a, ow_b):
                 # The filter-width taps that land inside the image: once per pixel, not per tap.
                 iw0 = ow * sw - g.pad_left
-                _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
+                _tap_range(iw0, dw, KW, col_lo, col_hi, &kw_lo, &kw_hi)
                 if kw_lo >= kw_hi:
                     continue
                 i = oh * OW + ow - p0
@@ -197,7 +202,7 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
         else:
             for kw in range(KW):
                 # The output columns whose tap kw lands inside the image: once per row and tap.
-                _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
+                _tap_range(kw * dw - g.pad_left, sw, OW, col_lo, col_hi, &ow_lo, &ow_hi)
                 ow_lo = max(ow_lo, ow_a)
                 ow_hi = min(ow_hi, ow_b)
                 if ow_lo >= ow_hi:
@@ -223,57 +228,77 @@ cdef inline void _gemm_columns(const Geometry* g, const floating* dy, bint dy_pi
     cols: pixel-major (element (p, k) at p*cols_ld + k) or channel-major (at p + k*cols_ld).
     """
     if cols_pixel_major:
-        _gemm(True, not dy_pixel_major, taps, m, g.F // g.groups, w, g.F, dy, dy_ld, cols, cols_ld)
+        _gemm(True, not dy_pixel_major, taps, m, g.F // g.groups, w, g.F, dy, dy_ld, 0, cols,
+              cols_ld)
     else:
-        _gemm(dy_pixel_major, False, m, taps, g.F // g.groups, dy, dy_ld, w, g.F, cols, cols_ld)
+        _gemm(dy_pixel_major, False, m, taps, g.F // g.groups, dy, dy_ld, w, g.F, 0, cols,
+              cols_ld)
 
 
-cdef void _backprop_band(const Geometry* g,
-                         const floating* dy, bint dy_pixel_major, Py_ssize_t dy_ld,
-                         const floating* wmat,
-                         floating* dx, Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
-                         bint cols_pixel_major, Py_ssize_t direct_ld,
-                         Py_ssize_t row_lo, Py_ssize_t row_hi, floating* col) noexcept nogil:
-    """Input-gradient rows [row_lo, row_hi) of one image.
+cdef void _backprop_block(const Geometry* g,
+                          const floating* dy, bint dy_pixel_major, Py_ssize_t dy_ld,
+                          const floating* wmat,
+                          floating* dx, Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
+                          bint cols_pixel_major, Py_ssize_t direct_ld,
+                          Py_ssize_t row_lo, Py_ssize_t row_hi,
+                          Py_ssize_t col_lo, Py_ssize_t col_hi, floating* col) noexcept nogil:
+    """Input-gradient block rows [row_lo, row_hi) x columns [col_lo, col_hi) of one image.
 
     With direct_ld > 0 (a 1x1, stride-1, unpadded convolution whose dx image is a BLAS matrix
-    with that leading dimension) the GEMM writes straight into dx.  Otherwise the rows are zeroed
-    and every output pixel whose window reaches them is GEMMed into the column buffer, chunk by
-    chunk, and scatter-added by col2im.
+    with that leading dimension) the GEMM writes straight into dx.  Otherwise the block is
+    zeroed and every output pixel whose window reaches it is GEMMed into the column buffer,
+    chunk by chunk, and scatter-added by col2im.  The output pixels form one flat run when the
+    block spans the whole width, else one run per output row.
     """
-    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
+    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups, OW = g.OW
     cdef Py_ssize_t taps = g.KH * g.KW * Cg
-    cdef Py_ssize_t oh_lo, oh_hi, p0, p_end, m, grp, col_sp, col_sk
+    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p0, p_end, m, grp, col_sp, col_sk, seg, n_seg
     cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
     cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
     cdef Py_ssize_t dx_sp = direct_ld if cols_pixel_major else 1
+    cdef bint whole_rows
 
     if direct_ld > 0:
-        oh_lo, oh_hi = row_lo, row_hi
+        oh_lo, oh_hi, ow_lo, ow_hi = row_lo, row_hi, col_lo, col_hi
     else:
-        _zero_rows(dx, row_lo, row_hi, g.W, g.C, sxh, sxw, sxc)
-        # Output rows oh whose window reaches a row of the band.
+        _zero_block(dx, row_lo, row_hi, col_lo, col_hi, g.C, sxh, sxw, sxc)
+        # Output rows (columns) whose window reaches a row (column) of the block.
         oh_lo = max(<Py_ssize_t>0,
                     _ceil_div(row_lo + g.pad_top - (g.KH - 1) * g.dilation_h, g.stride_h))
         oh_hi = min(g.OH, _floor_div(row_hi - 1 + g.pad_top, g.stride_h) + 1)
-    p0 = oh_lo * g.OW
-    p_end = oh_hi * g.OW
-    while p0 < p_end:
-        m = min(g.chunk_pixels, p_end - p0)
-        for grp in range(g.groups):
-            if direct_ld > 0:
-                _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
-                              wmat + grp * Fg, taps, m, dx + p0 * dx_sp + grp * Cg * sxc,
-                              direct_ld, cols_pixel_major)
-            else:
-                # Column (pixel i, tap k) at col[i*col_sp + k*col_sk].
-                col_sp = taps if cols_pixel_major else 1
-                col_sk = 1 if cols_pixel_major else m
-                _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
-                              wmat + grp * Fg, taps, m, col, col_sp * col_sk, cols_pixel_major)
-                _col2im(g, col, col_sp, col_sk, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
-                        row_lo, row_hi)
-        p0 += m
+        if col_lo == 0 and col_hi == g.W:
+            ow_lo, ow_hi = 0, OW
+        else:
+            ow_lo = max(<Py_ssize_t>0,
+                        _ceil_div(col_lo + g.pad_left - (g.KW - 1) * g.dilation_w, g.stride_w))
+            ow_hi = min(OW, _floor_div(col_hi - 1 + g.pad_left, g.stride_w) + 1)
+    if oh_lo >= oh_hi or ow_lo >= ow_hi:
+        return
+    whole_rows = ow_lo == 0 and ow_hi == OW
+    n_seg = 1 if whole_rows else oh_hi - oh_lo
+    for seg in range(n_seg):
+        if whole_rows:
+            p0, p_end = oh_lo * OW, oh_hi * OW
+        else:
+            p0 = (oh_lo + seg) * OW + ow_lo
+            p_end = p0 + ow_hi - ow_lo
+        while p0 < p_end:
+            m = min(g.chunk_pixels, p_end - p0)
+            for grp in range(g.groups):
+                if direct_ld > 0:
+                    _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
+                                  wmat + grp * Fg, taps, m, dx + p0 * dx_sp + grp * Cg * sxc,
+                                  direct_ld, cols_pixel_major)
+                else:
+                    # Column (pixel i, tap k) at col[i*col_sp + k*col_sk].
+                    col_sp = taps if cols_pixel_major else 1
+                    col_sk = 1 if cols_pixel_major else m
+                    _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
+                                  wmat + grp * Fg, taps, m, col, col_sp * col_sk,
+                                  cols_pixel_major)
+                    _col2im(g, col, col_sp, col_sk, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
+                            row_lo, row_hi, col_lo, col_hi)
+            p0 += m
 
 
 def backprop_input(const floating[:, :, :, :] dy,
@@ -297,17 +322,300 @@ def backprop_input(const floating[:, :, :, :] dy,
     direct_ld        > 0: a 1x1/stride-1/unpadded convolution whose dx images are BLAS matrices
                      in the cols_pixel_major orientation with this leading dimension: the GEMM
                      writes dx directly, no column buffer
+    A work unit is one (image, band of band_rows rows, band of band_cols columns) block of dx.
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
-    cdef Py_ssize_t n_bands = _ceil_div(g.H, g.band_rows)
-    cdef Py_ssize_t unit, n, row_lo
+    cdef Py_ssize_t n_rows = _ceil_div(g.H, g.band_rows), n_cols = _ceil_div(g.W, g.band_cols)
+    cdef Py_ssize_t unit, n, b, row_lo, col_lo
     cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz, sxc = dx.strides[3] // isz
-    if N == 0 or n_bands == 0:
+    if N == 0 or n_rows == 0 or n_cols == 0:
         return
-    for unit in prange(N * n_bands, nogil=True, num_threads=num_threads, schedule='dynamic'):
-        n = unit // n_bands
-        row_lo = (unit % n_bands) * g.band_rows
-        _backprop_band(&g, &dy[n, 0, 0, 0], dy_pixel_major, dy_ld, &wmat[0, 0],
-                       &dx[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, direct_ld,
-                       row_lo, min(row_lo + g.band_rows, g.H), &workspace[threadid(), 0])
+    for unit in prange(N * n_rows * n_cols, nogil=True, num_threads=num_threads,
+                       schedule='dynamic'):
+        n = unit // (n_rows * n_cols)
+        b = unit - n * (n_rows * n_cols)
+        row_lo = (b // n_cols) * g.band_rows
+        col_lo = (b % n_cols) * g.band_cols
+        _backprop_block(&g, &dy[n, 0, 0, 0], dy_pixel_major, dy_ld, &wmat[0, 0],
+                        &dx[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, direct_ld,
+                        row_lo, min(row_lo + g.band_rows, g.H),
+                        col_lo, min(col_lo + g.band_cols, g.W), &workspace[threadid(), 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col: the forward convolution and the filter gradient read the input through a column
+# buffer, the transpose of what col2im scatters.
+
+cdef inline void _copy_run(floating* dst, const floating* src, Py_ssize_t n,
+                           Py_ssize_t step) noexcept nogil:
+    """dst[j] = src[j*step] for j < n."""
+    cdef Py_ssize_t j
+    if n <= 0:
+        return
+    if step == 1:
+        memcpy(dst, src, n * sizeof(floating))
+    else:
+        for j in range(n):
+            dst[j] = src[j * step]
+
+
+cdef inline void _zero_run(floating* dst, Py_ssize_t n) noexcept nogil:
+    if n > 0:
+        memset(dst, 0, n * sizeof(floating))
+
+
+cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
+                  Py_ssize_t sxc, Py_ssize_t p0, Py_ssize_t m, floating* col,
+                  bint cols_pixel_major) noexcept nogil:
+    """Column buffer of output pixels p0 .. p0+m-1 (flat oh*OW + ow) of one image and group.
+
+    x points at the group's first input channel.  Element (local pixel i, tap k = (kh*KW +
+    kw)*C_group + c) is x[ih, iw, c] (ih = oh*stride_h - pad_top + kh*dilation_h, likewise iw),
+    or 0 in the padding; it is stored at col[i*taps + k] when cols_pixel_major (runs of channels
+    copied, NHWC memory) else at col[i + k*m] (runs of output columns copied, NCHW memory).
+    """
+    cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, OW = g.OW, H = g.H
+    cdef Py_ssize_t sw = g.stride_w, dw = g.dilation_w
+    cdef Py_ssize_t taps = g.KH * KW * Cg
+    cdef Py_ssize_t p, oh, ow, ow_a, ow_b, ow_lo, ow_hi, ih, ih0, iw0, kh, kw, kw_lo, kw_hi, c, i0
+    cdef bint merge_taps = dw * sxw == Cg * sxc
+    cdef floating* dst
+    cdef const floating* src
+    p = p0
+    while p < p0 + m:
+        # One output row segment [ow_a, ow_b) of row oh, local pixels from i0.
+        oh = p // OW
+        ow_a = p - oh * OW
+        ow_b = min(OW, ow_a + (p0 + m - p))
+        i0 = p - p0
+        ih0 = oh * g.stride_h - g.pad_top
+        if cols_pixel_major:
+            for ow in range(ow_a, ow_b):
+                iw0 = ow * sw - g.pad_left
+                _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
+                for kh in range(g.KH):
+                    dst = col + (i0 + ow - ow_a) * taps + kh * KW * Cg
+                    ih = ih0 + kh * g.dilation_h
+                    if ih < 0 or ih >= H or kw_lo >= kw_hi:
+                        _zero_run(dst, KW * Cg)
+                        continue
+                    _zero_run(dst, kw_lo * Cg)
+                    src = x + ih * sxh + (iw0 + kw_lo * dw) * sxw
+                    if merge_taps:
+                        _copy_run(dst + kw_lo * Cg, src, (kw_hi - kw_lo) * Cg, sxc)
+                    else:
+                        for kw in range(kw_lo, kw_hi):
+                            _copy_run(dst + kw * Cg, src + (kw - kw_lo) * dw * sxw, Cg, sxc)
+                    _zero_run(dst + kw_hi * Cg, (KW - kw_hi) * Cg)
+        else:
+            for kh in range(g.KH):
+                ih = ih0 + kh * g.dilation_h
+                for kw in range(KW):
+                    # The output columns whose tap kw lands inside the image.
+                    _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
+                    ow_lo = min(max(ow_lo, ow_a), ow_b)
+                    ow_hi = max(min(ow_hi, ow_b), ow_lo)
+                    if ih < 0 or ih >= H:
+                        ow_lo = ow_hi = ow_b
+                    for c in range(Cg):
+                        dst = col + ((kh * KW + kw) * Cg + c) * m + i0 - ow_a
+                        _zero_run(dst + ow_a, ow_lo - ow_a)
+                        _copy_run(dst + ow_lo,
+                                  x + ih * sxh + (ow_lo * sw - g.pad_left + kw * dw) * sxw
+                                  + c * sxc, ow_hi - ow_lo, sw * sxw)
+                        _zero_run(dst + ow_hi, ow_b - ow_hi)
+        p += ow_b - ow_a
+
+
+cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t m, Py_ssize_t Fg,
+                 Py_ssize_t OW, Py_ssize_t p0, floating* y, Py_ssize_t syh, Py_ssize_t syw,
+                 Py_ssize_t syf) noexcept nogil:
+    """y[oh, ow, f] = buf element (i, f) for the output pixels p0 + i (flat oh*OW + ow), i < m,
+    f < Fg; buf pixel-major (at i*Fg + f) or channel-major (at i + f*m)."""
+    cdef Py_ssize_t p, oh, ow, ow_a, ow_b, f, i0
+    cdef floating* dst
+    p = p0
+    while p < p0 + m:
+        oh = p // OW
+        ow_a = p - oh * OW
+        ow_b = min(OW, ow_a + (p0 + m - p))
+        i0 = p - p0
+        dst = y + oh * syh
+        if pixel_major:
+            for ow in range(ow_a, ow_b):
+                for f in range(Fg):
+                    dst[ow * syw + f * syf] = buf[(i0 + ow - ow_a) * Fg + f]
+        else:
+            for f in range(Fg):
+                for ow in range(ow_a, ow_b):
+                    dst[ow * syw + f * syf] = buf[i0 + ow - ow_a + f * m]
+        p += ow_b - ow_a
+
+
+cdef inline const floating* _columns(const Geometry* g, const floating* x, Py_ssize_t sxh,
+                                     Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major,
+                                     Py_ssize_t x_ld, Py_ssize_t grp, Py_ssize_t p0,
+                                     Py_ssize_t m, floating* col, Py_ssize_t* ld) noexcept nogil:
+    """The column matrix of output pixels p0 .. p0+m-1 for group grp, and its leading dimension:
+    x itself when x_ld > 0 (a 1x1, stride-1, unpadded convolution whose x image is a BLAS
+    matrix in the cols_pixel_major orientation), else col filled by im2col."""
+    cdef Py_ssize_t Cg = g.C // g.groups
+    if x_ld > 0:
+        ld[0] = x_ld
+        if cols_pixel_major:
+            return x + p0 * x_ld + grp * Cg
+        return x + p0 + grp * Cg * x_ld
+    _im2col(g, x + grp * Cg * sxc, sxh, sxw, sxc, p0, m, col, cols_pixel_major)
+    ld[0] = g.KH * g.KW * Cg if cols_pixel_major else m
+    return col
+
+
+cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
+                          Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t x_ld,
+                          const floating* wmat, floating* y, Py_ssize_t syh, Py_ssize_t syw,
+                          Py_ssize_t syf, bint y_pixel_major, Py_ssize_t y_ld,
+                          Py_ssize_t p0, Py_ssize_t p_end, floating* col,
+                          floating* ybuf) noexcept nogil:
+    """Output pixels [p0, p_end) (flat oh*OW + ow) of one image, chunk by chunk and group by
+    group: y (m x F/groups) = columns (m x taps) . filter (taps x F/groups).
+
+    The GEMM writes y itself when y_ld > 0 (the y image is a BLAS matrix in the y_pixel_major
+    orientation with that leading dimension), else ybuf (same orientation), copied out through
+    y's strides.
+    """
+    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg
+    cdef Py_ssize_t m, grp, lda, ldo
+    cdef const floating* a
+    cdef floating* out
+    while p0 < p_end:
+        m = min(g.chunk_pixels, p_end - p0)
+        for grp in range(g.groups):
+            a = _columns(g, x, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p0, m, col, &lda)
+            if y_ld > 0:
+                out = y + (p0 * y_ld + grp * Fg if y_pixel_major else p0 + grp * Fg * y_ld)
+                ldo = y_ld
+            else:
+                out = ybuf
+                ldo = Fg if y_pixel_major else m
+            if y_pixel_major:  # y^T (Fg x m) = w^T (Fg x taps) . columns^T (taps x m)
+                _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, a, lda,
+                      0, out, ldo)
+            else:  # y (m x Fg) = columns (m x taps) . w (taps x Fg)
+                _gemm(cols_pixel_major, True, m, Fg, taps, a, lda, wmat + grp * Fg, g.F,
+                      0, out, ldo)
+            if y_ld == 0:
+                _store(ybuf, y_pixel_major, m, Fg, g.OW, p0, y + grp * Fg * syf, syh, syw, syf)
+        p0 += m
+
+
+def forward(const floating[:, :, :, :] x,
+            const floating[:, ::1] wmat,
+            floating[:, :, :, :] y,
+            floating[:, ::1] workspace,
+            Geometry g,
+            bint cols_pixel_major,
+            Py_ssize_t x_ld,
+            bint y_pixel_major,
+            Py_ssize_t y_ld,
+            int num_threads):
+    """Forward 2-D convolution, written into y.
+
+    x           IN   (N, H, W, C) logical axes, any strides
+    wmat        IN   (KH*KW*C/groups, F) filter matrix, row-major
+    y           OUT  (N, OH, OW, F) logical axes, any strides, fully overwritten
+    workspace   --   per thread: chunk_pixels*KH*KW*C/groups column buffer (unless x_ld > 0),
+                     then chunk_pixels*F/groups output buffer (if y_ld == 0)
+    cols_pixel_major column-buffer orientation, chosen so im2col's inner loop is contiguous in x
+    x_ld             > 0: a 1x1/stride-1/unpadded convolution whose x images are BLAS matrices
+                     in the cols_pixel_major orientation: the GEMM reads x, no im2col
+    y_pixel_major, y_ld  the GEMM's output orientation; y_ld > 0: the y images are BLAS
+                     matrices with this leading dimension, written directly
+    A work unit is unit_pixels consecutive output pixels of the flat (image, row, column) order.
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t N = y.shape[0], P = g.OH * g.OW
+    cdef Py_ssize_t total = N * P
+    cdef Py_ssize_t n_units = _ceil_div(total, g.unit_pixels)
+    cdef Py_ssize_t unit, q, q_end, n, tid, col_len
+    cdef Py_ssize_t sxh = x.strides[1] // isz, sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
+    cdef Py_ssize_t syh = y.strides[1] // isz, syw = y.strides[2] // isz, syf = y.strides[3] // isz
+    if total == 0:
+        return
+    col_len = 0 if x_ld > 0 else g.chunk_pixels * g.KH * g.KW * (g.C // g.groups)
+    for unit in prange(n_units, nogil=True, num_threads=num_threads, schedule='dynamic'):
+        tid = threadid()
+        q = unit * g.unit_pixels
+        q_end = min(q + g.unit_pixels, total)
+        while q < q_end:  # the unit's piece of each image it covers
+            n = q // P
+            _forward_pixels(&g, &x[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, x_ld,
+                            &wmat[0, 0], &y[n, 0, 0, 0], syh, syw, syf, y_pixel_major, y_ld,
+                            q - n * P, min(P, q_end - n * P), &workspace[tid, 0],
+                            &workspace[tid, col_len])
+            q = min((n + 1) * P, q_end)
+
+
+cdef void _filter_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
+                         Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t x_ld,
+                         const floating* dy, bint dy_pixel_major, Py_ssize_t dy_ld,
+                         Py_ssize_t p0, Py_ssize_t p_end, floating* col,
+                         floating* partial) noexcept nogil:
+    """Add the filter gradient of output pixels [p0, p_end) of one image into partial (taps x F,
+    row-major), chunk by chunk and group by group: dw^T (Fg x taps) += dy^T (Fg x m) .
+    columns (m x taps)."""
+    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg
+    cdef Py_ssize_t m, grp, lda
+    cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
+    cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
+    cdef const floating* a
+    while p0 < p_end:
+        m = min(g.chunk_pixels, p_end - p0)
+        for grp in range(g.groups):
+            a = _columns(g, x, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p0, m, col, &lda)
+            _gemm(not dy_pixel_major, cols_pixel_major, Fg, taps, m,
+                  dy + p0 * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda, 1, partial + grp * Fg, g.F)
+        p0 += m
+
+
+def backprop_filter(const floating[:, :, :, :] x,
+                    const floating[:, :, :, :] dy,
+                    floating[:, ::1] partials,
+                    floating[:, ::1] workspace,
+                    Geometry g,
+                    bint cols_pixel_major,
+                    Py_ssize_t x_ld,
+                    bint dy_pixel_major,
+                    Py_ssize_t dy_ld,
+                    int num_threads):
+    """Filter gradient of a 2-D convolution, one partial sum per work unit.
+
+    x           IN   (N, H, W, C) logical axes, any strides
+    dy          IN   (N, OH, OW, F) logical axes; each image a BLAS matrix (see dy_pixel_major)
+    partials    OUT  (units, KH*KW*C/groups*F): unit u's sum, the (KH*KW*C/groups, F) filter
+                     gradient of output pixels [u*unit_pixels, (u+1)*unit_pixels) of the flat
+                     (image, row, column) order; the caller adds them up in unit order
+    workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, unless x_ld
+    cols_pixel_major, x_ld  as for forward
+    dy_pixel_major   True: image element (p, f) at p*dy_ld + f; False: at p + f*dy_ld
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t N = x.shape[0], P = g.OH * g.OW
+    cdef Py_ssize_t total = N * P
+    cdef Py_ssize_t unit, q, q_end, n, j
+    cdef Py_ssize_t sxh = x.strides[1] // isz, sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
+    for unit in prange(partials.shape[0], nogil=True, num_threads=num_threads,
+                       schedule='dynamic'):
+        for j in range(partials.shape[1]):
+            partials[unit, j] = 0
+        q = unit * g.unit_pixels
+        q_end = min(q + g.unit_pixels, total)
+        while q < q_end:
+            n = q // P
+            _filter_pixels(&g, &x[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, x_ld,
+                           &dy[n, 0, 0, 0], dy_pixel_major, dy_ld,
+                           q - n * P, min(P, q_end - n * P), &workspace[threadid(), 0],
+                           &partials[unit, 0])
+            q = min((n + 1) * P, q_end)

@@ -63,28 +63,54 @@ def direct_conv2d(x, filt, out_hw, strides=(1, 1), dilations=(1, 1), pads=((0, 0
     return y
 
 
-def direct_backprop_filter(x, dy, filter_shape, strides=(1, 1), dilations=(1, 1),
+def direct_backprop_filter(x, dy, kernel_hw, strides=(1, 1), dilations=(1, 1),
                            pads=((0, 0), (0, 0)), groups=1):
     """dw (KH, KW, C/groups, F) by the definition: a loop over output pixels and taps, float64."""
     x = np.asarray(x, np.float64)
     dy = np.asarray(dy, np.float64)
     n, h, w, c = x.shape
-    kh_size, kw_size, c_group, f = filter_shape
-    f_group = f // groups
-    dw = np.zeros(filter_shape)
+    _, oh_size, ow_size, f = dy.shape
+    kh_size, kw_size = kernel_hw
+    c_group, f_group = c // groups, f // groups
+    dw = np.zeros((kh_size, kw_size, c_group, f))
     for g in range(groups):
         cs, fs = slice(g * c_group, (g + 1) * c_group), slice(g * f_group, (g + 1) * f_group)
-        for oh in range(dy.shape[1]):
+        for oh in range(oh_size):
             for kh in range(kh_size):
                 ih = oh * strides[0] - pads[0][0] + kh * dilations[0]
                 if not 0 <= ih < h:
                     continue
-                for ow in range(dy.shape[2]):
+                for ow in range(ow_size):
                     for kw in range(kw_size):
                         iw = ow * strides[1] - pads[1][0] + kw * dilations[1]
                         if 0 <= iw < w:
                             dw[kh, kw, :, fs] += x[:, ih, iw, cs].T @ dy[:, oh, ow, fs]
     return dw
+
+
+def _torch_padded_input(x, pads):
+    (top, bottom), (left, right) = pads
+    x_t = torch.from_numpy(np.asarray(x, np.float64)).permute(0, 3, 1, 2)
+    return torch.nn.functional.pad(x_t, (left, right, top, bottom))
+
+
+def torch_conv2d(x, filt, strides=(1, 1), dilations=(1, 1), pads=((0, 0), (0, 0)), groups=1):
+    """y (N, OH, OW, F) from torch.nn.functional.conv2d on an explicitly padded input, float64."""
+    weight = torch.from_numpy(np.asarray(filt, np.float64)).permute(3, 2, 0, 1)  # OIHW
+    y = torch.nn.functional.conv2d(_torch_padded_input(x, pads), weight, stride=tuple(strides),
+                                   dilation=tuple(dilations), groups=groups)
+    return y.permute(0, 2, 3, 1).numpy()
+
+
+def torch_backprop_filter(x, dy, kernel_hw, strides=(1, 1), dilations=(1, 1),
+                          pads=((0, 0), (0, 0)), groups=1):
+    """dw (KH, KW, C/groups, F) from torch.nn.grad.conv2d_weight on a padded input, float64."""
+    c, f = x.shape[3], dy.shape[3]
+    dw = torch.nn.grad.conv2d_weight(
+        _torch_padded_input(x, pads), (f, c // groups) + tuple(kernel_hw),
+        torch.from_numpy(np.asarray(dy, np.float64)).permute(0, 3, 1, 2), stride=tuple(strides),
+        dilation=tuple(dilations), groups=groups)
+    return dw.permute(2, 3, 1, 0).numpy()
 
 
 def torch_backprop_input(dy, filt, in_hw, strides=(1, 1), dilations=(1, 1),

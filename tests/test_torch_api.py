@@ -594,7 +594,7 @@ def ref_conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, g
     pads = torch_pads(padding, weight_shape[2:], dilation)
     hwio = (weight_shape[2], weight_shape[3], weight_shape[1], weight_shape[0])
     dw = direct_backprop_filter(x.transpose(0, 2, 3, 1), grad_output.transpose(0, 2, 3, 1),
-                                hwio, pair(stride), pair(dilation), pads, groups)
+                                hwio[:2], pair(stride), pair(dilation), pads, groups)
     return dw.transpose(3, 2, 0, 1)
 
 
@@ -743,7 +743,7 @@ def test_conv1d_family_matches_direct_loop(case, dtype):
     expected = ncl(direct_backprop_input(nhwc_1d(dy), hwio, (1, x.shape[2]), **geo))
     assert_close(dx, expected, dtype, weight[:, 0].size)
     dw = convbp_torch.conv1d_weight(x, weight.shape, dy, **kwargs)
-    expected = direct_backprop_filter(nhwc_1d(x), nhwc_1d(dy), hwio.shape, **geo)
+    expected = direct_backprop_filter(nhwc_1d(x), nhwc_1d(dy), hwio.shape[:2], **geo)
     assert_close(dw, expected.transpose(3, 2, 0, 1)[:, :, 0], dtype, dy[:, 0].size)
 
 

@@ -1,0 +1,157 @@
+"""The forward convolution in the engine: convbp._engine.forward (GEMM and depthwise kernels).
+
+References: the direct float64 loop (tests/oracle.py) always, torch.nn.functional.conv2d in
+float64 when PyTorch is installed.  The engine takes logical NHWC views of any strides and a
+ConvGeometry from _geometry.forward_geometry, exactly as the public fronts call it.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from arrays import (LAYOUTS, MEMORY, arrange, conv_cases, float16_bound, out_array,
+                    workspace_limit)
+from convbp import _engine
+from convbp._geometry import forward_geometry
+from oracle import assert_close, direct_conv2d, torch, torch_conv2d
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+
+def run(x, filt, geometry, groups, dtype, layout="NHWC", view=False, num_threads=None):
+    shape = (x.shape[0],) + tuple(geometry.out_hw) + (filt.shape[3],)
+    y, check = out_array(shape, dtype, layout, view)
+    y[...] = np.nan  # every element must be overwritten
+    assert _engine.forward(x, filt, y, geometry, groups, num_threads) is y
+    check()
+    return y
+
+
+def reference(x, filt, geometry, groups):
+    return direct_conv2d(x, filt, geometry.out_hw, geometry.strides, geometry.dilations,
+                         geometry.pads, groups)
+
+
+def make(x_shape, f_shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(x_shape).astype(dtype),
+            rng.standard_normal(f_shape).astype(dtype))
+
+
+@given(case=conv_cases(), layout=st.sampled_from(LAYOUTS), x_memory=st.sampled_from(MEMORY),
+       f_memory=st.sampled_from(MEMORY), dtype=st.sampled_from([np.float32, np.float64]),
+       view=st.booleans(), limit=st.sampled_from([None, 1, 5000]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_matches_direct_loop(case, layout, x_memory, f_memory, dtype, view, limit, threads,
+                             seed):
+    x_shape, f_shape, groups, geometry = case
+    x, filt = make(x_shape, f_shape, dtype, seed)
+    expected = reference(x, filt, geometry, groups)
+    x, filt = arrange(x, layout, x_memory), arrange(filt, "NHWC", f_memory)
+    with workspace_limit(limit):
+        y = run(x, filt, geometry, groups, dtype, layout, view, threads)
+    assert_close(y, expected, dtype, f_shape[0] * f_shape[1] * f_shape[2])
+
+
+# (x shape, filter shape, groups, strides, dilations, padding)
+CASES = [
+    ((2, 9, 8, 4), (3, 3, 4, 5), 1, (1, 1), (1, 1), "SAME"),
+    ((2, 9, 8, 6), (3, 2, 3, 4), 2, (2, 1), (1, 2), ((1, 2), (0, 1))),
+    ((1, 7, 11, 3), (2, 3, 3, 6), 1, (3, 2), (2, 1), "VALID"),
+    ((2, 8, 8, 4), (3, 3, 1, 8), 4, (2, 2), (1, 1), "SAME"),     # depthwise, multiplier 2
+    ((1, 6, 9, 5), (3, 3, 1, 5), 5, (1, 2), (2, 1), ((2, 0), (1, 3))),  # depthwise
+    ((2, 5, 6, 8), (1, 1, 8, 6), 1, (1, 1), (1, 1), "VALID"),    # pointwise: GEMM on x
+    ((2, 5, 6, 8), (1, 1, 4, 6), 2, (1, 1), (1, 1), "VALID"),    # grouped pointwise
+    ((1, 1, 200, 2), (1, 16, 2, 3), 1, (1, 8), (1, 1), "VALID"),  # 1-D, wide filter
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CASES)
+def test_matches_torch(case, layout):
+    x_shape, f_shape, groups, strides, dilations, padding = case
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], strides, dilations, padding)
+    x, filt = make(x_shape, f_shape, np.float64)
+    expected = torch_conv2d(x, filt, strides, dilations, geometry.pads, groups)
+    assert_close(reference(x, filt, geometry, groups), expected, np.float64, 1)
+    y = run(arrange(x, layout), filt, geometry, groups, np.float64, layout)
+    assert_close(y, expected, np.float64, f_shape[0] * f_shape[1] * f_shape[2])
+
+
+@pytest.mark.parametrize("memory", MEMORY)
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [CASES[5], CASES[6]])
+def test_pointwise_every_memory(case, layout, view, memory):
+    """1x1, stride 1, unpadded: the GEMM reads x (and writes y) in place where BLAS can."""
+    x_shape, f_shape, groups, strides, dilations, padding = case
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], strides, dilations, padding)
+    x, filt = make(x_shape, f_shape, np.float64, seed=3)
+    y = run(arrange(x, layout, memory), filt, geometry, groups, np.float64, layout, view)
+    assert_close(y, reference(x, filt, geometry, groups), np.float64, f_shape[2])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CASES)
+def test_float16_rounds_the_float32_result_once(case, layout):
+    x_shape, f_shape, groups, strides, dilations, padding = case
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], strides, dilations, padding)
+    x, filt = make(x_shape, f_shape, np.float16, seed=1)
+    y = run(arrange(x, layout), filt, geometry, groups, np.float16, layout)
+    assert y.dtype == np.float16
+    expected = reference(x, filt, geometry, groups)
+    bound = float16_bound(expected, f_shape[0] * f_shape[1] * f_shape[2])
+    assert (np.abs(y.astype(np.float64) - expected) <= bound).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, f_shape, groups", [
+    ((0, 5, 5, 3), (3, 3, 3, 4), 1),   # no images
+    ((2, 5, 5, 0), (3, 3, 0, 4), 1),   # no input channels: y is zero
+    ((2, 5, 5, 3), (3, 3, 3, 0), 1),   # no output channels
+    ((2, 0, 5, 3), (3, 3, 3, 4), 1),   # no rows
+    ((2, 5, 5, 4), (2, 2, 2, 0), 2),   # groups, no output channels
+])
+def test_empty_shapes(x_shape, f_shape, groups, dtype):
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], (1, 1), (1, 1), "SAME")
+    x, filt = make(x_shape, f_shape, dtype)
+    y = run(x, filt, geometry, groups, dtype)
+    assert y.shape == (x_shape[0],) + geometry.out_hw + (f_shape[3],)
+    assert (y == 0).all()
+
+
+# Cases whose work is split into several units: N = 1, a single row (1-D), many images.
+THREAD_CASES = [
+    ((1, 24, 20, 8), (3, 3, 8, 16), 1, (1, 1), "SAME"),
+    ((1, 1, 3000, 1), (1, 64, 1, 40), 1, (1, 16), "VALID"),  # conv1d-like, one row
+    ((5, 9, 7, 6), (3, 3, 2, 6), 3, (2, 2), "SAME"),
+    ((1, 12, 10, 6), (3, 3, 1, 12), 6, (1, 1), "SAME"),      # depthwise
+    ((3, 10, 10, 16), (1, 1, 16, 8), 1, (1, 1), "VALID"),    # pointwise
+]
+
+
+@pytest.mark.parametrize("limit", [None, 20000])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", THREAD_CASES)
+def test_bitwise_identical_for_any_thread_count(case, layout, limit):
+    x_shape, f_shape, groups, strides, padding = case
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], strides, (1, 1), padding)
+    x, filt = make(x_shape, f_shape, np.float32, seed=2)
+    x = arrange(x, layout)
+    with workspace_limit(limit):
+        results = [run(x, filt, geometry, groups, np.float32, layout, num_threads=t)
+                   for t in (1, 2, 3)]
+    assert_close(results[0], reference(x, filt, geometry, groups), np.float32,
+                 f_shape[0] * f_shape[1] * f_shape[2])
+    for other in results[1:]:
+        assert np.ascontiguousarray(other).tobytes() == np.ascontiguousarray(
+            results[0]).tobytes()
+
+
+def test_winograd_is_a_value_error_naming_algorithm():
+    geometry = forward_geometry((5, 5), (3, 3), (1, 1), (1, 1), "SAME")
+    x, filt = make((1, 5, 5, 2), (3, 3, 2, 2), np.float32)
+    y = np.empty((1, 5, 5, 2), np.float32)
+    with pytest.raises(ValueError, match="algorithm"):
+        _engine.forward(x, filt, y, geometry, algorithm="winograd")
