@@ -90,11 +90,14 @@ def int_list(value, name, *, minimum=None, maximum=MAX_DIM):
 
 
 def spatial_pair(value, name, data_format, *, minimum=1):
-    """An int, an (h, w) pair, or 4 ints in ``data_format`` order with 1 at N and C -> (h, w)."""
+    """An int, 1 int, an (h, w) pair, or 4 ints in ``data_format`` order with 1 at N and C ->
+    (h, w), as ``tf.nn.conv2d`` takes its strides and dilations."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         v = as_int(value, name, minimum=minimum)
         return v, v
     values = int_list(value, name, minimum=minimum)
+    if len(values) == 1:
+        return values[0], values[0]
     if len(values) == 2:
         return tuple(values)
     if len(values) == 4:
@@ -103,8 +106,26 @@ def spatial_pair(value, name, data_format, *, minimum=1):
             raise ValueError(f"{name} must be 1 in the batch and channel dimensions, got "
                              f"{values} ({data_format})")
         return h, w
-    raise ValueError(f"{name} must be an int, 2 ints (h, w) or 4 ints in {data_format} order; "
-                     f"got {len(values)} values: {values}")
+    raise ValueError(f"{name} must be an int, 1 or 2 ints (h, w) or 4 ints in {data_format} "
+                     f"order; got {len(values)} values: {values}")
+
+
+def spatial_single(value, name, data_format, *, minimum=1):
+    """An int, 1 int, or 3 ints in ``data_format`` ("NWC" or "NCW") order with 1 at N and C ->
+    the width's value, as ``tf.nn.conv1d`` takes its stride and dilations."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return as_int(value, name, minimum=minimum)
+    values = int_list(value, name, minimum=minimum)
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 3:
+        n, c = (values[0], values[2]) if data_format == "NWC" else (values[0], values[1])
+        if n != 1 or c != 1:
+            raise ValueError(f"{name} must be 1 in the batch and channel dimensions, got "
+                             f"{values} ({data_format})")
+        return values[1] if data_format == "NWC" else values[2]
+    raise ValueError(f"{name} must be an int, 1 int or 3 ints in {data_format} order; got "
+                     f"{len(values)} values: {values}")
 
 
 def tf_padding(padding, explicit_paddings, data_format):
@@ -186,9 +207,11 @@ def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
     """Geometry of the forward convolution over ``in_hw`` (TensorFlow's size rules).
 
     ``padding`` is "VALID", "SAME" (output ceil(in/stride), the odd extra pad at the bottom and
-    right) or explicit ((top, bottom), (left, right)).  An empty input axis has an empty output.
-    Raises ``ValueError`` when the dilated kernel does not fit in a non-empty padded input
-    ("VALID" or explicit padding).
+    right) or explicit ((top, bottom), (left, right)).  "VALID" and explicit padding give
+    TensorFlow's ``(padded - dilated kernel + stride) / stride`` rows, the division truncated
+    toward zero as in C: a kernel overhanging the padded input by less than a stride gives an
+    empty output (CVE-2022-35999's case), more is a ``ValueError``.  An empty input axis has an
+    empty output.
     """
     out, pads = [], []
     for axis, name in enumerate(("height", "width")):
@@ -207,15 +230,16 @@ def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
         if max(before, after) > MAX_DIM:
             raise ValueError(f"padding must be <= {MAX_DIM}, got {padding}")
         padded = size + before + after
-        if padded < effective and size == 0:
-            out.append(0)  # nothing to convolve: an empty output, as TensorFlow gives
-        elif padded < effective:
+        excess = padded - effective + s
+        o = excess // s if excess >= 0 else -(-excess // s)  # C's division
+        if o < 0 and size == 0:
+            o = 0  # nothing to convolve: an empty output
+        if o < 0:
             raise ValueError(
                 f"filter: the dilated kernel {name} ({k} taps, dilation {d}: {effective}) is "
                 f"larger than the padded input {name} {padded} ({size} + padding {before} + "
-                f"{after}) from input_sizes; the output size would be negative")
-        else:
-            out.append((padded - effective) // s + 1)
+                f"{after}) by a stride ({s}) or more; the output size would be negative")
+        out.append(o)
         pads.append((before, after))
     return ConvGeometry(tuple(in_hw), tuple(out), tuple(kernel_hw), tuple(strides),
                         tuple(dilations), tuple(pads))
@@ -243,6 +267,17 @@ def torch_pair(value, name, *, minimum):
                      f"{values}")
 
 
+def torch_single(value, name, *, minimum):
+    """PyTorch's ``_single``: an int, or a sequence of 1 int."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return as_int(value, name, minimum=minimum)
+    values = int_list(value, name, minimum=minimum)
+    if len(values) != 1:
+        raise ValueError(f"{name} must be an int or 1 int for a 1-D convolution; got "
+                         f"{len(values)} values: {values}")
+    return values[0]
+
+
 def torch_padding(padding, kernel_hw, strides, dilations):
     """PyTorch's ``padding`` of a convolution -> ((top, bottom), (left, right)).
 
@@ -267,6 +302,24 @@ def torch_padding(padding, kernel_hw, strides, dilations):
                          f"got {padding!r}")
     ph, pw = torch_pair(padding, "padding", minimum=0)
     return (ph, ph), (pw, pw)
+
+
+def torch_forward_geometry(in_hw, kernel_hw, strides, dilations, pads):
+    """Geometry of ``F.conv2d`` over an input of spatial size ``in_hw`` with explicit ``pads``.
+
+    Output ``(in + pads - dilation*(k - 1) - 1) // stride + 1`` per axis; a dilated kernel
+    larger than the padded input is PyTorch's error ("Kernel size can't be greater than actual
+    input size").
+    """
+    padded = tuple(size + p[0] + p[1] for size, p in zip(in_hw, pads))
+    effective = tuple((k - 1) * d + 1 for k, d in zip(kernel_hw, dilations))
+    if any(p < e for p, e in zip(padded, effective)):
+        raise ValueError(f"input: calculated padded input size per channel: {padded}. Kernel "
+                         f"size (dilated): {effective}. Kernel size can't be greater than "
+                         f"actual input size (input {tuple(in_hw)}, padding {tuple(pads)})")
+    out = tuple((p - e) // s + 1 for p, e, s in zip(padded, effective, strides))
+    return ConvGeometry(tuple(in_hw), out, tuple(kernel_hw), tuple(strides), tuple(dilations),
+                        tuple(pads))
 
 
 def torch_input_size_range(out_hw, kernel_hw, strides, dilations, pads):
