@@ -238,12 +238,9 @@ def as_layout(images_nhwc, layout):
                                 else images_nhwc)
 
 
-def accuracy(params, x, labels, ops, layout, batch=256):
-    hits = 0
-    for start in range(0, len(x), batch):
-        logits, _ = forward(params, x[start:start + batch], ops, layout)
-        hits += (logits.argmax(axis=1) == labels[start:start + batch]).sum()
-    return hits / len(x)
+def predict(params, x, ops, layout, batch=256):
+    return np.concatenate([forward(params, x[start:start + batch], ops, layout)[0].argmax(axis=1)
+                           for start in range(0, len(x), batch)])
 
 
 def mean_loss(params, x, labels, ops, layout):
@@ -272,8 +269,9 @@ def train(data, layout, ops, epochs, batch_size, seed, lr, log=print):
             losses.append(loss * len(batch))
         elapsed = time.perf_counter() - start
         history["loss"].append(sum(losses) / len(order))
-        history["train_acc"].append(accuracy(params, x_train, y_train, ops, layout))
-        history["test_acc"].append(accuracy(params, x_test, y_test, ops, layout))
+        history["test_pred"] = predict(params, x_test, ops, layout)
+        history["train_acc"].append((predict(params, x_train, ops, layout) == y_train).mean())
+        history["test_acc"].append((history["test_pred"] == y_test).mean())
         history["epoch_time"].append(elapsed)
         log(f"{layout} epoch {epoch:2d}  loss {history['loss'][-1]:.4f}  "
             f"train acc {history['train_acc'][-1]:6.2%}  test acc {history['test_acc'][-1]:6.2%}"
@@ -296,7 +294,21 @@ def step_time(data, layout, ops, batch_size, seed, repeat=30):
     return best
 
 
-def plot(histories, path):
+def compare_layouts(results, dtype):
+    """How close the NHWC and NCHW runs are: the same steps, summed in different orders."""
+    nhwc, nchw = results["NHWC"], results["NCHW"]
+    losses = [np.asarray(r["history"]["loss"]) for r in (nhwc, nchw)]
+    loss_diff = (np.abs(losses[0] - losses[1]) / losses[0]).max()
+    changed = (nhwc["history"]["test_pred"] != nchw["history"]["test_pred"]).sum()
+    param_diff = max(float(np.abs(nhwc["params"][k] - nchw["params"][k]).max()
+                           / np.abs(nhwc["params"][k]).max()) for k in TRAINED)
+    print(f"NHWC vs NCHW: epoch losses agree to {loss_diff:.0e} (relative), "
+          f"{changed} of {len(nhwc['history']['test_pred'])} test predictions differ, final "
+          f"weights agree to {param_diff:.0e} of each array's largest entry ({dtype} rounding: "
+          f"the layouts sum in different orders, and training amplifies the difference)")
+
+
+def plot(histories, path, title):
     try:
         import matplotlib
     except ImportError:
@@ -304,14 +316,20 @@ def plot(histories, path):
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for layout, history in histories.items():
-        ax.plot(range(len(history["loss"])), history["loss"], marker="o", label=layout)
-    ax.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log",
-           title="8x8 digits, CNN on convbp's ops")
-    ax.legend()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(8, 3.2))
+    for (layout, history), style in zip(histories.items(), ("o-", "x--")):
+        epochs = np.arange(len(history["loss"]))
+        loss_ax.plot(epochs, history["loss"], style, label=layout)
+        acc_ax.plot(epochs[1:], history["test_acc"], style, label=layout)
+    loss_ax.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
     print(f"loss curve written to {path}")
 
 
@@ -346,11 +364,7 @@ def main(argv=None):
               f"{sum(history['epoch_time']):.1f} s training")
 
     if len(layouts) == 2:
-        a, b = (results[layout]["params"] for layout in layouts)
-        diff = max(float(np.abs(a[k] - b[k]).max() / np.abs(a[k]).max()) for k in TRAINED)
-        print(f"NHWC and NCHW final parameters agree to {diff:.1e} (relative to each one's largest "
-              f"entry; {args.dtype} rounding, which training amplifies)")
-
+        compare_layouts(results, args.dtype)
     if not args.no_timing:
         print(f"one training step, batch of {args.batch_size} (best of 30):")
         for layout in layouts:
@@ -359,7 +373,8 @@ def main(argv=None):
             print(f"  {layout}: convbp {times['convbp'] * 1e3:.2f} ms, NumPy reference "
                   f"{times['numpy'] * 1e3:.2f} ms ({times['numpy'] / times['convbp']:.1f}x)")
     if args.plot:
-        plot({layout: results[layout]["history"] for layout in layouts}, args.plot)
+        plot({layout: results[layout]["history"] for layout in layouts}, args.plot,
+             f"8x8 digits, a CNN on {ops.name}'s ops")
     return results
 
 

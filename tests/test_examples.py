@@ -207,7 +207,7 @@ def test_train_digits_needs_scikit_learn(digits, monkeypatch):
 def test_train_digits_plot_skipped_without_matplotlib(digits, monkeypatch, tmp_path, capsys):
     block_import(monkeypatch, "matplotlib")
     path = tmp_path / "loss.png"
-    digits.plot({"NHWC": {"loss": [2.0, 1.0]}}, str(path))
+    digits.plot({"NHWC": {"loss": [2.0, 1.0], "test_acc": [0.5]}}, str(path), "title")
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert not path.exists()
 
