@@ -32,15 +32,18 @@ def conv2d(x, filter, strides, padding, data_format="NHWC"):
 
 
 def _input_vjp(y, x, filter, strides, padding, data_format="NHWC"):
-    # The gradient dy of a loss with respect to y = conv2d(x, filter) -> its gradient dx.
-    return lambda dy: convbp.tf.conv2d_backprop_input(x.shape, filter, dy, strides, padding,
-                                                      data_format=data_format)
+    # dy, the gradient of a loss with respect to y = conv2d(x, filter) -> the gradient dx.
+    # autograd may hand back dy wider than y (float32 y, float64 loss arithmetic): y's dtype.
+    return lambda dy: convbp.tf.conv2d_backprop_input(
+        x.shape, filter, dy.astype(y.dtype, copy=False), strides, padding,
+        data_format=data_format)
 
 
 def _filter_vjp(y, x, filter, strides, padding, data_format="NHWC"):
     # ... and the filter's gradient: the same dy correlated with the input.
-    return lambda dy: convbp.tf.conv2d_backprop_filter(x, filter.shape, dy, strides, padding,
-                                                       data_format=data_format)
+    return lambda dy: convbp.tf.conv2d_backprop_filter(
+        x, filter.shape, dy.astype(y.dtype, copy=False), strides, padding,
+        data_format=data_format)
 
 
 defvjp(conv2d, _input_vjp, _filter_vjp)

@@ -315,3 +315,21 @@ def test_autodiff_example_runs(autodiff, capsys):
     autodiff.main()
     out = capsys.readouterr().out
     assert "gradient check NHWC" in out and "gradient check NCHW" in out
+
+
+def test_autodiff_float32(autodiff):
+    """float32 in, float32 gradients out (autograd's float64 cotangents are narrowed), close
+    to the float64 gradient of the same float32 values."""
+    import autograd
+    rng = np.random.default_rng(4)
+    params = {k: v.astype(np.float32) for k, v in autodiff.init_params(rng).items()}
+    x, labels = autodiff.bars(rng, 8)
+    x = x.astype(np.float32)
+    grads = autograd.grad(autodiff.loss)(params, x, labels, "NHWC")
+    exact = autograd.grad(autodiff.loss)({k: v.astype(np.float64) for k, v in params.items()},
+                                         x.astype(np.float64), labels, "NHWC")
+    # The longest chain of sums: the dense layer (8), conv2's input gradient (3*3*8 taps) and
+    # conv1's filter gradient (8 images * 64 pixels).
+    for k in params:
+        assert grads[k].dtype == np.float32
+        assert_close(grads[k], exact[k], np.float32, 8 + 72 + 512)
