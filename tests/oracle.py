@@ -63,6 +63,30 @@ def direct_conv2d(x, filt, out_hw, strides=(1, 1), dilations=(1, 1), pads=((0, 0
     return y
 
 
+def direct_backprop_filter(x, dy, filter_shape, strides=(1, 1), dilations=(1, 1),
+                           pads=((0, 0), (0, 0)), groups=1):
+    """dw (KH, KW, C/groups, F) by the definition: a loop over output pixels and taps, float64."""
+    x = np.asarray(x, np.float64)
+    dy = np.asarray(dy, np.float64)
+    n, h, w, c = x.shape
+    kh_size, kw_size, c_group, f = filter_shape
+    f_group = f // groups
+    dw = np.zeros(filter_shape)
+    for g in range(groups):
+        cs, fs = slice(g * c_group, (g + 1) * c_group), slice(g * f_group, (g + 1) * f_group)
+        for oh in range(dy.shape[1]):
+            for kh in range(kh_size):
+                ih = oh * strides[0] - pads[0][0] + kh * dilations[0]
+                if not 0 <= ih < h:
+                    continue
+                for ow in range(dy.shape[2]):
+                    for kw in range(kw_size):
+                        iw = ow * strides[1] - pads[1][0] + kw * dilations[1]
+                        if 0 <= iw < w:
+                            dw[kh, kw, :, fs] += x[:, ih, iw, cs].T @ dy[:, oh, ow, fs]
+    return dw
+
+
 def torch_backprop_input(dy, filt, in_hw, strides=(1, 1), dilations=(1, 1),
                          pads=((0, 0), (0, 0)), groups=1):
     """dx (N, H, W, C) from PyTorch autograd through F.conv2d on an explicitly padded input."""

@@ -242,6 +242,10 @@ CASES = [
     ("out-overlaps-dy", _overlapping_out(), ValueError, "out"),
     ("out-overlaps-itself", base(out=_self_overlapping_out()), ValueError, "out"),
     ("out-unaligned", base(out=_unaligned_out()), ValueError, "out"),
+    # algorithm
+    ("algorithm-unknown", base(algorithm="fft"), ValueError, "algorithm"),
+    ("algorithm-None", base(algorithm=None), ValueError, "algorithm"),
+    ("algorithm-int", base(algorithm=1), ValueError, "algorithm"),
     # num_threads
     ("num_threads-0", base(num_threads=0), ValueError, "num_threads"),
     ("num_threads-negative", base(num_threads=-1), ValueError, "num_threads"),
@@ -303,4 +307,29 @@ def test_failed_call_leaves_out_untouched():
     out = np.full(SIZES, 7.0, np.float32)
     with pytest.raises(ValueError, match="out_backprop"):
         convbp.conv2d_backprop_input(SIZES, FILT, DY[:, :4], 1, "SAME", out=out)
+    assert np.all(out == 7.0)
+
+
+def _layer_calls(out):
+    """A failing call of every new entry point (a mismatched out_backprop / grad_output, or a
+    bad algorithm), each given ``out``."""
+    from convbp import tf as ctf, torch as ctorch
+    x, dy = np.ones((1, 5, 5, 2), np.float32), np.ones((1, 4, 5, 4), np.float32)
+    return [
+        lambda: ctf.conv2d(x, FILT, 1, "SAME", out=out, algorithm="fft"),
+        lambda: ctf.conv2d_backprop_filter(x, FILT.shape, dy, 1, "SAME", out=out),
+        lambda: ctf.conv2d_transpose(dy, FILT, SIZES, 1, out=out),
+        lambda: ctf.depthwise_conv2d(x, FILT[:, :, :, :2], 1, "SAME", out=out, algorithm=""),
+        lambda: ctf.depthwise_conv2d_backprop_filter(x, (3, 3, 2, 2), dy, 1, "SAME", out=out),
+        lambda: ctorch.conv2d(x, np.ones((4, 2, 3, 3), np.float32), out=out),
+        lambda: ctorch.conv2d_weight(x.transpose(0, 3, 1, 2), (4, 2, 3, 3),
+                                     dy.transpose(0, 3, 1, 2), out=out),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_layer_calls(None))))
+def test_failed_layer_call_leaves_out_untouched(index):
+    out = np.full((3, 3, 2, 4), 7.0, np.float32)
+    with pytest.raises((ValueError, TypeError)):
+        _layer_calls(out)[index]()
     assert np.all(out == 7.0)

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import convbp
 from convbp import torch as convbp_torch
-from oracle import assert_close, direct_backprop_input, out_size, torch
+from oracle import (assert_close, direct_backprop_filter, direct_backprop_input, direct_conv2d,
+                    out_size, torch)
 
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
@@ -572,3 +573,396 @@ def test_conv_transpose2d_out_overlapping_input():
     buf = np.ones((2, 4, 7, 7), np.float32)
     with pytest.raises(ValueError, match="out overlaps input"):
         convbp.conv_transpose2d(buf[:, :, 1:6, 1:6], WT, out=buf[:, :3])
+
+
+# -------------------------------------------------------------------------------------------
+# conv2d and conv2d_weight
+
+def ref_conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """Direct-loop reference of F.conv2d (NCHW, weight OIHW)."""
+    pads = torch_pads(padding, weight.shape[2:], dilation)
+    out_hw = out_size(x.shape[2:], weight.shape[2:], pair(stride), pair(dilation), pads)
+    y = direct_conv2d(x.transpose(0, 2, 3, 1), weight.transpose(2, 3, 1, 0), out_hw,
+                      pair(stride), pair(dilation), pads, groups)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    return y.transpose(0, 3, 1, 2)
+
+
+def ref_conv2d_weight(x, weight_shape, grad_output, stride, padding, dilation, groups):
+    """Direct-loop reference of torch.nn.grad.conv2d_weight (OIHW result)."""
+    pads = torch_pads(padding, weight_shape[2:], dilation)
+    hwio = (weight_shape[2], weight_shape[3], weight_shape[1], weight_shape[0])
+    dw = direct_backprop_filter(x.transpose(0, 2, 3, 1), grad_output.transpose(0, 2, 3, 1),
+                                hwio, pair(stride), pair(dilation), pads, groups)
+    return dw.transpose(3, 2, 0, 1)
+
+
+def make_forward_case(case, dtype, seed=0):
+    (n, c, h, w), weight, grad_output, kwargs = make_conv_case(case, dtype, seed)
+    rng = np.random.default_rng(seed + 100)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    bias = rng.standard_normal(weight.shape[0]).astype(dtype)
+    return x, weight, bias, grad_output, kwargs
+
+
+def forward_reduction(weight):
+    return weight[0].size
+
+
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_matches_direct_loop(case, dtype, memory):
+    x, weight, bias, _, kwargs = make_forward_case(case, dtype)
+    if memory == "channels_last":
+        x = channels_last(x)
+    y = convbp_torch.conv2d(x, weight, bias, **kwargs)
+    assert y.dtype == dtype
+    assert_close(y, ref_conv2d(x, weight, bias, **kwargs), dtype, forward_reduction(weight))
+    assert is_nhwc_memory(y) if memory == "channels_last" else y.flags.c_contiguous
+
+
+@needs_torch
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_matches_torch(case, memory):
+    x, weight, bias, _, kwargs = make_forward_case(case, np.float64, seed=11)
+    xt = torch.from_numpy(x)
+    if memory == "channels_last":
+        x = channels_last(x)
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.functional.conv2d(xt, torch.from_numpy(weight), torch.from_numpy(bias),
+                                          **kwargs)
+    y = convbp_torch.conv2d(x, weight, bias, **kwargs)
+    assert y.strides == tuple(s * y.itemsize for s in expected.stride())
+    assert_close(y, expected.numpy(), np.float64, forward_reduction(weight))
+
+
+def test_conv2d_nhwc_unbatched_and_out():
+    x, weight, bias, _, kwargs = make_forward_case(CONV_CASES[2], np.float64, seed=12)
+    expected = ref_conv2d(x, weight, bias, **kwargs)
+    y = convbp_torch.conv2d(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), weight, bias,
+                            **kwargs, data_format="NHWC")
+    assert y.flags.c_contiguous
+    assert_close(y, expected.transpose(0, 2, 3, 1), np.float64, forward_reduction(weight))
+    y = convbp_torch.conv2d(x[0], weight, bias, **kwargs)
+    assert_close(y, expected[0], np.float64, forward_reduction(weight))
+    big = np.full((2,) + tuple(2 * s for s in expected.shape[1:]), 7.0)
+    out = big[1:, ::2, 1::2, ::-2]
+    assert convbp_torch.conv2d(x[:1], weight, bias, **kwargs, out=out) is out
+    assert_close(out, expected[:1], np.float64, forward_reduction(weight))
+    untouched = np.ones(big.shape, bool)
+    untouched[1:, ::2, 1::2, ::-2] = False
+    assert (big[untouched] == 7.0).all()
+
+
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_weight_matches_direct_loop(case, dtype, memory):
+    x, weight, _, grad_output, kwargs = make_forward_case(case, dtype, seed=13)
+    if memory == "channels_last":
+        x = channels_last(x)
+    dw = convbp_torch.conv2d_weight(x, weight.shape, grad_output, **kwargs)
+    assert dw.shape == weight.shape and dw.dtype == dtype
+    expected = ref_conv2d_weight(x, weight.shape, grad_output, **kwargs)
+    assert_close(dw, expected, dtype, grad_output[:, 0].size)
+    # PyTorch's CPU kernel gives the weight gradient in the input's memory format.
+    assert is_nhwc_memory(dw) if memory == "channels_last" else dw.flags.c_contiguous
+
+
+@needs_torch
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_weight_matches_torch(case, memory):
+    x, weight, _, grad_output, kwargs = make_forward_case(case, np.float64, seed=14)
+    xt = torch.from_numpy(x).requires_grad_(False)
+    if memory == "channels_last":
+        x = channels_last(x)
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    # Autograd through F.conv2d, the definition (torch's conv2d_weight takes no strings).
+    wt = torch.from_numpy(weight).clone().requires_grad_()
+    torch.nn.functional.conv2d(xt, wt, **kwargs).backward(torch.from_numpy(grad_output))
+    dw = convbp_torch.conv2d_weight(x, weight.shape, grad_output, **kwargs)
+    assert_close(dw, wt.grad.numpy(), np.float64, grad_output[:, 0].size)
+    if not isinstance(kwargs["padding"], str):
+        expected = torch.nn.grad.conv2d_weight(xt, weight.shape, torch.from_numpy(grad_output),
+                                               **kwargs)
+        assert dw.strides == tuple(s * dw.itemsize for s in expected.stride())
+        assert_close(dw, expected.numpy(), np.float64, grad_output[:, 0].size)
+
+
+# -------------------------------------------------------------------------------------------
+# 1-D: conv1d, conv1d_input, conv1d_weight, conv_transpose1d
+
+# (N, C_in, L, C_out, K, stride, padding, dilation, groups)
+CASES_1D = [
+    (2, 3, 11, 4, 3, 1, 1, 1, 1),
+    (1, 4, 12, 6, 4, 3, 0, 1, 2),
+    (2, 2, 9, 2, 2, 1, "same", 3, 1),
+    (1, 6, 10, 3, 3, 2, 2, 2, 3),
+]
+
+
+def make_1d_case(case, dtype=np.float64, seed=0):
+    n, c, length, f, k, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    pads = torch_pads(padding if isinstance(padding, str) else (0, padding), (1, k),
+                      (1, dilation))
+    (out_len,) = out_size((length,), (k,), (stride,), (dilation,), (pads[1],))
+    x = rng.standard_normal((n, c, length)).astype(dtype)
+    weight = rng.standard_normal((f, c // groups, k)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype)
+    grad_output = rng.standard_normal((n, f, out_len)).astype(dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    geo = dict(strides=(1, stride), dilations=(1, dilation), pads=pads, groups=groups)
+    return x, weight, bias, grad_output, kwargs, geo
+
+
+def nhwc_1d(a):
+    return a[:, :, None, :].transpose(0, 2, 3, 1)  # (N, C, L) -> (N, 1, L, C)
+
+
+def ncl(a):
+    return a[:, 0].transpose(0, 2, 1)  # (N, 1, L, C) -> (N, C, L)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES_1D)
+def test_conv1d_family_matches_direct_loop(case, dtype):
+    x, weight, bias, dy, kwargs, geo = make_1d_case(case, dtype)
+    hwio = weight[:, :, None, :].transpose(2, 3, 1, 0)
+    y = convbp_torch.conv1d(x, weight, bias, **kwargs)
+    assert y.flags.c_contiguous
+    expected = ncl(direct_conv2d(nhwc_1d(x), hwio, (1, dy.shape[2]), **geo)) + bias[:, None]
+    assert_close(y, expected, dtype, weight[0].size)
+    assert_close(convbp_torch.conv1d(x[0], weight, bias, **kwargs), expected[0], dtype,
+                 weight[0].size)  # unbatched
+    dx = convbp_torch.conv1d_input(x.shape, weight, dy, **kwargs)
+    expected = ncl(direct_backprop_input(nhwc_1d(dy), hwio, (1, x.shape[2]), **geo))
+    assert_close(dx, expected, dtype, weight[:, 0].size)
+    dw = convbp_torch.conv1d_weight(x, weight.shape, dy, **kwargs)
+    expected = direct_backprop_filter(nhwc_1d(x), nhwc_1d(dy), hwio.shape, **geo)
+    assert_close(dw, expected.transpose(3, 2, 0, 1)[:, :, 0], dtype, dy[:, 0].size)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", CASES_1D)
+def test_conv1d_family_matches_torch(case):
+    x, weight, bias, dy, kwargs, _ = make_1d_case(case, seed=1)
+    tx, tw, tb, tdy = map(torch.from_numpy, (x, weight, bias, dy))
+    expected = torch.nn.functional.conv1d(tx, tw, tb, **kwargs)
+    y = convbp_torch.conv1d(x, weight, bias, **kwargs)
+    assert y.strides == tuple(s * y.itemsize for s in expected.stride())
+    assert_close(y, expected.numpy(), np.float64, weight[0].size)
+    # Autograd through F.conv1d for both gradients (torch.nn.grad takes no string padding).
+    txg, twg = tx.clone().requires_grad_(), tw.clone().requires_grad_()
+    torch.nn.functional.conv1d(txg, twg, **kwargs).backward(tdy)
+    assert_close(convbp_torch.conv1d_input(x.shape, weight, dy, **kwargs), txg.grad.numpy(),
+                 np.float64, weight[:, 0].size)
+    assert_close(convbp_torch.conv1d_weight(x, weight.shape, dy, **kwargs), twg.grad.numpy(),
+                 np.float64, dy[:, 0].size)
+    if not isinstance(kwargs["padding"], str):
+        assert_close(convbp_torch.conv1d_input(x.shape, weight, dy, **kwargs),
+                     torch.nn.grad.conv1d_input(x.shape, tw, tdy, **kwargs).numpy(),
+                     np.float64, weight[:, 0].size)
+        assert_close(convbp_torch.conv1d_weight(x, weight.shape, dy, **kwargs),
+                     torch.nn.grad.conv1d_weight(tx, weight.shape, tdy, **kwargs).numpy(),
+                     np.float64, dy[:, 0].size)
+
+
+# (N, C_in, L, C_out, K, stride, padding, output_padding, groups, dilation)
+TRANSPOSE_CASES_1D = [
+    (2, 4, 5, 3, 3, 1, 0, 0, 1, 1),
+    (1, 4, 6, 6, 4, 2, 1, 1, 2, 1),
+    (2, 3, 4, 3, 3, 3, 2, 1, 3, 2),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES_1D)
+def test_conv_transpose1d(case):
+    n, c_in, length, c_out, k, stride, padding, output_padding, groups, dilation = case
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((n, c_in, length))
+    weight = rng.standard_normal((c_in, c_out // groups, k))
+    bias = rng.standard_normal(c_out)
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                  dilation=dilation)
+    y = convbp_torch.conv_transpose1d(x, weight, bias, **kwargs)
+    expected = ref_conv_transpose2d(x[:, :, None], weight[:, :, None], bias, (1, stride),
+                                    (0, padding), (0, output_padding), groups,
+                                    (1, dilation))[:, :, 0]
+    assert_close(y, expected, np.float64, c_in // groups * k)
+    assert_close(convbp_torch.conv_transpose1d(x[0], weight, bias, **kwargs), expected[0],
+                 np.float64, c_in // groups * k)
+    out = np.full(expected.shape, 7.0)
+    assert convbp_torch.conv_transpose1d(x, weight, bias, **kwargs, out=out) is out
+    assert_close(out, expected, np.float64, c_in // groups * k)
+    if torch is not None:
+        t = torch.nn.functional.conv_transpose1d(torch.from_numpy(x), torch.from_numpy(weight),
+                                                 torch.from_numpy(bias), **kwargs)
+        assert_close(y, t.numpy(), np.float64, c_in // groups * k)
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_transpose1d_audio(dtype):
+    # A vocoder-style upsampling layer: 1026 channels, kernel 1024, stride 256.
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((1, 1026, 224)).astype(dtype)
+    weight = rng.standard_normal((1026, 1, 1024)).astype(dtype)
+    y = convbp_torch.conv_transpose1d(x, weight, stride=256)
+    assert y.shape == (1, 1, 223 * 256 + 1024)
+    expected = torch.nn.functional.conv_transpose1d(
+        torch.from_numpy(x.astype(np.float64)), torch.from_numpy(weight.astype(np.float64)),
+        stride=256)
+    assert_close(y, expected.numpy(), dtype, 1026 * 1024 // 256)
+
+
+# -------------------------------------------------------------------------------------------
+# Every entry point: threads, algorithm
+
+W1 = np.ones((4, 3, 3), np.float32)
+TORCH_ENTRY_POINTS = {
+    "conv2d": lambda **k: convbp_torch.conv2d(np.ones((2, 3, 7, 7)), np.ones((4, 3, 3, 3)),
+                                              **k),
+    "conv2d_input": lambda **k: convbp_torch.conv2d_input((2, 3, 7, 7), np.ones((4, 3, 3, 3)),
+                                                          np.ones((2, 4, 5, 5)), **k),
+    "conv2d_weight": lambda **k: convbp_torch.conv2d_weight(np.ones((2, 3, 7, 7)), (4, 3, 3, 3),
+                                                            np.ones((2, 4, 5, 5)), **k),
+    "conv_transpose2d": lambda **k: convbp_torch.conv_transpose2d(
+        np.ones((2, 4, 5, 5)), np.ones((4, 3, 3, 3)), **k),
+    "conv1d": lambda **k: convbp_torch.conv1d(np.ones((2, 3, 7)), np.ones((4, 3, 3)), **k),
+    "conv1d_input": lambda **k: convbp_torch.conv1d_input((2, 3, 7), np.ones((4, 3, 3)),
+                                                          np.ones((2, 4, 5)), **k),
+    "conv1d_weight": lambda **k: convbp_torch.conv1d_weight(np.ones((2, 3, 7)), (4, 3, 3),
+                                                            np.ones((2, 4, 5)), **k),
+    "conv_transpose1d": lambda **k: convbp_torch.conv_transpose1d(
+        np.ones((2, 4, 5)), np.ones((4, 3, 3)), **k),
+}
+
+
+@pytest.mark.parametrize("name", TORCH_ENTRY_POINTS)
+def test_threads_and_algorithm(name):
+    call = TORCH_ENTRY_POINTS[name]
+    reference = call()
+    for kwargs in (dict(num_threads=1), dict(num_threads=2), dict(algorithm="Auto"),
+                   dict(algorithm="gemm")):
+        np.testing.assert_array_equal(call(**kwargs), reference)
+    with pytest.raises(ValueError, match="algorithm"):
+        call(algorithm="direct")
+    with pytest.raises(TypeError, match="num_threads"):
+        call(num_threads=1.0)
+
+
+# -------------------------------------------------------------------------------------------
+# Errors of the new entry points
+
+XF = np.ones((2, 3, 7, 7), np.float32)       # conv2d input
+WF = np.ones((4, 3, 3, 3), np.float32)       # (C_out, C_in, KH, KW)
+
+
+def _c2(**overrides):
+    args = dict(input=XF, weight=WF)
+    args.update(overrides)
+    return lambda: convbp_torch.conv2d(**args)
+
+
+def _cw(**overrides):
+    args = dict(input=XF, weight_size=(4, 3, 3, 3), grad_output=DY)
+    args.update(overrides)
+    return lambda: convbp_torch.conv2d_weight(**args)
+
+
+def _c1(fn, *args, **kwargs):
+    return lambda: fn(*args, **kwargs)
+
+
+NEW_ERRORS = [
+    # conv2d
+    ("c2-input-2d", _c2(input=XF[0, 0]), ValueError, "input"),
+    ("c2-input-5d", _c2(input=XF[None]), ValueError, "input"),
+    ("c2-input-channels", _c2(input=XF[:, :2]), ValueError, "input.*3 channels"),
+    ("c2-input-empty-spatial", _c2(input=XF[:, :, :0]), ValueError, "input"),
+    ("c2-input-dtype", _c2(input=XF.astype(np.float64)), TypeError, "input"),
+    ("c2-input-too-small", _c2(input=XF[:, :, :2, :2]), ValueError,
+     "Kernel size can't be greater than actual input size"),
+    ("c2-weight-3d", _c2(weight=WF[0]), ValueError, "weight"),
+    ("c2-weight-empty", _c2(weight=WF[..., :0]), ValueError, "weight"),
+    ("c2-weight-int", _c2(weight=WF.astype(int)), TypeError, "weight"),
+    ("c2-bias-shape", _c2(bias=np.ones(3, np.float32)), ValueError, "bias"),
+    ("c2-bias-dtype", _c2(bias=np.ones(4)), TypeError, "bias"),
+    ("c2-groups", _c2(groups=2), ValueError, "groups"),
+    ("c2-groups-zero", _c2(groups=0), ValueError, "groups"),
+    ("c2-stride", _c2(stride=(1, 1, 1)), ValueError, "stride"),
+    ("c2-stride-zero", _c2(stride=0), ValueError, "stride"),
+    ("c2-padding", _c2(padding="full"), ValueError, "padding"),
+    ("c2-padding-neg", _c2(padding=(1, -1)), ValueError, "padding"),
+    ("c2-padding-same-strided", _c2(padding="same", stride=2), ValueError, "padding='same'"),
+    ("c2-dilation", _c2(dilation=-1), ValueError, "dilation"),
+    ("c2-data_format", _c2(data_format="NCWH"), ValueError, "data_format"),
+    ("c2-out-shape", _c2(out=np.empty((2, 4, 5, 6), np.float32)), ValueError, "out"),
+    ("c2-out-dtype", _c2(out=np.empty((2, 4, 5, 5))), TypeError, "out"),
+    ("c2-out-overlap", _c2(input=BUF[:, :3], weight=WF, out=BUF[:, :, 1:6, 1:6]), ValueError,
+     "out overlaps input"),
+    ("c2-num_threads", _c2(num_threads=0), ValueError, "num_threads"),
+    ("c2-algorithm", _c2(algorithm=None), ValueError, "algorithm"),
+    # conv2d_weight
+    ("cw-weight_size-len", _cw(weight_size=(4, 3, 3)), ValueError, "weight_size"),
+    ("cw-weight_size-float", _cw(weight_size=(4, 3, 3.0, 3)), TypeError, "weight_size"),
+    ("cw-weight_size-0d", _cw(weight_size=np.array(4)), ValueError, "weight_size"),
+    ("cw-weight_size-channels", _cw(weight_size=(4, 2, 3, 3)), ValueError, "input"),
+    ("cw-weight_size-groups", _cw(weight_size=(4, 1, 3, 3), groups=3), ValueError, "groups"),
+    ("cw-weight_size-kernel", _cw(weight_size=(4, 3, 0, 3)), ValueError, "weight_size"),
+    ("cw-grad_output-shape", _cw(grad_output=DY[:, :, 1:]), ValueError, "grad_output"),
+    ("cw-grad_output-channels", _cw(grad_output=DY[:, :3]), ValueError, "grad_output"),
+    ("cw-grad_output-3d", _cw(grad_output=DY[0]), ValueError, "grad_output"),
+    ("cw-grad_output-batch", _cw(grad_output=DY[:1]), ValueError, "grad_output"),
+    ("cw-input-3d", _cw(input=XF[0]), ValueError, "input"),
+    ("cw-dtype", _cw(grad_output=DY.astype(np.float16)), TypeError, "dtype"),
+    ("cw-padding", _cw(padding="bogus"), ValueError, "padding"),
+    ("cw-out-shape", _cw(out=np.empty((3, 4, 3, 3), np.float32)), ValueError, "out"),
+    ("cw-algorithm", _cw(algorithm="gemm2"), ValueError, "algorithm"),
+    # 1-D
+    ("c1-input-4d", _c1(convbp_torch.conv1d, XF, W1), ValueError, "input"),
+    ("c1-weight-4d", _c1(convbp_torch.conv1d, XF[:, :, 0], WF), ValueError, "weight"),
+    ("c1-stride-pair", _c1(convbp_torch.conv1d, XF[:, :, 0], W1, stride=(1, 1)), ValueError,
+     "stride"),
+    ("c1-padding-pair", _c1(convbp_torch.conv1d, XF[:, :, 0], W1, padding=(1, 1)), ValueError,
+     "padding"),
+    ("c1-padding-str", _c1(convbp_torch.conv1d, XF[:, :, 0], W1, padding="full"), ValueError,
+     "padding"),
+    ("c1-dilation", _c1(convbp_torch.conv1d, XF[:, :, 0], W1, dilation=[0]), ValueError,
+     "dilation"),
+    ("c1-bias", _c1(convbp_torch.conv1d, XF[:, :, 0], W1, np.ones(5, np.float32)), ValueError,
+     "bias"),
+    ("c1-out", _c1(convbp_torch.conv1d, XF[:, :, 0], W1, out=np.empty((2, 4, 1, 5),
+                                                                      np.float32)),
+     ValueError, "out"),
+    ("c1i-input_size-len", _c1(convbp_torch.conv1d_input, (2, 3, 7, 7), W1, DY[:, :, 0]),
+     ValueError, "input_size"),
+    ("c1i-input_size-range", _c1(convbp_torch.conv1d_input, (2, 3, 9), W1, DY[:, :, 0]),
+     ValueError, "input_size: requested an input grad size"),
+    ("c1i-grad_output-2d", _c1(convbp_torch.conv1d_input, (2, 3, 7), W1, DY[0, 0]),
+     ValueError, "grad_output"),
+    ("c1w-weight_size-len", _c1(convbp_torch.conv1d_weight, XF[:, :, 0], (4, 3, 1, 3),
+                                DY[:, :, 0]), ValueError, "weight_size"),
+    ("c1w-grad_output-length", _c1(convbp_torch.conv1d_weight, XF[:, :, 0], (4, 3, 3),
+                                   DY[:, :, 0, :4]), ValueError, "grad_output"),
+    ("c1t-padding-str", _c1(convbp_torch.conv_transpose1d, DY[:, :, 0], W1, padding="same"),
+     TypeError, "padding"),
+    ("c1t-output_padding", _c1(convbp_torch.conv_transpose1d, DY[:, :, 0], W1,
+                               output_padding=1), ValueError, "output_padding"),
+    ("c1t-output_padding-pair", _c1(convbp_torch.conv_transpose1d, DY[:, :, 0], W1, stride=2,
+                                    output_padding=(1, 1)), ValueError, "output_padding"),
+    ("c1t-input-channels", _c1(convbp_torch.conv_transpose1d, DY[:, :3, 0], W1), ValueError,
+     "input"),
+]
+
+
+@pytest.mark.parametrize("call,exc,match", [c[1:] for c in NEW_ERRORS],
+                         ids=[c[0] for c in NEW_ERRORS])
+def test_new_entry_point_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
