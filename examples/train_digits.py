@@ -175,8 +175,9 @@ def softmax_cross_entropy(logits, labels):
     return loss, dlogits / n
 
 
-def loss_and_grads(params, x, labels, ops, layout):
-    """Loss, the gradient of every parameter, and the gradient with respect to the images."""
+def loss_and_grads(params, x, labels, ops, layout, input_grad=False):
+    """Loss, the gradient of every parameter and, if asked, the gradient with respect to the
+    images (training does not need it; a gradient check or an adversarial example does)."""
     logits, (x, z1, a1, z2, a2, flat) = forward(params, x, ops, layout)
     loss, dlogits = softmax_cross_entropy(logits, labels)
     spatial = (0, 1, 2) if layout == "NHWC" else (0, 2, 3)  # every axis but the channels
@@ -188,7 +189,7 @@ def loss_and_grads(params, x, labels, ops, layout):
     dz1 = ops.backprop_input(a1.shape, params["w2"], dz2, STRIDES[1], layout) * (z1 > 0)
     grads["w1"] = ops.backprop_filter(x, params["w1"].shape, dz1, STRIDES[0], layout)
     grads["b1"] = dz1.sum(axis=spatial)
-    dx = ops.backprop_input(x.shape, params["w1"], dz1, STRIDES[0], layout)
+    dx = ops.backprop_input(x.shape, params["w1"], dz1, STRIDES[0], layout) if input_grad else None
     return loss, grads, dx
 
 

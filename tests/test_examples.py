@@ -105,7 +105,8 @@ def torch_reference(params, x, labels, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_train_digits_gradients_match_torch(digits, layout, ops):
     params, x, labels = tiny_network(digits, layout)
-    loss, grads, dx = digits.loss_and_grads(params, x, labels, digits.OPS[ops], layout)
+    loss, grads, dx = digits.loss_and_grads(params, x, labels, digits.OPS[ops], layout,
+                                           input_grad=True)
     ref_loss, ref_grads, ref_dx = torch_reference(params, x, labels, layout)
     # The longest chain of float64 sums a gradient passes through: dense (27 features), conv2's
     # input gradient (3*3*3 taps), conv1's filter gradient (2 images * 36 pixels).
@@ -121,14 +122,14 @@ def test_train_digits_gradients_match_finite_differences(digits, layout):
     params, x, labels = tiny_network(digits, layout)
     ops = digits.ConvbpOps
 
-    def loss():
-        return digits.loss_and_grads(params, x, labels, ops, layout)[0]
+    def loss():  # the forward pass only: independent of the backward code under test
+        return digits.softmax_cross_entropy(digits.forward(params, x, ops, layout)[0], labels)[0]
 
     # No ReLU input is within reach of a step h (kinks would spoil the differences).
     _, (_, z1, _, z2, _, _) = digits.forward(params, x, ops, layout)
     assert min(np.abs(z1).min(), np.abs(z2).min()) > 1e-4
 
-    _, grads, dx = digits.loss_and_grads(params, x, labels, ops, layout)
+    _, grads, dx = digits.loss_and_grads(params, x, labels, ops, layout, input_grad=True)
     names = list(digits.TRAINED)
     numeric = central_differences(loss, [params[k] for k in names] + [x])
     for k, g in zip(names, numeric):
@@ -146,8 +147,9 @@ def test_train_digits_layouts_give_the_same_network(digits):
     logits, _ = digits.forward(params, x, ops, "NHWC")
     logits_nchw, _ = digits.forward(nchw, x_nchw, ops, "NCHW")
     assert_close(logits_nchw, logits, np.float64, 27 * 3)
-    _, grads, dx = digits.loss_and_grads(params, x, labels, ops, "NHWC")
-    _, grads_nchw, dx_nchw = digits.loss_and_grads(nchw, x_nchw, labels, ops, "NCHW")
+    _, grads, dx = digits.loss_and_grads(params, x, labels, ops, "NHWC", input_grad=True)
+    _, grads_nchw, dx_nchw = digits.loss_and_grads(nchw, x_nchw, labels, ops, "NCHW",
+                                                   input_grad=True)
     grads_nchw = digits.from_layout(dict(grads_nchw, feature_hwc=params["feature_hwc"]), "NCHW")
     for k in digits.TRAINED:
         assert_close(grads_nchw[k], grads[k], np.float64, 27 + 27 + 72)
