@@ -24,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import convbp
 from convbp import reference
@@ -349,13 +350,25 @@ def main(argv=None):
     parser.add_argument("--plot", metavar="PATH", help="write the loss curve (needs matplotlib)")
     parser.add_argument("--no-timing", action="store_true",
                         help="skip timing one training step with convbp's and NumPy's ops")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="threads for NumPy's own BLAS calls (default 1; 0: NumPy's default)")
     args = parser.parse_args(argv)
+    # convbp runs its own OpenMP threads.  A second pool -- NumPy's BLAS threads for the dense
+    # layer and for the NumPy reference ops -- would contend with them for the same cores
+    # between calls (both pools spin a while before sleeping).  The small matmuls here gain
+    # nothing from BLAS threads, so by default both ops run with NumPy's BLAS on one thread.
+    with threadpool_limits(limits=args.blas_threads or None, user_api="blas"):
+        return run(args)
 
+
+def run(args):
+    start = time.perf_counter()
     data = load_data(args.subset, args.seed, np.dtype(args.dtype))
     layouts = ("NHWC", "NCHW") if args.layout == "both" else (args.layout,)
     ops = OPS[args.ops]
     print(f"digits: {len(data[0])} training, {len(data[1])} test images; "
-          f"{convbp.default_num_threads()} convbp threads")
+          f"{convbp.default_num_threads()} convbp threads, NumPy's BLAS on "
+          f"{args.blas_threads or 'its default'} thread(s)")
     results = {}
     for layout in layouts:
         params, history = train(data, layout, ops, args.epochs, args.batch_size, args.seed,
@@ -376,6 +389,7 @@ def main(argv=None):
     if args.plot:
         plot({layout: results[layout]["history"] for layout in layouts}, args.plot,
              f"8x8 digits, a CNN on {ops.name}'s ops")
+    print(f"total {time.perf_counter() - start:.1f} s")
     return results
 
 
