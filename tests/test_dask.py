@@ -10,6 +10,7 @@ import doctest
 import itertools
 import logging
 import operator
+import os
 import subprocess
 import sys
 
@@ -445,3 +446,11 @@ def test_distributed_local_cluster_with_worker_processes():
         # Two single-threaded worker processes share the cores: one convbp thread a task.
         assert client.submit(cdask.task_threads, pure=False).result() == 1
     oracle.assert_close(computed, expected, np.float64, 9 * 4)
+
+
+def test_example_runs_small():
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "dask_saliency.py")
+    done = subprocess.run([sys.executable, "-P", example, "--small"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "equal the in-memory conv2d_backprop_input" in done.stdout
