@@ -24,7 +24,9 @@ together fill the cores once: ``cores // tasks_at_once``, at least 1 and at most
 ``OMP_NUM_THREADS`` when that is set -- ``tasks_at_once`` is the worker's thread count on a
 ``distributed`` worker (whose nanny sets ``OMP_NUM_THREADS=1`` in worker processes, which share
 the machine's cores), the pool size (``num_workers``, default the core count) on the local
-threaded scheduler, and 1 on the synchronous scheduler.  See :func:`task_threads`.
+threaded scheduler, and 1 on the synchronous scheduler.  See :func:`task_threads`.  (A
+``num_workers=`` passed to ``compute()`` is not visible to the tasks: set it with
+``dask.config.set(num_workers=...)`` or pass ``num_threads``.)
 """
 
 import bisect
@@ -42,7 +44,7 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _engine
 from . import tf as _tf
 from . import torch as _torch
-from ._geometry import (as_int, axis_halo, check_data_format, forward_geometry, int_list,
+from ._geometry import (axis_halo, check_data_format, forward_geometry, int_list,
                         layout_axes, spatial_pair, tf_padding, torch_pair,
                         torch_transpose_geometry)
 
@@ -138,8 +140,6 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
         raise ValueError(f"out_backprop must be 4-D ({data_format}): actual shape = "
                          f"{dy.shape}, expected 4 dimensions")
     # The in-memory function checks every argument on an empty batch (nothing is computed).
-    if isinstance(input_sizes, np.ndarray) and input_sizes.ndim == 0:
-        int_list(input_sizes, "input_sizes")  # its error message
     sizes = int_list(input_sizes, "input_sizes", minimum=0)
     n = dy.shape[0]
     if len(sizes) == 4 and sizes[0] != n:
@@ -234,7 +234,6 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                                         torch_pair(padding, "padding", minimum=0),
                                         torch_pair(output_padding, "output_padding", minimum=0),
                                         torch_pair(dilation, "dilation", minimum=1))
-    as_int(groups, "groups", minimum=1)
     # The transposed convolution's weight (C_in, C_out/groups, KH, KW) is the forward
     # convolution's OIHW weight, read by the TensorFlow-convention blocks as HWIO.
     filt = w.transpose(2, 3, 1, 0)
@@ -248,12 +247,16 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 # The graph: one task a result block.
 
 def _as_dask(value, name):
-    if isinstance(value, da.Array):
-        return value
-    try:
-        return da.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a dask array or an array: {exc}") from None
+    """``value`` as a dask array (an in-memory array becomes one chunk) of known shape."""
+    if not isinstance(value, da.Array):
+        try:
+            value = da.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a dask array or an array: {exc}") from None
+    if any(np.isnan(size) for size in value.shape):
+        raise ValueError(f"{name} must have known chunk sizes, got shape {value.shape}; call "
+                         f"{name}.compute_chunk_sizes() first")
+    return value
 
 
 def _small_operand(value):

@@ -27,7 +27,6 @@ import convbp.dask as cdask  # noqa: E402
 import oracle  # noqa: E402
 
 RNG = np.random.default_rng(20261201)
-LOGICAL = "NHWC"
 
 
 def to_layout(arr, data_format):
@@ -420,6 +419,29 @@ def test_conv_transpose2d_errors(kwargs, error, name):
         cdask.conv_transpose2d(x, **args)
     with pytest.raises(ValueError, match="input"):
         cdask.conv_transpose2d(da.zeros((5, 5), chunks=2), np.zeros((4, 3, 3, 3)))
+
+
+def test_in_memory_operands_and_empty_axes():
+    # A NumPy out_backprop (one chunk), a nested-list filter (takes out_backprop's dtype).
+    dy = RNG.standard_normal((2, 3, 3, 2)).astype(np.float32)
+    filt = RNG.standard_normal((2, 2, 1, 2)).tolist()
+    result = cdask.conv2d_backprop_input((2, 6, 6, 1), filt, dy, 2, "VALID", chunks=(1, 2, 5, 1))
+    expected = convbp.tf.conv2d_backprop_input((2, 6, 6, 1), filt, dy, 2, "VALID")
+    assert_matches(result, expected, 4 * 2)
+    # Empty batch, empty input width (TensorFlow: an empty output).
+    empty = cdask.conv2d_backprop_input((0, 6, 6, 1), np.ones((3, 3, 1, 2)),
+                                        da.zeros((0, 6, 6, 2), chunks=1), 1, "SAME")
+    assert empty.compute().shape == (0, 6, 6, 1)
+    narrow = cdask.conv2d_backprop_input((2, 5, 0, 1), np.ones((3, 3, 1, 2)),
+                                         da.zeros((2, 3, 0, 2), chunks=2), 1, "VALID")
+    assert narrow.compute().shape == (2, 5, 0, 1)
+
+
+def test_unknown_chunk_sizes_are_refused():
+    dy = da.ones((4, 6, 6, 2), chunks=2)
+    dy = dy[dy[:, 0, 0, 0] > 0]  # unknown number of images
+    with pytest.raises(ValueError, match="out_backprop must have known chunk sizes"):
+        cdask.conv2d_backprop_input((4, 6, 6, 1), np.ones((3, 3, 1, 2)), dy, 1, "SAME")
 
 
 def test_import_convbp_does_not_import_dask():
