@@ -266,6 +266,46 @@ def test_hypothesis_geometry_and_chunking(problem):
         assert_matches(result, expected, k[0] * k[1] * 2)
 
 
+@st.composite
+def chunked_transposes(draw):
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    op = tuple(draw(st.integers(0, max(ss, dd) - 1)) for ss, dd in zip(s, d))
+    in_hw = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    # padding at most what leaves an output row: (in-1)*s + d*(k-1) + op + 1 - 2p >= 1
+    p = tuple(draw(st.integers(0, ((i - 1) * ss + dd * (kk - 1) + o) // 2))
+              for i, ss, dd, kk, o in zip(in_hw, s, d, k, op))
+    groups = draw(st.sampled_from([1, 2]))
+    n = draw(st.integers(1, 2))
+
+    def cuts(size):
+        inner = draw(st.sets(st.integers(1, size - 1), max_size=size - 1)) if size > 1 else set()
+        bounds = [0] + sorted(inner) + [size]
+        return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+    x_chunks = (cuts(n),) + tuple(cuts(i) for i in in_hw) + ((4,),)
+    data_format = draw(st.sampled_from(["NHWC", "NCHW"]))
+    with_bias = draw(st.booleans())
+    return k, s, d, op, in_hw, p, groups, n, x_chunks, data_format, with_bias
+
+
+@given(chunked_transposes())
+def test_hypothesis_conv_transpose2d(problem):
+    k, s, d, op, in_hw, p, groups, n, x_chunks, data_format, with_bias = problem
+    rng = np.random.default_rng(1)
+    x = np.ascontiguousarray(to_layout(rng.standard_normal((n,) + in_hw + (4,)), data_format))
+    weight = rng.standard_normal((4, 6 // groups) + k)
+    bias = rng.standard_normal(6) if with_bias else None
+    expected = convbp.torch.conv_transpose2d(x, weight, bias, s, p, op, groups, d,
+                                             data_format=data_format)
+    result = cdask.conv_transpose2d(da.from_array(x, chunks=chunks_in_layout(x_chunks,
+                                                                              data_format)),
+                                    weight, bias, s, p, op, groups, d, data_format=data_format)
+    with dask.config.set(scheduler="sync"):
+        assert_matches(result, np.ascontiguousarray(expected), k[0] * k[1] * 4 // groups)
+
+
 # --- the graph: every task reads only what reaches its block ---------------------------------
 
 def rows_reaching(lo, hi, out_size, k, s, d, pad):
