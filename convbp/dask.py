@@ -362,8 +362,10 @@ def _block(pieces, filt, bias, shape, halos, strides, dilations, data_format, nu
     added, and rounded once, as the in-memory conv_transpose2d does."""
     dtype = filt.dtype
     compute = np.float32 if bias is not None and dtype == np.float16 else dtype
-    block = np.zeros(shape, compute)
     axes = layout_axes(data_format)
+    covered = pieces is not None and all(halo.start == 0 and halo.stop == shape[axis]
+                                         for axis, halo in zip(axes[1:3], halos))
+    block = (np.empty if covered else np.zeros)(shape, compute)  # the kernel writes it all
     if pieces is not None:
         window = [slice(None)] * 4
         for axis, halo in zip(axes[1:3], halos):
