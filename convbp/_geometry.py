@@ -378,3 +378,37 @@ def torch_transpose_geometry(in_hw, kernel_hw, strides, padding, output_padding,
                          f"{MAX_DIM} for an input of size {tuple(in_hw)}")
     return ConvGeometry(out, tuple(in_hw), tuple(kernel_hw), tuple(strides), tuple(dilations),
                         tuple((p, p) for p in padding))
+
+
+# =============================================================================================
+# Blocks of the input gradient (convbp.dask): which out_backprop rows one block of rows needs.
+
+class AxisHalo(NamedTuple):
+    """What rows ``[lo, hi)`` of the input gradient need along one axis.
+
+    out_backprop rows ``[out_start, out_stop)`` reach the block; they land in its rows
+    ``[start, stop)`` (relative to ``lo``; the block's other rows are zero), which are the
+    in-memory gradient of that region with explicit padding ``pads`` (before, after).  An empty
+    ``[out_start, out_stop)`` means nothing reaches the block.
+    """
+
+    out_start: int
+    out_stop: int
+    start: int
+    stop: int
+    pads: tuple
+
+
+def axis_halo(lo, hi, out_size, kernel, stride, dilation, pad_before):
+    """The :class:`AxisHalo` of input rows ``[lo, hi)``: output row ``o`` reaches input rows
+    ``o*stride - pad_before + k*dilation`` for ``k < kernel``."""
+    reach = (kernel - 1) * dilation  # from the first tap to the last
+    out_start = max(0, -(-(lo + pad_before - reach) // stride))  # first o whose last tap >= lo
+    out_stop = min(out_size, (hi - 1 + pad_before) // stride + 1)  # past the last o, first tap < hi
+    if hi <= lo or out_start >= out_stop:
+        return AxisHalo(0, 0, 0, 0, (0, 0))
+    first = out_start * stride - pad_before  # the region's taps cover input rows [first, last)
+    last = (out_stop - 1) * stride - pad_before + reach + 1
+    start, stop = max(lo, first), min(hi, last)
+    # Padded to [first, last), the region's forward output is exactly out_stop - out_start rows.
+    return AxisHalo(out_start, out_stop, start - lo, stop - lo, (start - first, last - stop))
