@@ -65,7 +65,8 @@ cdef inline void _add_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b, P
     """dst[a*dst_a + b*dst_b + j*dst_step] += src[a*src_a + b*src_b + j*src_step].
 
     For a < na, b < nb, j < n: a block of runs.  Unit-stride runs go to the SIMD routine
-    (compiled for the machine's widest vectors); strided ones are plain loops.
+    (compiled for the machine's widest vectors); strided ones are plain loops, the stride-2
+    destination (an NCHW gradient at stride 2) with its step fixed so it vectorises.
     """
     cdef Py_ssize_t a, b, j
     cdef floating* d
@@ -75,6 +76,16 @@ cdef inline void _add_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b, P
             convbp_add_block_f32(dst, dst_a, dst_b, src, src_a, src_b, na, nb, n)
         else:
             convbp_add_block_f64(dst, dst_a, dst_b, src, src_a, src_b, na, nb, n)
+        return
+    if dst_step == 2 and src_step == 1:
+        # Stride-2 rows of an NCHW gradient: a constant step the compiler vectorises (with
+        # shuffles), where the general loop below stays scalar.
+        for a in range(na):
+            for b in range(nb):
+                d = dst + a * dst_a + b * dst_b
+                s = src + a * src_a + b * src_b
+                for j in range(n):
+                    d[2 * j] += s[j]
         return
     for a in range(na):
         for b in range(nb):
