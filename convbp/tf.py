@@ -533,6 +533,9 @@ def conv2d_transpose(input: npt.ArrayLike, filters: npt.ArrayLike, output_shape:
            [2., 2., 4., 2.],
            [1., 1., 2., 1.]], dtype=float32)
     """
+    if isinstance(padding, str) and padding.upper() == "EXPLICIT":
+        raise ValueError("padding must be 'SAME', 'VALID' or explicit (before, after) pairs for "
+                         "conv2d_transpose, which takes no explicit_paddings; got 'EXPLICIT'")
     return tf_call("input", output_shape, filters, input, strides, padding, data_format,
                    1 if dilations is None else dilations, None, out, num_threads, algorithm,
                    names=("output_shape", "filters", "input")).run()
