@@ -192,14 +192,11 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
     filt, scratch = (result if op == "filter" else filter), None
     if depthwise:  # (KH, KW, C, M) is the grouped filter (KH, KW, 1, C*M)
         grouped = (kh, kw, 1, c * f)
-        if op != "filter":
-            filt = filt.reshape(grouped)
-        else:
-            try:
-                filt = np.reshape(filt, grouped, copy=False)
-            except ValueError:  # out's strides do not merge C and M: compute, then copy
-                scratch = np.empty(filter_shape, dtype)
-                filt = scratch.reshape(grouped)
+        if op == "filter" and c > 1 and f > 1 and filt.strides[2] != f * filt.strides[3]:
+            # out's strides do not merge C and M into one axis: compute aside, then copy
+            scratch = np.empty(filter_shape, dtype)
+            filt = scratch
+        filt = filt.reshape(grouped)  # a view of the result (a copy of an operand at worst)
     return TFCall(op, x, filt, y, out, geometry, groups, threads, algorithm, scratch)
 
 
