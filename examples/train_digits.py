@@ -11,7 +11,7 @@ The forward pass calls ``convbp.tf.conv2d``; the backward pass calls
 (the gradient flowing to the layer below).  Everything else is NumPy.  The same code trains in
 NHWC and in NCHW: only the channel axis and the order of the flattened features differ, so from
 one initialisation (converted between layouts) both runs take the same steps up to float
-rounding.  ``--ops numpy`` swaps in the plain NumPy reference ops (``convbp.reference``), and the
+rounding (which training amplifies: the script prints how close the two runs end).  ``--ops numpy`` swaps in the plain NumPy reference ops (``convbp.reference``), and the
 script ends by timing one training step with each.
 
 Run:  python examples/train_digits.py [--layout NHWC|NCHW|both] [--ops convbp|numpy]
@@ -194,6 +194,9 @@ def loss_and_grads(params, x, labels, ops, layout, input_grad=False):
     return loss, grads, dx
 
 
+TRAINED = ("w1", "b1", "w2", "b2", "w3", "b3")   # params also holds the feature shape
+
+
 class Adam:
     """Adam (Kingma & Ba), elementwise, so it treats both layouts' parameters alike."""
 
@@ -210,9 +213,6 @@ class Adam:
             self.v[k] += (1 - self.beta2) * (grads[k] ** 2 - self.v[k])
             params[k] -= (scale * self.m[k] / (np.sqrt(self.v[k]) + self.eps)).astype(
                 params[k].dtype, copy=False)
-
-
-TRAINED = ("w1", "b1", "w2", "b2", "w3", "b3")
 
 
 # ----------------------------------------------------------------------------------------------
