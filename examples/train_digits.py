@@ -11,8 +11,9 @@ The forward pass calls ``convbp.tf.conv2d``; the backward pass calls
 (the gradient flowing to the layer below).  Everything else is NumPy.  The same code trains in
 NHWC and in NCHW: only the channel axis and the order of the flattened features differ, so from
 one initialisation (converted between layouts) both runs take the same steps up to float
-rounding (which training amplifies: the script prints how close the two runs end).  ``--ops numpy`` swaps in the plain NumPy reference ops (``convbp.reference``), and the
-script ends by timing one training step with each.
+rounding (which training amplifies: the script prints how close the two runs end).
+``--ops numpy`` swaps in the plain NumPy reference ops (``convbp.reference``), and the script
+ends by timing one training step with each.
 
 Run:  python examples/train_digits.py [--layout NHWC|NCHW|both] [--ops convbp|numpy]
                                       [--epochs 12] [--plot loss.png]
