@@ -33,6 +33,7 @@ Algorithm = Literal["auto", "gemm", "winograd"]
 _OPERANDS = {"forward": ("input", "filter", None),
              "input": ("input_sizes", "filter", "out_backprop"),
              "filter": ("input", "filter_sizes", "out_backprop")}
+_ARRAYS = {"forward": (0, 1), "input": (1, 2), "filter": (0, 2)}  # which operands are arrays
 
 
 def tf_sizes(sizes, name, data_format, n, c):
@@ -48,6 +49,11 @@ def tf_sizes(sizes, name, data_format, n, c):
         return (n, values[0], values[1], c)
     raise ValueError(f"{name} must have 4 ints ({data_format} order) or 2 ints (H, W): "
                      f"actual length = {len(values)}, expected 4 or 2 ({values})")
+
+
+def _in_order(logical, axes):
+    """A logical (N, H, W, C) shape in the order of the layout whose axes are ``axes``."""
+    return tuple(logical[axes.index(i)] for i in range(4))
 
 
 def _filter_sizes(filter_sizes, name):
@@ -123,7 +129,7 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
     data_format = check_data_format(data_format)
     axes = layout_axes(data_format)
     operands = {0: input, 1: filter, 2: out_backprop}
-    given = [i for i in range(3) if i != {"forward": 2, "input": 0, "filter": 1}[op]]
+    given = _ARRAYS[op]
     operands[given[0]], operands[given[1]] = _engine.common_dtype(
         operands[given[0]], operands[given[1]], tuple(names[i] for i in given))
     input, filter, out_backprop = operands[0], operands[1], operands[2]
@@ -147,7 +153,7 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
     threads = _engine.check_threads(num_threads)
     algorithm = _engine.check_algorithm(algorithm)
 
-    kh, kw, c_filter, f = filter_shape
+    kh, kw, _, f = filter_shape
     if kh == 0 or kw == 0:
         raise ValueError(f"{names[1]} must have a non-empty spatial size (KH, KW >= 1): actual "
                          f"shape = {filter_shape}")
@@ -174,8 +180,7 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
                     f"{(n, h, w, c)} NHWC, filter {filter_shape} {filter_axes}, strides "
                     f"{strides}, dilations {dilations}, padding {padding!r})")
 
-    in_format = lambda shape: tuple(shape[axes.index(i)] for i in range(4))  # noqa: E731
-    shape = {"forward": in_format(y_shape), "input": in_format((n, h, w, c)),
+    shape = {"forward": _in_order(y_shape, axes), "input": _in_order((n, h, w, c), axes),
              "filter": tuple(filter_shape)}[op]
     if out is None:
         out = np.empty(shape, dtype)
@@ -187,14 +192,11 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
     filt, scratch = (result if op == "filter" else filter), None
     if depthwise:  # (KH, KW, C, M) is the grouped filter (KH, KW, 1, C*M)
         grouped = (kh, kw, 1, c * f)
-        if op != "filter":
-            filt = filt.reshape(grouped)
-        else:
-            try:
-                filt = np.reshape(filt, grouped, copy=False)
-            except ValueError:  # out's strides do not merge C and M: compute, then copy
-                scratch = np.empty(filter_shape, dtype)
-                filt = scratch.reshape(grouped)
+        if op == "filter" and c > 1 and f > 1 and filt.strides[2] != f * filt.strides[3]:
+            # out's strides do not merge C and M into one axis: compute aside, then copy
+            scratch = np.empty(filter_shape, dtype)
+            filt = scratch
+        filt = filt.reshape(grouped)  # a view of the result (a copy of an operand at worst)
     return TFCall(op, x, filt, y, out, geometry, groups, threads, algorithm, scratch)
 
 
@@ -528,6 +530,9 @@ def conv2d_transpose(input: npt.ArrayLike, filters: npt.ArrayLike, output_shape:
            [2., 2., 4., 2.],
            [1., 1., 2., 1.]], dtype=float32)
     """
+    if isinstance(padding, str) and padding.upper() == "EXPLICIT":
+        raise ValueError("padding must be 'SAME', 'VALID' or explicit (before, after) pairs for "
+                         "conv2d_transpose, which takes no explicit_paddings; got 'EXPLICIT'")
     return tf_call("input", output_shape, filters, input, strides, padding, data_format,
                    1 if dilations is None else dilations, None, out, num_threads, algorithm,
                    names=("output_shape", "filters", "input")).run()

@@ -124,8 +124,8 @@ class TorchCall:
         at = 2 if self.op == "forward" else 0  # bias is only taken by forward and transpose
         result = operands[at]
         if result.dtype == np.float16:  # add the bias in float32, round to float16 once
-            operands = [a.astype(np.float32) for a in operands]
-            operands[at] = np.empty(result.shape, np.float32)
+            operands = [np.empty(a.shape, np.float32) if i == at else a.astype(np.float32)
+                        for i, a in enumerate(operands)]
         _engine.compute(self.op, *operands, *args)
         operands[at] += self.bias.astype(operands[at].dtype, copy=False)
         if operands[at] is not result:
@@ -165,12 +165,11 @@ def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, grou
 
     unbatched = False
     if takes_data:
-        dims = (3, 4) if op in ("forward", "transpose") else (4,)
-        if data.ndim not in dims:
-            raise ValueError(f"input must be 4-D (batched)" + (" or 3-D (unbatched)" if
-                             len(dims) == 2 else "") + f" in {data_format} order, got shape "
+        unbatched = data.ndim == 3 and op in ("forward", "transpose")
+        if data.ndim != 4 and not unbatched:
+            what = "4-D" if op == "weight" else "4-D (batched) or 3-D (unbatched)"
+            raise ValueError(f"input must be {what} in {data_format} order, got shape "
                              f"{data.shape}")
-        unbatched = data.ndim == 3
         # Logical NCHW view.  For the memory-format rule an unbatched input's batch axis
         # strides over the whole image, so a (C, H, W) view of HWC memory counts as channels
         # last (PyTorch's unsqueeze(0) would give it stride C*stride_C and make it NCHW).

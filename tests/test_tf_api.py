@@ -205,6 +205,15 @@ def test_strided_views_and_out():
                  filter_length(dy))
 
 
+def test_conv2d_transpose_explicit_pairs():
+    # tf.nn.conv2d_transpose takes explicit padding as four (before, after) pairs.
+    x, filt, hwio, dy, geo, kwargs = make_case(CASES[3], np.float64)
+    quad = [[0, 0], list(geo["pads"][0]), list(geo["pads"][1]), [0, 0]]
+    dx = ctf.conv2d_transpose(dy, hwio, x.shape, kwargs["strides"], quad)
+    assert_close(dx, direct_backprop_input(dy, hwio, x.shape[1:3], **geo), np.float64,
+                 hwio[0, 0].size)
+
+
 def test_strides_of_length_one_two_and_four():
     x, filt, hwio, dy, geo, kwargs = make_case(CASES[1], np.float64)  # strides (2, 2)
     expected = direct_conv2d(x, hwio, dy.shape[1:3], **geo)
@@ -244,9 +253,10 @@ ENTRY_POINTS = {
 def test_threads_and_algorithm(name):
     call = ENTRY_POINTS[name]
     reference = call()
-    for kwargs in (dict(num_threads=1), dict(num_threads=2), dict(algorithm="AUTO"),
-                   dict(algorithm="gemm")):
-        np.testing.assert_array_equal(call(**kwargs), reference)
+    for threads in (1, 2):  # bitwise the same for any thread count
+        np.testing.assert_array_equal(call(num_threads=threads), reference)
+    for algorithm in ("AUTO", "gemm"):  # each algorithm rounds its own way
+        assert_close(call(algorithm=algorithm), reference, np.float64, 3 * 3 * 4)
     with pytest.raises(ValueError, match="algorithm"):
         call(algorithm="fft")
     with pytest.raises(ValueError, match="num_threads"):
@@ -449,6 +459,8 @@ ERRORS = [
      ValueError, "strides"),
     ("ct-padding", _call(ctf.conv2d_transpose, DY, F, (1, 5, 5, 2), 1, "same!"), ValueError,
      "padding"),
+    ("ct-padding-explicit", _call(ctf.conv2d_transpose, DY, F, (1, 5, 5, 2), 1, "EXPLICIT"),
+     ValueError, "padding"),
     ("ct-data_format", _call(ctf.conv2d_transpose, DY, F, (1, 5, 5, 2), 1, "SAME", "CHWN"),
      ValueError, "data_format"),
     ("ct-dilations", _call(ctf.conv2d_transpose, DY, F, (1, 5, 5, 2), 1, "SAME", "NHWC",

@@ -693,6 +693,58 @@ def test_conv2d_weight_matches_torch(case, memory):
         assert_close(dw, expected.numpy(), np.float64, grad_output[:, 0].size)
 
 
+def test_conv2d_weight_out_strided_view():
+    x, weight, _, grad_output, kwargs = make_forward_case(CONV_CASES[2], np.float64, seed=17)
+    big = np.full((weight.shape[0], 2 * weight.shape[1], weight.shape[2] + 1, weight.shape[3]),
+                  7.0)
+    out = big[::-1, ::2, 1:]
+    assert convbp_torch.conv2d_weight(x, weight.shape, grad_output, **kwargs, out=out) is out
+    assert_close(out, ref_conv2d_weight(x, weight.shape, grad_output, **kwargs), np.float64,
+                 grad_output[:, 0].size)
+    untouched = np.ones(big.shape, bool)
+    untouched[::-1, ::2, 1:] = False
+    assert (big[untouched] == 7.0).all()
+
+
+@st.composite
+def conv_geometries(draw):
+    groups = draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    # An input at least as large as the dilated kernel, less the padding.
+    h = max(1, (kh - 1) * dilation[0] + 1 - 2 * padding[0]) + draw(st.integers(0, 4))
+    w = max(1, (kw - 1) * dilation[1] + 1 - 2 * padding[1]) + draw(st.integers(0, 4))
+    return dict(shape=(draw(st.integers(1, 2)), c_in, h, w), weight=(c_out, c_in // groups, kh,
+                kw), seed=draw(st.integers(0, 2**16)),
+                memory=draw(st.sampled_from(["contiguous", "channels_last"])),
+                kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
+
+
+@settings(max_examples=40)
+@given(conv_geometries())
+def test_conv2d_and_weight_gradient_property(g):
+    # Each against the direct loop, and the adjoint identity
+    # <conv2d(x, w), dy> = <x, conv2d_input(dy)> = <w, conv2d_weight(x, dy)>.
+    rng = np.random.default_rng(g["seed"])
+    x, weight = rng.standard_normal(g["shape"]), rng.standard_normal(g["weight"])
+    if g["memory"] == "channels_last":
+        x = channels_last(x)
+    y = convbp_torch.conv2d(x, weight, **g["kwargs"])
+    assert_close(y, ref_conv2d(x, weight, None, **g["kwargs"]), np.float64, weight[0].size)
+    dy = rng.standard_normal(y.shape)
+    dw = convbp_torch.conv2d_weight(x, weight.shape, dy, **g["kwargs"])
+    assert_close(dw, ref_conv2d_weight(x, weight.shape, dy, **g["kwargs"]), np.float64,
+                 dy[:, 0].size)
+    dx = convbp_torch.conv2d_input(x.shape, weight, dy, **g["kwargs"])
+    ref = np.vdot(y, dy)
+    scale = np.abs(y).sum() * np.abs(dy).max() + 1e-300
+    assert abs(np.vdot(weight, dw) - ref) <= 1e-12 * scale
+    assert abs(np.vdot(x, dx) - ref) <= 1e-12 * scale
+
+
 # -------------------------------------------------------------------------------------------
 # 1-D: conv1d, conv1d_input, conv1d_weight, conv_transpose1d
 
@@ -741,6 +793,8 @@ def test_conv1d_family_matches_direct_loop(case, dtype):
                  weight[0].size)  # unbatched
     dx = convbp_torch.conv1d_input(x.shape, weight, dy, **kwargs)
     expected = ncl(direct_backprop_input(nhwc_1d(dy), hwio, (1, x.shape[2]), **geo))
+    assert_close(dx, expected, dtype, weight[:, 0].size)
+    dx = convbp_torch.conv1d_input(x.shape[2:], weight, dy, **kwargs)  # (L,), as (H, W) in 2-D
     assert_close(dx, expected, dtype, weight[:, 0].size)
     dw = convbp_torch.conv1d_weight(x, weight.shape, dy, **kwargs)
     expected = direct_backprop_filter(nhwc_1d(x), nhwc_1d(dy), hwio.shape[:2], **geo)
@@ -847,9 +901,10 @@ TORCH_ENTRY_POINTS = {
 def test_threads_and_algorithm(name):
     call = TORCH_ENTRY_POINTS[name]
     reference = call()
-    for kwargs in (dict(num_threads=1), dict(num_threads=2), dict(algorithm="Auto"),
-                   dict(algorithm="gemm")):
-        np.testing.assert_array_equal(call(**kwargs), reference)
+    for threads in (1, 2):  # bitwise the same for any thread count
+        np.testing.assert_array_equal(call(num_threads=threads), reference)
+    for algorithm in ("Auto", "gemm"):  # each algorithm rounds its own way
+        assert_close(call(algorithm=algorithm), reference, np.float64, 3 * 3 * 4)
     with pytest.raises(ValueError, match="algorithm"):
         call(algorithm="direct")
     with pytest.raises(TypeError, match="num_threads"):
