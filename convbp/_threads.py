@@ -34,9 +34,11 @@ __all__ = ["default_num_threads", "machine_cores", "thread_count", "team_finishe
            "thread_defaults", "kernel_team",
            "single_threaded_blas", "bounded_openmp_spinning"]
 
-# Operations a thread must have for a second one to pay (2 per multiply-add).  Measured: a
-# 9 MFLOP call (32x8x8x16, 3x3x16) takes 0.14 ms on one thread and gains nothing from two.
-MIN_FLOPS_PER_THREAD = 16e6
+# Operations a thread must have for a second one to pay (2 per multiply-add).  Measured warm on
+# the 2-core EPYC: two threads already gain 25-30% at 2-10 MFLOP (0.1-0.25 ms calls), but one
+# late team member (woken from sleep, or queued behind another process for a scheduler slice)
+# costs 0.1-3 ms, so calls under ~0.25 ms of one thread's work (about 12 MFLOP) keep to one.
+MIN_FLOPS_PER_THREAD = 6e6
 
 # libgomp's spin rounds before an idle thread sleeps (default 300,000, ~1-3 ms): ~20-60 us, long
 # enough for back-to-back calls to find their team awake, short enough that a descheduled

@@ -85,9 +85,9 @@ def test_cgroup_cpu_quota(monkeypatch, restore_quota_cache, files, quota):
 
 
 def test_work_threshold_keeps_small_calls_on_one_thread(monkeypatch):
-    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 16e6)
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 6e6)
     assert _threads.thread_count(8, units=100, flops=1e6) == 1
-    assert _threads.thread_count(8, units=100, flops=40e6) == 2
+    assert _threads.thread_count(8, units=100, flops=13e6) == 2
     assert _threads.thread_count(8, units=3, flops=1e12) == 3
     assert _threads.thread_count(None, units=100, flops=1e12) == convbp.default_num_threads()
 
