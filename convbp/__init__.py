@@ -8,13 +8,14 @@ the most used ones are also here at the top level.
 """
 
 from . import tf, torch
+from ._config import show_config
 from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
+from ._version import __version__
 from .tf import conv2d_backprop_input, depthwise_conv2d_backprop_input
 from .torch import conv2d_input, conv_transpose2d
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "conv2d_backprop_input",
     "conv2d_input",
     "conv_transpose2d",
@@ -22,6 +23,7 @@ __all__ = [
     "depthwise_conv2d_backprop_input",
     "get_workspace_limit",
     "set_workspace_limit",
+    "show_config",
     "tf",
     "torch",
 ]

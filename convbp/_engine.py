@@ -34,12 +34,12 @@ _workspace_limit = 64 * 2**20
 _CHUNK_TARGET_BYTES = 2 * 2**20
 
 
-def get_workspace_limit():
+def get_workspace_limit() -> int:
     """Bytes the column buffers of one call may use in total (default 64 MiB)."""
     return _workspace_limit
 
 
-def set_workspace_limit(nbytes):
+def set_workspace_limit(nbytes: int) -> int:
     """Set the total bytes the column buffers of one call may use; returns the previous limit.
 
     A column buffer always holds at least one output pixel's taps (KH*KW*C_in/groups values per

@@ -18,6 +18,7 @@ from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 include "_blas_int.pxi"
+include "_build_info.pxi"
 
 cdef extern from "_simd.h" nogil:
     void convbp_add_block_f32(float* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,

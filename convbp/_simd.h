@@ -1,24 +1,68 @@
 /* Blocks of contiguous adds for col2im and the depthwise kernel's tap sums, compiled for several
- * instruction sets and picked at load time (GCC function multiversioning), so a portable build
- * still uses AVX2 / AVX-512 where the machine has them.  Elsewhere plain loops the compiler
- * vectorizes for the baseline. */
+ * instruction sets and picked at load time (function multiversioning, GCC >= 6 or Clang >= 14 on
+ * x86-64 glibc), so a portable build still uses AVX2 / AVX-512 where the machine has them.
+ * Elsewhere one build for the baseline.  Compilers without GNU C extensions (MSVC) get plain ISO C
+ * loops that compute the same values; -DCONVBP_PLAIN_C selects them anywhere (CI tests them). */
 #ifndef CONVBP_SIMD_H
 #define CONVBP_SIMD_H
 
 #include <limits.h> /* defines __GLIBC__ on glibc, whose ifuncs the clones need */
 #include <stddef.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(CONVBP_PLAIN_C)
+#define CONVBP_VECTORS 1 /* GNU C vector extensions */
+#else
+#define CONVBP_VECTORS 0
+#endif
+
+#if defined(__has_attribute)
+#define CONVBP_HAS_ATTRIBUTE(x) __has_attribute(x)
+#else
+#define CONVBP_HAS_ATTRIBUTE(x) 0
+#endif
+
+/* Clang has target_clones from version 14 on (__has_attribute says so), GCC from 6. */
+#if CONVBP_VECTORS && defined(__x86_64__) && defined(__GLIBC__) && CONVBP_HAS_ATTRIBUTE(target_clones)
+#define CONVBP_MULTIVERSIONED 1
 #define CONVBP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
+#define CONVBP_MULTIVERSIONED 0
 #define CONVBP_CLONES
 #endif
+
+/* Each module uses some of these static functions.  Clang refuses `unused` on multiversioned
+ * functions, so there the warning is silenced for this header instead. */
+#if defined(__clang__) && CONVBP_MULTIVERSIONED
+#define CONVBP_UNUSED
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wunused-function"
+#elif defined(__GNUC__) || defined(__clang__)
+#define CONVBP_UNUSED __attribute__((unused))
+#else
+#define CONVBP_UNUSED
+#endif
+
+/* The clone the load-time dispatcher picks on this machine -- the same test, in the same order of
+ * priority, as the resolver -- or "baseline" where there is a single build. */
+CONVBP_UNUSED static const char *convbp_simd_variant(void)
+{
+#if CONVBP_MULTIVERSIONED
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f";
+    if (__builtin_cpu_supports("avx2"))
+        return "avx2";
+    return "default";
+#else
+    return "baseline";
+#endif
+}
 
 /* dst[a*dst_a + b*dst_b + j] += src[a*src_a + b*src_b + j] for a < na, b < nb, j < n:
  * a block of contiguous runs in one call, so short runs (a few channels, a few output columns)
  * do not each pay for a call.  dst and src never overlap. */
 #define CONVBP_ADD_BLOCK_DEF(NAME, T)                                                           \
-    CONVBP_CLONES __attribute__((unused))                                                       \
+    CONVBP_CLONES CONVBP_UNUSED                                                                 \
     static void NAME(T *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,                                  \
                      const T *src, ptrdiff_t src_a, ptrdiff_t src_b,                            \
                      ptrdiff_t na, ptrdiff_t nb, ptrdiff_t n)                                   \
@@ -35,15 +79,17 @@
 CONVBP_ADD_BLOCK_DEF(convbp_add_block_f32, float)
 CONVBP_ADD_BLOCK_DEF(convbp_add_block_f64, double)
 
-/* Depthwise input-gradient sums (convbp/_depthwise_kernels.pyx), several lanes of outputs at
+/* Depthwise input-gradient sums (convbp/_depthwise.pyx), several lanes of outputs at
  * once in GCC vector types, which each clone lowers to its widest registers (the baseline to
  * SSE2 pieces).  Every output element is summed over its taps in list order, t = 0, 1, ...:
  * ((p0 + p1) + p2) + ..., the same operations whether it falls in a full block, a narrower one
  * or the scalar remainder, so where a block boundary falls never changes a value.  A remainder
  * is covered by one more block ending at the last element, overlapping the previous one (it
  * rewrites those elements with the same values), or by narrower blocks when the length is
- * shorter than a block.  The build is ISO C (c_std=c11), so GCC does not contract a*b + c into
- * a fused multiply-add in any clone.  GNU C vector extensions: GCC or Clang. */
+ * shorter than a block.  No clone fuses a*b + c into a multiply-add: meson.build passes
+ * -ffp-contract=off (GCC in ISO C mode does not contract anyway; Clang would).  GNU C vector
+ * extensions: GCC or Clang; the plain-C lanes below compute the same values elsewhere. */
+#if CONVBP_VECTORS
 typedef float convbp_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float convbp_f32x8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float convbp_f32x4 __attribute__((vector_size(16), aligned(4), may_alias));
@@ -87,13 +133,148 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
         }                                                                                       \
     } while (0)
 
+/* One block of channels at j of convbp_dw_channels, for pixel pointers o_ (out), s_ (src). */
+#define CONVBP_DW_CHAN_BLOCK(V, T, j)                                                           \
+    do {                                                                                        \
+        const ptrdiff_t j_ = (j);                                                               \
+        V acc_ = *(const V *)(s_ + s_off[0] + j_) * *(const V *)(filt + w_off[0] + j_);         \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
+            acc_ = acc_ + *(const V *)(s_ + s_off[t_] + j_) * *(const V *)(filt + w_off[t_] + j_); \
+        *(V *)(o_ + j_) = acc_;                                                                 \
+    } while (0)
+
+/* Two and four blocks of channels at j, j + L, ...: independent sums that overlap in the
+ * pipeline (one block's sum is a chain of dependent adds). */
+#define CONVBP_DW_CHAN_BLOCK2(V, T, j, L)                                                       \
+    do {                                                                                        \
+        const T *const a_ = s_ + s_off[0] + (j), *const f_ = filt + w_off[0] + (j);             \
+        V acc0_ = *(const V *)a_ * *(const V *)f_;                                              \
+        V acc1_ = *(const V *)(a_ + (L)) * *(const V *)(f_ + (L));                              \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
+            const T *const b_ = s_ + s_off[t_] + (j), *const g_ = filt + w_off[t_] + (j);       \
+            acc0_ = acc0_ + *(const V *)b_ * *(const V *)g_;                                    \
+            acc1_ = acc1_ + *(const V *)(b_ + (L)) * *(const V *)(g_ + (L));                    \
+        }                                                                                       \
+        *(V *)(o_ + (j)) = acc0_;                                                               \
+        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
+    } while (0)
+
+#define CONVBP_DW_CHAN_BLOCK4(V, T, j, L)                                                       \
+    do {                                                                                        \
+        const T *const a_ = s_ + s_off[0] + (j), *const f_ = filt + w_off[0] + (j);             \
+        V acc0_ = *(const V *)a_ * *(const V *)f_;                                              \
+        V acc1_ = *(const V *)(a_ + (L)) * *(const V *)(f_ + (L));                              \
+        V acc2_ = *(const V *)(a_ + 2 * (L)) * *(const V *)(f_ + 2 * (L));                      \
+        V acc3_ = *(const V *)(a_ + 3 * (L)) * *(const V *)(f_ + 3 * (L));                      \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
+            const T *const b_ = s_ + s_off[t_] + (j), *const g_ = filt + w_off[t_] + (j);       \
+            acc0_ = acc0_ + *(const V *)b_ * *(const V *)g_;                                    \
+            acc1_ = acc1_ + *(const V *)(b_ + (L)) * *(const V *)(g_ + (L));                    \
+            acc2_ = acc2_ + *(const V *)(b_ + 2 * (L)) * *(const V *)(g_ + 2 * (L));            \
+            acc3_ = acc3_ + *(const V *)(b_ + 3 * (L)) * *(const V *)(g_ + 3 * (L));            \
+        }                                                                                       \
+        *(V *)(o_ + (j)) = acc0_;                                                               \
+        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
+        *(V *)(o_ + (j) + 2 * (L)) = acc2_;                                                     \
+        *(V *)(o_ + (j) + 3 * (L)) = acc3_;                                                     \
+    } while (0)
+
+/* Two blocks of channels at j, j + L for two pixels (o_, s_ and o2_, s2_) at once: each filter
+ * load serves both pixels. */
+#define CONVBP_DW_CHAN_BLOCK2X2(V, T, j, L)                                                     \
+    do {                                                                                        \
+        const T *const f_ = filt + w_off[0] + (j);                                              \
+        const V f0_ = *(const V *)f_, f1_ = *(const V *)(f_ + (L));                             \
+        V acc0_ = *(const V *)(s_ + s_off[0] + (j)) * f0_;                                      \
+        V acc1_ = *(const V *)(s_ + s_off[0] + (j) + (L)) * f1_;                                \
+        V acc2_ = *(const V *)(s2_ + s_off[0] + (j)) * f0_;                                     \
+        V acc3_ = *(const V *)(s2_ + s_off[0] + (j) + (L)) * f1_;                               \
+        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
+            const T *const g_ = filt + w_off[t_] + (j);                                         \
+            const V g0_ = *(const V *)g_, g1_ = *(const V *)(g_ + (L));                         \
+            acc0_ = acc0_ + *(const V *)(s_ + s_off[t_] + (j)) * g0_;                           \
+            acc1_ = acc1_ + *(const V *)(s_ + s_off[t_] + (j) + (L)) * g1_;                     \
+            acc2_ = acc2_ + *(const V *)(s2_ + s_off[t_] + (j)) * g0_;                          \
+            acc3_ = acc3_ + *(const V *)(s2_ + s_off[t_] + (j) + (L)) * g1_;                    \
+        }                                                                                       \
+        *(V *)(o_ + (j)) = acc0_;                                                               \
+        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
+        *(V *)(o2_ + (j)) = acc2_;                                                              \
+        *(V *)(o2_ + (j) + (L)) = acc3_;                                                        \
+    } while (0)
+
+#else
+/* Plain C: a "vector" is only its size, each lane is summed on its own in the same tap order, so
+ * every value is the one the vector code computes. */
+typedef struct { float v[16]; } convbp_f32x16;
+typedef struct { float v[8]; } convbp_f32x8;
+typedef struct { float v[4]; } convbp_f32x4;
+typedef struct { double v[8]; } convbp_f64x8;
+typedef struct { double v[4]; } convbp_f64x4;
+typedef struct { double v[2]; } convbp_f64x2;
+
+#define CONVBP_DW_WIDTH_BLOCK(V, T, i)                                                          \
+    do {                                                                                        \
+        const ptrdiff_t i_ = (i);                                                               \
+        for (ptrdiff_t l_ = 0; l_ < (ptrdiff_t)(sizeof(V) / sizeof(T)); ++l_) {                 \
+            T acc_ = s_[off[0] + i_ + l_] * wv[0];                                              \
+            for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                           \
+                acc_ = acc_ + s_[off[t_] + i_ + l_] * wv[t_];                                   \
+            o_[(i_ + l_) * step] = acc_;                                                        \
+        }                                                                                       \
+    } while (0)
+
+#define CONVBP_DW_WIDTH_BLOCK2R(V, T, i)                                                        \
+    do {                                                                                        \
+        CONVBP_DW_WIDTH_BLOCK(V, T, i);                                                         \
+        {                                                                                       \
+            T *const o_ = o2_;                                                                  \
+            const T *const s_ = s2_;                                                            \
+            CONVBP_DW_WIDTH_BLOCK(V, T, i);                                                     \
+        }                                                                                       \
+    } while (0)
+
+#define CONVBP_DW_CHAN_BLOCK(V, T, j)                                                           \
+    do {                                                                                        \
+        const ptrdiff_t j_ = (j);                                                               \
+        for (ptrdiff_t l_ = 0; l_ < (ptrdiff_t)(sizeof(V) / sizeof(T)); ++l_) {                 \
+            T acc_ = s_[s_off[0] + j_ + l_] * filt[w_off[0] + j_ + l_];                         \
+            for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                           \
+                acc_ = acc_ + s_[s_off[t_] + j_ + l_] * filt[w_off[t_] + j_ + l_];              \
+            o_[j_ + l_] = acc_;                                                                 \
+        }                                                                                       \
+    } while (0)
+
+#define CONVBP_DW_CHAN_BLOCK2(V, T, j, L)                                                       \
+    do {                                                                                        \
+        CONVBP_DW_CHAN_BLOCK(V, T, j);                                                          \
+        CONVBP_DW_CHAN_BLOCK(V, T, (j) + (L));                                                  \
+    } while (0)
+
+#define CONVBP_DW_CHAN_BLOCK4(V, T, j, L)                                                       \
+    do {                                                                                        \
+        CONVBP_DW_CHAN_BLOCK2(V, T, j, L);                                                      \
+        CONVBP_DW_CHAN_BLOCK2(V, T, (j) + 2 * (L), L);                                          \
+    } while (0)
+
+#define CONVBP_DW_CHAN_BLOCK2X2(V, T, j, L)                                                     \
+    do {                                                                                        \
+        CONVBP_DW_CHAN_BLOCK2(V, T, j, L);                                                      \
+        {                                                                                       \
+            T *const o_ = o2_;                                                                  \
+            const T *const s_ = s2_;                                                            \
+            CONVBP_DW_CHAN_BLOCK2(V, T, j, L);                                                  \
+        }                                                                                       \
+    } while (0)
+#endif /* CONVBP_VECTORS */
+
 /* For n_rows rows r (out + r*out_row, src + r*src_row) and columns i < count:
  * out[i*step] = sum over taps t with 0 <= ow0[t] + i < OW of src[off[t] + i] * wv[t] (zero
  * with none).  Every tap is in range on the interior lo <= i < hi, summed row by row in blocks;
  * the columns outside it are summed for all rows at once, through col (n_rows elements). */
 #define CONVBP_DW_WIDTH_DEF(NAME, T, V1, V2, V4)                                                \
     CONVBP_CLONES                                                                               \
-    __attribute__((unused)) static void NAME(                                                   \
+    CONVBP_UNUSED static void NAME(                                                             \
         T *restrict out, ptrdiff_t step, ptrdiff_t out_row, ptrdiff_t n_rows,                   \
         const T *restrict src, ptrdiff_t src_row, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t count,  \
         ptrdiff_t OW, ptrdiff_t n_taps, const ptrdiff_t *restrict off,                          \
@@ -168,81 +349,11 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
         }                                                                                       \
     }
 
-/* One block of channels at j of convbp_dw_channels, for pixel pointers o_ (out), s_ (src). */
-#define CONVBP_DW_CHAN_BLOCK(V, j)                                                              \
-    do {                                                                                        \
-        const ptrdiff_t j_ = (j);                                                               \
-        V acc_ = *(const V *)(s_ + s_off[0] + j_) * *(const V *)(filt + w_off[0] + j_);         \
-        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_)                                               \
-            acc_ = acc_ + *(const V *)(s_ + s_off[t_] + j_) * *(const V *)(filt + w_off[t_] + j_); \
-        *(V *)(o_ + j_) = acc_;                                                                 \
-    } while (0)
-
-/* Two and four blocks of channels at j, j + L, ...: independent sums that overlap in the
- * pipeline (one block's sum is a chain of dependent adds). */
-#define CONVBP_DW_CHAN_BLOCK2(V, T, j, L)                                                       \
-    do {                                                                                        \
-        const T *const a_ = s_ + s_off[0] + (j), *const f_ = filt + w_off[0] + (j);             \
-        V acc0_ = *(const V *)a_ * *(const V *)f_;                                              \
-        V acc1_ = *(const V *)(a_ + (L)) * *(const V *)(f_ + (L));                              \
-        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
-            const T *const b_ = s_ + s_off[t_] + (j), *const g_ = filt + w_off[t_] + (j);       \
-            acc0_ = acc0_ + *(const V *)b_ * *(const V *)g_;                                    \
-            acc1_ = acc1_ + *(const V *)(b_ + (L)) * *(const V *)(g_ + (L));                    \
-        }                                                                                       \
-        *(V *)(o_ + (j)) = acc0_;                                                               \
-        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
-    } while (0)
-
-#define CONVBP_DW_CHAN_BLOCK4(V, T, j, L)                                                       \
-    do {                                                                                        \
-        const T *const a_ = s_ + s_off[0] + (j), *const f_ = filt + w_off[0] + (j);             \
-        V acc0_ = *(const V *)a_ * *(const V *)f_;                                              \
-        V acc1_ = *(const V *)(a_ + (L)) * *(const V *)(f_ + (L));                              \
-        V acc2_ = *(const V *)(a_ + 2 * (L)) * *(const V *)(f_ + 2 * (L));                      \
-        V acc3_ = *(const V *)(a_ + 3 * (L)) * *(const V *)(f_ + 3 * (L));                      \
-        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
-            const T *const b_ = s_ + s_off[t_] + (j), *const g_ = filt + w_off[t_] + (j);       \
-            acc0_ = acc0_ + *(const V *)b_ * *(const V *)g_;                                    \
-            acc1_ = acc1_ + *(const V *)(b_ + (L)) * *(const V *)(g_ + (L));                    \
-            acc2_ = acc2_ + *(const V *)(b_ + 2 * (L)) * *(const V *)(g_ + 2 * (L));            \
-            acc3_ = acc3_ + *(const V *)(b_ + 3 * (L)) * *(const V *)(g_ + 3 * (L));            \
-        }                                                                                       \
-        *(V *)(o_ + (j)) = acc0_;                                                               \
-        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
-        *(V *)(o_ + (j) + 2 * (L)) = acc2_;                                                     \
-        *(V *)(o_ + (j) + 3 * (L)) = acc3_;                                                     \
-    } while (0)
-
-/* Two blocks of channels at j, j + L for two pixels (o_, s_ and o2_, s2_) at once: each filter
- * load serves both pixels. */
-#define CONVBP_DW_CHAN_BLOCK2X2(V, T, j, L)                                                     \
-    do {                                                                                        \
-        const T *const f_ = filt + w_off[0] + (j);                                              \
-        const V f0_ = *(const V *)f_, f1_ = *(const V *)(f_ + (L));                             \
-        V acc0_ = *(const V *)(s_ + s_off[0] + (j)) * f0_;                                      \
-        V acc1_ = *(const V *)(s_ + s_off[0] + (j) + (L)) * f1_;                                \
-        V acc2_ = *(const V *)(s2_ + s_off[0] + (j)) * f0_;                                     \
-        V acc3_ = *(const V *)(s2_ + s_off[0] + (j) + (L)) * f1_;                               \
-        for (ptrdiff_t t_ = 1; t_ < n_taps; ++t_) {                                             \
-            const T *const g_ = filt + w_off[t_] + (j);                                         \
-            const V g0_ = *(const V *)g_, g1_ = *(const V *)(g_ + (L));                         \
-            acc0_ = acc0_ + *(const V *)(s_ + s_off[t_] + (j)) * g0_;                           \
-            acc1_ = acc1_ + *(const V *)(s_ + s_off[t_] + (j) + (L)) * g1_;                     \
-            acc2_ = acc2_ + *(const V *)(s2_ + s_off[t_] + (j)) * g0_;                          \
-            acc3_ = acc3_ + *(const V *)(s2_ + s_off[t_] + (j) + (L)) * g1_;                    \
-        }                                                                                       \
-        *(V *)(o_ + (j)) = acc0_;                                                               \
-        *(V *)(o_ + (j) + (L)) = acc1_;                                                         \
-        *(V *)(o2_ + (j)) = acc2_;                                                              \
-        *(V *)(o2_ + (j) + (L)) = acc3_;                                                        \
-    } while (0)
-
 /* For n_pix pixels p: out[p*out_step + j] = sum over taps t of
  * src[p*src_step + s_off[t] + j] * filt[w_off[t] + j], for j < F (zero with no taps). */
 #define CONVBP_DW_CHANNELS_DEF(NAME, T, V1, V2, V4)                                             \
     CONVBP_CLONES                                                                               \
-    __attribute__((unused)) static void NAME(                                                   \
+    CONVBP_UNUSED static void NAME(                                                             \
         T *restrict out, ptrdiff_t out_step, ptrdiff_t n_pix, ptrdiff_t src_step, ptrdiff_t F,  \
         ptrdiff_t n_taps, const T *restrict src, const ptrdiff_t *restrict s_off,               \
         const T *restrict filt, const ptrdiff_t *restrict w_off)                                \
@@ -258,15 +369,15 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
                 for (j = 0; j + 2 * L <= F; j += 2 * L)                                         \
                     CONVBP_DW_CHAN_BLOCK2X2(V1, T, j, L);                                       \
                 if (j < F) {                                                                    \
-                    CONVBP_DW_CHAN_BLOCK(V1, F - L);                                            \
+                    CONVBP_DW_CHAN_BLOCK(V1, T, F - L);                                         \
                     if (j + L < F)                                                              \
-                        CONVBP_DW_CHAN_BLOCK(V1, F - 2 * L);                                    \
+                        CONVBP_DW_CHAN_BLOCK(V1, T, F - 2 * L);                                 \
                     {                                                                           \
                         T *const o_ = o2_;                                                      \
                         const T *const s_ = s2_;                                                \
-                        CONVBP_DW_CHAN_BLOCK(V1, F - L);                                        \
+                        CONVBP_DW_CHAN_BLOCK(V1, T, F - L);                                     \
                         if (j + L < F)                                                          \
-                            CONVBP_DW_CHAN_BLOCK(V1, F - 2 * L);                                \
+                            CONVBP_DW_CHAN_BLOCK(V1, T, F - 2 * L);                             \
                     }                                                                           \
                 }                                                                               \
             }                                                                                   \
@@ -285,17 +396,17 @@ typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alia
                     j += 2 * L;                                                                 \
                 }                                                                               \
                 if (j + L <= F) {                                                               \
-                    CONVBP_DW_CHAN_BLOCK(V1, j);                                                \
+                    CONVBP_DW_CHAN_BLOCK(V1, T, j);                                             \
                     j += L;                                                                     \
                 }                                                                               \
                 if (j < F)                                                                      \
-                    CONVBP_DW_CHAN_BLOCK(V1, F - L);                                            \
+                    CONVBP_DW_CHAN_BLOCK(V1, T, F - L);                                         \
             } else if (F >= L / 2) {                                                            \
-                CONVBP_DW_CHAN_BLOCK(V2, 0);                                                    \
-                CONVBP_DW_CHAN_BLOCK(V2, F - L / 2);                                            \
+                CONVBP_DW_CHAN_BLOCK(V2, T, 0);                                                 \
+                CONVBP_DW_CHAN_BLOCK(V2, T, F - L / 2);                                         \
             } else if (F >= L / 4) {                                                            \
-                CONVBP_DW_CHAN_BLOCK(V4, 0);                                                    \
-                CONVBP_DW_CHAN_BLOCK(V4, F - L / 4);                                            \
+                CONVBP_DW_CHAN_BLOCK(V4, T, 0);                                                 \
+                CONVBP_DW_CHAN_BLOCK(V4, T, F - L / 4);                                         \
             } else {                                                                            \
                 for (j = 0; j < F; ++j) {                                                       \
                     T acc_ = s_[s_off[0] + j] * filt[w_off[0] + j];                             \
@@ -312,4 +423,8 @@ CONVBP_DW_WIDTH_DEF(convbp_dw_width_f64, double, convbp_f64x8, convbp_f64x4, con
 CONVBP_DW_CHANNELS_DEF(convbp_dw_channels_f32, float, convbp_f32x16, convbp_f32x8, convbp_f32x4)
 CONVBP_DW_CHANNELS_DEF(convbp_dw_channels_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
 
+#if defined(__clang__) && CONVBP_MULTIVERSIONED
+#pragma clang diagnostic pop
 #endif
+
+#endif /* CONVBP_SIMD_H */

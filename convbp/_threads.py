@@ -78,7 +78,7 @@ def _read(path):
 
 
 @functools.lru_cache(maxsize=None)
-def cgroup_cpu_quota():
+def cgroup_cpu_quota() -> "int | None":
     """CPUs the process's cgroup quota allows (ceil(quota / period)), or None if unlimited.
 
     cgroup v2 ``cpu.max`` of the process's cgroup and its ancestors, else cgroup v1
@@ -116,7 +116,7 @@ def _omp_num_threads():
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def machine_cores():
+def machine_cores() -> int:
     """The cores this process may run on: its affinity mask, capped by the cgroup CPU quota.
 
     Work is split by this count -- a property of the machine, never of a call's thread count --
@@ -127,7 +127,7 @@ def machine_cores():
     return min(cores, quota) if quota else cores
 
 
-def thread_defaults():
+def thread_defaults() -> dict:
     """The default thread count and where it came from, as a dict."""
     affinity, quota, env = _affinity_cores(), cgroup_cpu_quota(), _omp_num_threads()
     candidates = [("affinity mask", affinity)]
@@ -140,7 +140,7 @@ def thread_defaults():
             "cgroup_cpu_quota": quota, "OMP_NUM_THREADS": env}
 
 
-def default_num_threads():
+def default_num_threads() -> int:
     """Threads a call uses by default: the smallest of the cores in this process's affinity
     mask, its cgroup CPU quota and ``OMP_NUM_THREADS`` (when set)."""
     env = _omp_num_threads()
