@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _depthwise, _gemm
+from . import _choose, _depthwise, _gemm, _winograd
 from ._geometry import as_int
 
 __all__ = ["backprop_input", "depthwise_backprop_input", "get_workspace_limit",
@@ -314,14 +314,18 @@ def _band_rows(n, geometry, cores):
     return -(-h // bands)
 
 
-def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
+def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, algorithm="auto"):
     """Write the input gradient into ``dx``; all arrays in logical NHWC axis order.
 
     dy           (N, OH, OW, F), any strides
     filter_hwio  (KH, KW, C/groups, F)
     dx           (N, H, W, C) writable, any strides; fully overwritten
+    algorithm    "auto" (``choose_backprop_input``), "gemm" or "winograd" (3x3, stride 1, not
+                 depthwise; else a ValueError)
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
+    algorithm = check_algorithm(algorithm)
+    choice = _backprop_input_choice(dy.shape, dx.shape, geometry, groups, dx.dtype, algorithm)
     n, h, w, c = dx.shape
     f = dy.shape[3]
     if dx.size == 0:
@@ -332,8 +336,16 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     if dx.dtype == np.float16:  # accumulate in float32, store float16
         dx32 = np.empty(dx.shape, np.float32)
         backprop_input(dy.astype(np.float32), filter_hwio.astype(np.float32), dx32, geometry,
-                       groups, num_threads)
+                       groups, num_threads, algorithm)
         dx[...] = dx32
+        return dx
+
+    if choice.algorithm == "winograd":
+        kh, kw = geometry.kernel_hw
+        dil = geometry.dilations
+        pads = ((kh - 1) * dil[0] - geometry.pads[0][0], (kw - 1) * dil[1] - geometry.pads[1][0])
+        winograd_correlate(dy, flipped_filter(filter_hwio, groups), dx, pads, dil, num_threads,
+                           choice.tile)
         return dx
 
     if groups > 1 and c == groups:
@@ -398,6 +410,31 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None):
     return dx
 
 ALGORITHMS = ("auto", "gemm", "winograd")
+
+
+def choose_backprop_input(dy_shape, dx_shape, geometry, groups, dtype):
+    """The :class:`convbp._choose.Choice` that ``algorithm="auto"`` makes for an input gradient
+    (logical NHWC shapes): deterministic in the geometry, dtype and machine."""
+    n, h, w, c = dx_shape
+    return _choose.choose(n, tuple(dy_shape[1:3]), (h, w), geometry.kernel_hw,
+                          geometry.strides, geometry.dilations, int(dy_shape[3]), c, groups,
+                          4 if np.dtype(dtype) == np.float16 else np.dtype(dtype).itemsize,
+                          depthwise=groups > 1 and c == groups)
+
+
+def _backprop_input_choice(dy_shape, dx_shape, geometry, groups, dtype, algorithm):
+    if algorithm == "auto":
+        return choose_backprop_input(dy_shape, dx_shape, geometry, groups, dtype)
+    if algorithm == "winograd":
+        c = dx_shape[3]
+        why = _choose.winograd_applies(geometry.kernel_hw, geometry.strides,
+                                       groups > 1 and c == groups)
+        if why is not None:
+            raise ValueError(f"algorithm='winograd' does not apply: {why}; use "
+                             f"algorithm='auto' or 'gemm'")
+        auto = choose_backprop_input(dy_shape, dx_shape, geometry, groups, dtype)
+        return _choose.Choice("winograd", auto.tile or 4, "requested")
+    return _choose.Choice("gemm", None, "requested")
 
 
 def check_algorithm(algorithm):
@@ -504,3 +541,122 @@ def _padded(length):
     """A per-thread buffer row length: rounded up and padded by 16 elements (at least 64 bytes),
     so rows of different threads never share a cache line."""
     return -(-length // 16) * 16 + 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Winograd (3x3, stride 1): the correlation kernel in _winograd.pyx, shared by every op.
+
+# Per-thread scratch target of one chunk of tiles (transformed inputs and GEMM results): large
+# enough for GEMMs of up to 256 tiles at 64 channels (the GEMM rate rises with the tiles per
+# GEMM), small enough to stay near the cache at 512 channels (where 32-64 tiles suffice).
+_WINOGRAD_CHUNK_BYTES = 5 * 2**20
+_WINOGRAD_MAX_TILES = 256
+_WINOGRAD_MIN_TILES = 16
+
+
+def winograd_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize, cores=None,
+                  limit=None):
+    """How ``winograd_correlate`` splits the work: a dict of the kernel's ``Plan`` fields plus
+    ``filter_block`` (output channels per pass), ``scratch`` (elements per thread) and
+    ``filter_bytes``.  Depends on the geometry, the machine and the workspace limit only."""
+    cores = default_num_threads() if cores is None else cores
+    limit = _workspace_limit if limit is None else limit
+    m, a = tile, tile + 2
+    xi = a * a
+    (h, w), (oh, ow), (dh, dw) = in_hw, out_hw, dilations
+    tiles_h, tiles_w = -(-(-(-oh // dh)) // m), -(-(-(-ow // dw)) // m)
+    tiles = n * tiles_h * tiles_w
+    subs = groups * dh * dw
+    # The transformed filter takes at most half the workspace: else output channels in blocks
+    # (each block transforms the inputs again).
+    per_channel = groups * xi * c * itemsize
+    block = f if per_channel * f <= limit // 2 else max(1, (limit // 2) // per_channel)
+    if block < f and block > 16:
+        block -= block % 16
+    blocks = -(-f // block)
+    block = -(-f // blocks)  # equal blocks
+    per_tile = xi * (c + block) * itemsize
+    target = max(_WINOGRAD_MIN_TILES, min(_WINOGRAD_MAX_TILES,
+                                          _WINOGRAD_CHUNK_BYTES // per_tile))
+    chunks = max(1, -(-tiles // target))
+    # Balance: units (sub-problems x chunks) a multiple of the cores while there are few.
+    while (subs * chunks) % cores and subs * chunks < 8 * cores and \
+            -(-tiles // (chunks + 1)) >= 4:
+        chunks += 1
+    chunk_tiles = max(1, -(-tiles // chunks))
+
+    def scratch(t):
+        band_w = min(t, tiles_w) * m + 2
+        return _winograd.scratch_elements(m, c, block, t, band_w), band_w
+
+    filter_bytes = groups * xi * c * block * itemsize
+    while chunk_tiles > 1 and filter_bytes + cores * scratch(chunk_tiles)[0] * itemsize > limit:
+        chunk_tiles = -(-chunk_tiles // 2)
+    chunks = max(1, -(-tiles // chunk_tiles))
+    elements, band_w = scratch(chunk_tiles)
+    return dict(m=m, alpha=a, xi=xi, N=n, H=h, W=w, C=c, OH=oh, OW=ow, F=block, co0=0,
+                dil_h=dh, dil_w=dw, tiles_h=tiles_h, tiles_w=tiles_w, chunk_tiles=chunk_tiles,
+                chunks=chunks, band_w=band_w, filter_block=block, scratch=elements,
+                filter_bytes=filter_bytes, units=subs * chunks, f_total=f)
+
+
+def winograd_correlate(inp, filt, out, pads, dilations=(1, 1), num_threads=None, tile=4):
+    """``out[n, i, j, g*F + co] = sum inp[n, i + a*d_h - pad_top, j + b*d_w - pad_left, g*C + ci]
+    * filt[g, a, b, ci, co]`` (zero outside ``inp``) by Winograd F(tile x tile, 3 x 3).
+
+    inp   (N, H, W, groups*C) logical NHWC, any strides
+    filt  (groups, 3, 3, C, F), any strides (a flipped, transposed view is read in place)
+    out   (N, OH, OW, groups*F) writable, any strides; fully overwritten
+    pads  (pad_top, pad_left), any ints; dilations (d_h, d_w) >= 1
+    Same dtype (float32 or float64) throughout; the caller has checked the shapes.  The forward
+    stride-1 convolution is this with the HWIO filter as ``grouped_filter(filter, groups)``.
+    """
+    groups, kh, kw, c, f = filt.shape
+    n, oh, ow, _ = out.shape
+    if out.size == 0:
+        return out
+    if inp.size == 0 or filt.size == 0:
+        out[...] = 0
+        return out
+    plan = winograd_plan(n, inp.shape[1:3], (oh, ow), c, f, groups, dilations, tile,
+                         out.itemsize)
+    plan["pad_top"], plan["pad_left"] = (int(p) for p in pads)
+    if max(plan["xi"] * max(c, plan["F"]), plan["chunk_tiles"]) > _gemm.BLAS_INT_MAX:
+        raise ValueError(f"filter is too large for BLAS: {c} x {f} channels")
+    cores = default_num_threads()
+    threads = thread_count(num_threads, plan["units"], cores)
+    scratch_bytes = plan["scratch"] * out.itemsize
+    threads = max(1, min(threads, (_workspace_limit - plan["filter_bytes"]) // scratch_bytes))
+    workspace = np.empty((threads, plan["scratch"]), out.dtype)
+    block = plan["filter_block"]
+    u = np.empty(plan["filter_bytes"] // out.itemsize, out.dtype)
+    # U[g, xi] as (C, F) when the filter's F axis is the denser, else (F, C): the transform
+    # reads and writes along one unit stride.
+    u_co_inner = abs(filt.strides[4]) <= abs(filt.strides[3])
+    kernel_plan = {k: plan[k] for k in ("m", "alpha", "xi", "N", "H", "W", "C", "OH", "OW",
+                                        "F", "co0", "pad_top", "pad_left", "dil_h", "dil_w",
+                                        "tiles_h", "tiles_w", "chunk_tiles", "chunks",
+                                        "band_w")}
+    kernel_plan["u_co_inner"] = u_co_inner
+    with _single_threaded_blas():
+        for co0 in range(0, f, block):
+            kernel_plan["co0"], kernel_plan["F"] = co0, min(block, f - co0)
+            ub = u[:groups * plan["xi"] * c * kernel_plan["F"]]
+            _winograd.transform_filter(filt, ub, tile, co0, kernel_plan["F"], u_co_inner,
+                                       threads)
+            _winograd.correlate(inp, ub, out, workspace, kernel_plan, groups, threads)
+    return out
+
+
+def grouped_filter(filter_hwio, groups):
+    """The (groups, KH, KW, C/groups, F/groups) view of an HWIO filter, for the forward pass."""
+    kh, kw, cg, f = filter_hwio.shape
+    return filter_hwio.reshape(kh, kw, cg, groups, f // groups).transpose(3, 0, 1, 2, 4)
+
+
+def flipped_filter(filter_hwio, groups):
+    """The input gradient's filter: spatially flipped, C_in and C_out swapped, per group --
+    a (groups, KH, KW, F/groups, C/groups) view, no copy."""
+    kh, kw, cg, f = filter_hwio.shape
+    return filter_hwio.reshape(kh, kw, cg, groups, f // groups)[::-1, ::-1].transpose(
+        3, 0, 1, 4, 2)

@@ -28,7 +28,7 @@ def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, data_format):
 
 def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *,
                           data_format="NHWC", dilations=1, explicit_paddings=None, out=None,
-                          num_threads=None):
+                          num_threads=None, algorithm="auto"):
     """Gradient of a 2-D convolution with respect to its input.
 
     The semantics of TensorFlow's ``tf.raw_ops.Conv2DBackpropInput`` (and of
@@ -74,6 +74,11 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
         (nothing outside it is touched) and returned.  It must not overlap the operands.
     num_threads : int, optional
         Threads to use; default all cores this process may run on.
+    algorithm : {"auto", "gemm", "winograd"}, default "auto"
+        "gemm": GEMM + col2im.  "winograd": Winograd F(4x4, 3x3) or F(2x2, 3x3) tiles, for
+        3x3 filters at stride 1 (any dilation, padding, groups; not depthwise) -- faster on
+        wide layers, with an error a small multiple of GEMM's.  "auto" picks by geometry and
+        dtype (never by thread count); ``convbp.choose_algorithm`` says what and why.
 
     Returns
     -------
@@ -103,7 +108,9 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
                    explicit_paddings, out, num_threads, "(KH, KW, C_in, C_out)", _conv2d_depth)
     c, c_group = call.dx.shape[3], call.filter.shape[2]
     groups = c // c_group if c_group else 1
-    _engine.backprop_input(call.dy, call.filter, call.dx, call.geometry, groups, call.threads)
+    algorithm = _engine.check_algorithm(algorithm)
+    _engine.backprop_input(call.dy, call.filter, call.dx, call.geometry, groups, call.threads,
+                           algorithm)
     return call.out
 
 

@@ -80,7 +80,7 @@ def _check_weight(weight, groups, what):
 
 
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 out=None, num_threads=None):
+                 out=None, num_threads=None, algorithm="auto"):
     """Gradient of a 2-D convolution with respect to its input, PyTorch conventions.
 
     The semantics of ``torch.nn.grad.conv2d_input``: the gradient, with respect to ``input``,
@@ -177,7 +177,8 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
         _engine.check_out(out, shape, weight.dtype,
                           (("weight", weight), ("grad_output", grad_output)))
     _engine.backprop_input(grad_output.transpose(_NCHW_AS_NHWC), weight.transpose(_OIHW_AS_HWIO),
-                           out.transpose(_NCHW_AS_NHWC), geometry, groups, threads)
+                           out.transpose(_NCHW_AS_NHWC), geometry, groups, threads,
+                           _engine.check_algorithm(algorithm))
     return out
 
 
