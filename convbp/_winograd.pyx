@@ -42,10 +42,10 @@ cdef extern from "_winograd_transforms.h" nogil:
     void convbp_wino2_output_f64(const double*, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
     void convbp_wino4_output_f32(const float*, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
     void convbp_wino4_output_f64(const double*, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_filter_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_filter_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_filter_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_filter_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
+    void convbp_wino2_filter_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t)
+    void convbp_wino2_filter_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t)
+    void convbp_wino4_filter_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t)
+    void convbp_wino4_filter_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t)
 
 cdef extern from "_winograd_copy.h" nogil:
     void convbp_copy_2d_f32(float*, Py_ssize_t, Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t)
@@ -362,14 +362,14 @@ def transform_filter(const floating[:, :, :, :, :] filt,
             s_step = s_ci
         if floating is float:
             if m == 2:
-                convbp_wino2_filter_f32(src, s_a, s_b, s_step, dst, C * F, 1, n)
+                convbp_wino2_filter_f32(src, s_a, s_b, s_step, dst, C * F, n)
             else:
-                convbp_wino4_filter_f32(src, s_a, s_b, s_step, dst, C * F, 1, n)
+                convbp_wino4_filter_f32(src, s_a, s_b, s_step, dst, C * F, n)
         else:
             if m == 2:
-                convbp_wino2_filter_f64(src, s_a, s_b, s_step, dst, C * F, 1, n)
+                convbp_wino2_filter_f64(src, s_a, s_b, s_step, dst, C * F, n)
             else:
-                convbp_wino4_filter_f64(src, s_a, s_b, s_step, dst, C * F, 1, n)
+                convbp_wino4_filter_f64(src, s_a, s_b, s_step, dst, C * F, n)
 
 
 def scratch_elements(Py_ssize_t m, Py_ssize_t C, Py_ssize_t F, Py_ssize_t chunk_tiles,

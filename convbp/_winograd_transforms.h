@@ -30,7 +30,52 @@
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f32(
     const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const convbp_f32x16 d00 = *(const convbp_f32x16 *)(src + 0*s_row + 0*s_col + c); const convbp_f32x16 d01 = *(const convbp_f32x16 *)(src + 0*s_row + 1*s_col + c); const convbp_f32x16 d02 = *(const convbp_f32x16 *)(src + 0*s_row + 2*s_col + c); const convbp_f32x16 d03 = *(const convbp_f32x16 *)(src + 0*s_row + 3*s_col + c);
+        const convbp_f32x16 d10 = *(const convbp_f32x16 *)(src + 1*s_row + 0*s_col + c); const convbp_f32x16 d11 = *(const convbp_f32x16 *)(src + 1*s_row + 1*s_col + c); const convbp_f32x16 d12 = *(const convbp_f32x16 *)(src + 1*s_row + 2*s_col + c); const convbp_f32x16 d13 = *(const convbp_f32x16 *)(src + 1*s_row + 3*s_col + c);
+        const convbp_f32x16 d20 = *(const convbp_f32x16 *)(src + 2*s_row + 0*s_col + c); const convbp_f32x16 d21 = *(const convbp_f32x16 *)(src + 2*s_row + 1*s_col + c); const convbp_f32x16 d22 = *(const convbp_f32x16 *)(src + 2*s_row + 2*s_col + c); const convbp_f32x16 d23 = *(const convbp_f32x16 *)(src + 2*s_row + 3*s_col + c);
+        const convbp_f32x16 d30 = *(const convbp_f32x16 *)(src + 3*s_row + 0*s_col + c); const convbp_f32x16 d31 = *(const convbp_f32x16 *)(src + 3*s_row + 1*s_col + c); const convbp_f32x16 d32 = *(const convbp_f32x16 *)(src + 3*s_row + 2*s_col + c); const convbp_f32x16 d33 = *(const convbp_f32x16 *)(src + 3*s_row + 3*s_col + c);
+        /* columns: u = B^T d */
+        const convbp_f32x16 u00 = d00 - d20;
+        const convbp_f32x16 u10 = d10 + d20;
+        const convbp_f32x16 u20 = d10 - d20;
+        const convbp_f32x16 u30 = d10 - d30;
+        const convbp_f32x16 u01 = d01 - d21;
+        const convbp_f32x16 u11 = d11 + d21;
+        const convbp_f32x16 u21 = d11 - d21;
+        const convbp_f32x16 u31 = d11 - d31;
+        const convbp_f32x16 u02 = d02 - d22;
+        const convbp_f32x16 u12 = d12 + d22;
+        const convbp_f32x16 u22 = d12 - d22;
+        const convbp_f32x16 u32 = d12 - d32;
+        const convbp_f32x16 u03 = d03 - d23;
+        const convbp_f32x16 u13 = d13 + d23;
+        const convbp_f32x16 u23 = d13 - d23;
+        const convbp_f32x16 u33 = d13 - d33;
+        /* rows: v = u B */
+        const convbp_f32x16 v00 = u00 - u02;
+        const convbp_f32x16 v01 = u01 + u02;
+        const convbp_f32x16 v02 = u01 - u02;
+        const convbp_f32x16 v03 = u01 - u03;
+        const convbp_f32x16 v10 = u10 - u12;
+        const convbp_f32x16 v11 = u11 + u12;
+        const convbp_f32x16 v12 = u11 - u12;
+        const convbp_f32x16 v13 = u11 - u13;
+        const convbp_f32x16 v20 = u20 - u22;
+        const convbp_f32x16 v21 = u21 + u22;
+        const convbp_f32x16 v22 = u21 - u22;
+        const convbp_f32x16 v23 = u21 - u23;
+        const convbp_f32x16 v30 = u30 - u32;
+        const convbp_f32x16 v31 = u31 + u32;
+        const convbp_f32x16 v32 = u31 - u32;
+        const convbp_f32x16 v33 = u31 - u33;
+        *(convbp_f32x16 *)(dst + 0*d_xi + c) = v00; *(convbp_f32x16 *)(dst + 1*d_xi + c) = v01; *(convbp_f32x16 *)(dst + 2*d_xi + c) = v02; *(convbp_f32x16 *)(dst + 3*d_xi + c) = v03;
+        *(convbp_f32x16 *)(dst + 4*d_xi + c) = v10; *(convbp_f32x16 *)(dst + 5*d_xi + c) = v11; *(convbp_f32x16 *)(dst + 6*d_xi + c) = v12; *(convbp_f32x16 *)(dst + 7*d_xi + c) = v13;
+        *(convbp_f32x16 *)(dst + 8*d_xi + c) = v20; *(convbp_f32x16 *)(dst + 9*d_xi + c) = v21; *(convbp_f32x16 *)(dst + 10*d_xi + c) = v22; *(convbp_f32x16 *)(dst + 11*d_xi + c) = v23;
+        *(convbp_f32x16 *)(dst + 12*d_xi + c) = v30; *(convbp_f32x16 *)(dst + 13*d_xi + c) = v31; *(convbp_f32x16 *)(dst + 14*d_xi + c) = v32; *(convbp_f32x16 *)(dst + 15*d_xi + c) = v33;
+    }
+    for (; c < n; ++c) {
         const float d00 = src[0*s_row + 0*s_col + c]; const float d01 = src[0*s_row + 1*s_col + c]; const float d02 = src[0*s_row + 2*s_col + c]; const float d03 = src[0*s_row + 3*s_col + c];
         const float d10 = src[1*s_row + 0*s_col + c]; const float d11 = src[1*s_row + 1*s_col + c]; const float d12 = src[1*s_row + 2*s_col + c]; const float d13 = src[1*s_row + 3*s_col + c];
         const float d20 = src[2*s_row + 0*s_col + c]; const float d21 = src[2*s_row + 1*s_col + c]; const float d22 = src[2*s_row + 2*s_col + c]; const float d23 = src[2*s_row + 3*s_col + c];
@@ -80,7 +125,30 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f32(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f32(
     const float *restrict src, ptrdiff_t s_xi, float *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const convbp_f32x16 x00 = *(const convbp_f32x16 *)(src + 0*s_xi + c); const convbp_f32x16 x01 = *(const convbp_f32x16 *)(src + 1*s_xi + c); const convbp_f32x16 x02 = *(const convbp_f32x16 *)(src + 2*s_xi + c); const convbp_f32x16 x03 = *(const convbp_f32x16 *)(src + 3*s_xi + c);
+        const convbp_f32x16 x10 = *(const convbp_f32x16 *)(src + 4*s_xi + c); const convbp_f32x16 x11 = *(const convbp_f32x16 *)(src + 5*s_xi + c); const convbp_f32x16 x12 = *(const convbp_f32x16 *)(src + 6*s_xi + c); const convbp_f32x16 x13 = *(const convbp_f32x16 *)(src + 7*s_xi + c);
+        const convbp_f32x16 x20 = *(const convbp_f32x16 *)(src + 8*s_xi + c); const convbp_f32x16 x21 = *(const convbp_f32x16 *)(src + 9*s_xi + c); const convbp_f32x16 x22 = *(const convbp_f32x16 *)(src + 10*s_xi + c); const convbp_f32x16 x23 = *(const convbp_f32x16 *)(src + 11*s_xi + c);
+        const convbp_f32x16 x30 = *(const convbp_f32x16 *)(src + 12*s_xi + c); const convbp_f32x16 x31 = *(const convbp_f32x16 *)(src + 13*s_xi + c); const convbp_f32x16 x32 = *(const convbp_f32x16 *)(src + 14*s_xi + c); const convbp_f32x16 x33 = *(const convbp_f32x16 *)(src + 15*s_xi + c);
+        /* columns: z = A^T x */
+        const convbp_f32x16 z00 = x00 + x10 + x20;
+        const convbp_f32x16 z10 = x10 - x20 + x30;
+        const convbp_f32x16 z01 = x01 + x11 + x21;
+        const convbp_f32x16 z11 = x11 - x21 + x31;
+        const convbp_f32x16 z02 = x02 + x12 + x22;
+        const convbp_f32x16 z12 = x12 - x22 + x32;
+        const convbp_f32x16 z03 = x03 + x13 + x23;
+        const convbp_f32x16 z13 = x13 - x23 + x33;
+        /* rows: y = z A */
+        const convbp_f32x16 y00 = z00 + z01 + z02;
+        const convbp_f32x16 y01 = z01 - z02 + z03;
+        const convbp_f32x16 y10 = z10 + z11 + z12;
+        const convbp_f32x16 y11 = z11 - z12 + z13;
+        *(convbp_f32x16 *)(dst + 0*d_row + 0*d_col + c) = y00; *(convbp_f32x16 *)(dst + 0*d_row + 1*d_col + c) = y01;
+        *(convbp_f32x16 *)(dst + 1*d_row + 0*d_col + c) = y10; *(convbp_f32x16 *)(dst + 1*d_row + 1*d_col + c) = y11;
+    }
+    for (; c < n; ++c) {
         const float x00 = src[0*s_xi + c]; const float x01 = src[1*s_xi + c]; const float x02 = src[2*s_xi + c]; const float x03 = src[3*s_xi + c];
         const float x10 = src[4*s_xi + c]; const float x11 = src[5*s_xi + c]; const float x12 = src[6*s_xi + c]; const float x13 = src[7*s_xi + c];
         const float x20 = src[8*s_xi + c]; const float x21 = src[9*s_xi + c]; const float x22 = src[10*s_xi + c]; const float x23 = src[11*s_xi + c];
@@ -105,11 +173,67 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f32(
 }
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
- * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c*d_c]. */
+ * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f32(
-    const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t d_c, ptrdiff_t n)
+    const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    if (s_c == 1) {
+        for (; c + 8 <= n; c += 8) {
+            const convbp_f64x8 g00 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 0*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g01 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 0*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g02 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 0*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g10 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 1*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g11 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 1*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g12 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 1*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g20 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 2*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g21 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 2*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g22 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 2*s_row + 2*s_col + c), convbp_f64x8);
+            /* columns: e = G w */
+            const convbp_f64x8 ec0_0 = g10;
+            const convbp_f64x8 ec0_1 = g00 + g20;
+            const convbp_f64x8 e00 = g00;
+            const convbp_f64x8 e10 = (double)0.5 * (ec0_0 + ec0_1);
+            const convbp_f64x8 e20 = (double)0.5 * (ec0_0 - ec0_1);
+            const convbp_f64x8 e30 = -g20;
+            const convbp_f64x8 ec1_0 = g11;
+            const convbp_f64x8 ec1_1 = g01 + g21;
+            const convbp_f64x8 e01 = g01;
+            const convbp_f64x8 e11 = (double)0.5 * (ec1_0 + ec1_1);
+            const convbp_f64x8 e21 = (double)0.5 * (ec1_0 - ec1_1);
+            const convbp_f64x8 e31 = -g21;
+            const convbp_f64x8 ec2_0 = g12;
+            const convbp_f64x8 ec2_1 = g02 + g22;
+            const convbp_f64x8 e02 = g02;
+            const convbp_f64x8 e12 = (double)0.5 * (ec2_0 + ec2_1);
+            const convbp_f64x8 e22 = (double)0.5 * (ec2_0 - ec2_1);
+            const convbp_f64x8 e32 = -g22;
+            /* rows: h = e G^T */
+            const convbp_f64x8 fr0_0 = e01;
+            const convbp_f64x8 fr0_1 = e00 + e02;
+            const convbp_f64x8 h00 = e00;
+            const convbp_f64x8 h01 = (double)0.5 * (fr0_0 + fr0_1);
+            const convbp_f64x8 h02 = (double)0.5 * (fr0_0 - fr0_1);
+            const convbp_f64x8 h03 = -e02;
+            const convbp_f64x8 fr1_0 = e11;
+            const convbp_f64x8 fr1_1 = e10 + e12;
+            const convbp_f64x8 h10 = e10;
+            const convbp_f64x8 h11 = (double)0.5 * (fr1_0 + fr1_1);
+            const convbp_f64x8 h12 = (double)0.5 * (fr1_0 - fr1_1);
+            const convbp_f64x8 h13 = -e12;
+            const convbp_f64x8 fr2_0 = e21;
+            const convbp_f64x8 fr2_1 = e20 + e22;
+            const convbp_f64x8 h20 = e20;
+            const convbp_f64x8 h21 = (double)0.5 * (fr2_0 + fr2_1);
+            const convbp_f64x8 h22 = (double)0.5 * (fr2_0 - fr2_1);
+            const convbp_f64x8 h23 = -e22;
+            const convbp_f64x8 fr3_0 = e31;
+            const convbp_f64x8 fr3_1 = e30 + e32;
+            const convbp_f64x8 h30 = e30;
+            const convbp_f64x8 h31 = (double)0.5 * (fr3_0 + fr3_1);
+            const convbp_f64x8 h32 = (double)0.5 * (fr3_0 - fr3_1);
+            const convbp_f64x8 h33 = -e32;
+            *(convbp_f32x8 *)(dst + 0*d_xi + c) = __builtin_convertvector(h00, convbp_f32x8); *(convbp_f32x8 *)(dst + 1*d_xi + c) = __builtin_convertvector(h01, convbp_f32x8); *(convbp_f32x8 *)(dst + 2*d_xi + c) = __builtin_convertvector(h02, convbp_f32x8); *(convbp_f32x8 *)(dst + 3*d_xi + c) = __builtin_convertvector(h03, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 4*d_xi + c) = __builtin_convertvector(h10, convbp_f32x8); *(convbp_f32x8 *)(dst + 5*d_xi + c) = __builtin_convertvector(h11, convbp_f32x8); *(convbp_f32x8 *)(dst + 6*d_xi + c) = __builtin_convertvector(h12, convbp_f32x8); *(convbp_f32x8 *)(dst + 7*d_xi + c) = __builtin_convertvector(h13, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 8*d_xi + c) = __builtin_convertvector(h20, convbp_f32x8); *(convbp_f32x8 *)(dst + 9*d_xi + c) = __builtin_convertvector(h21, convbp_f32x8); *(convbp_f32x8 *)(dst + 10*d_xi + c) = __builtin_convertvector(h22, convbp_f32x8); *(convbp_f32x8 *)(dst + 11*d_xi + c) = __builtin_convertvector(h23, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 12*d_xi + c) = __builtin_convertvector(h30, convbp_f32x8); *(convbp_f32x8 *)(dst + 13*d_xi + c) = __builtin_convertvector(h31, convbp_f32x8); *(convbp_f32x8 *)(dst + 14*d_xi + c) = __builtin_convertvector(h32, convbp_f32x8); *(convbp_f32x8 *)(dst + 15*d_xi + c) = __builtin_convertvector(h33, convbp_f32x8);
+        }
+    }
+    for (; c < n; ++c) {
         const double g00 = src[0*s_row + 0*s_col + c*s_c]; const double g01 = src[0*s_row + 1*s_col + c*s_c]; const double g02 = src[0*s_row + 2*s_col + c*s_c];
         const double g10 = src[1*s_row + 0*s_col + c*s_c]; const double g11 = src[1*s_row + 1*s_col + c*s_c]; const double g12 = src[1*s_row + 2*s_col + c*s_c];
         const double g20 = src[2*s_row + 0*s_col + c*s_c]; const double g21 = src[2*s_row + 1*s_col + c*s_c]; const double g22 = src[2*s_row + 2*s_col + c*s_c];
@@ -117,50 +241,50 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f32(
         const double ec0_0 = g10;
         const double ec0_1 = g00 + g20;
         const double e00 = g00;
-        const double e10 = (double)0.5 * ec0_0 + (double)0.5 * ec0_1;
-        const double e20 = (double)0.5 * ec0_0 - (double)0.5 * ec0_1;
+        const double e10 = (double)0.5 * (ec0_0 + ec0_1);
+        const double e20 = (double)0.5 * (ec0_0 - ec0_1);
         const double e30 = -g20;
         const double ec1_0 = g11;
         const double ec1_1 = g01 + g21;
         const double e01 = g01;
-        const double e11 = (double)0.5 * ec1_0 + (double)0.5 * ec1_1;
-        const double e21 = (double)0.5 * ec1_0 - (double)0.5 * ec1_1;
+        const double e11 = (double)0.5 * (ec1_0 + ec1_1);
+        const double e21 = (double)0.5 * (ec1_0 - ec1_1);
         const double e31 = -g21;
         const double ec2_0 = g12;
         const double ec2_1 = g02 + g22;
         const double e02 = g02;
-        const double e12 = (double)0.5 * ec2_0 + (double)0.5 * ec2_1;
-        const double e22 = (double)0.5 * ec2_0 - (double)0.5 * ec2_1;
+        const double e12 = (double)0.5 * (ec2_0 + ec2_1);
+        const double e22 = (double)0.5 * (ec2_0 - ec2_1);
         const double e32 = -g22;
         /* rows: h = e G^T */
         const double fr0_0 = e01;
         const double fr0_1 = e00 + e02;
         const double h00 = e00;
-        const double h01 = (double)0.5 * fr0_0 + (double)0.5 * fr0_1;
-        const double h02 = (double)0.5 * fr0_0 - (double)0.5 * fr0_1;
+        const double h01 = (double)0.5 * (fr0_0 + fr0_1);
+        const double h02 = (double)0.5 * (fr0_0 - fr0_1);
         const double h03 = -e02;
         const double fr1_0 = e11;
         const double fr1_1 = e10 + e12;
         const double h10 = e10;
-        const double h11 = (double)0.5 * fr1_0 + (double)0.5 * fr1_1;
-        const double h12 = (double)0.5 * fr1_0 - (double)0.5 * fr1_1;
+        const double h11 = (double)0.5 * (fr1_0 + fr1_1);
+        const double h12 = (double)0.5 * (fr1_0 - fr1_1);
         const double h13 = -e12;
         const double fr2_0 = e21;
         const double fr2_1 = e20 + e22;
         const double h20 = e20;
-        const double h21 = (double)0.5 * fr2_0 + (double)0.5 * fr2_1;
-        const double h22 = (double)0.5 * fr2_0 - (double)0.5 * fr2_1;
+        const double h21 = (double)0.5 * (fr2_0 + fr2_1);
+        const double h22 = (double)0.5 * (fr2_0 - fr2_1);
         const double h23 = -e22;
         const double fr3_0 = e31;
         const double fr3_1 = e30 + e32;
         const double h30 = e30;
-        const double h31 = (double)0.5 * fr3_0 + (double)0.5 * fr3_1;
-        const double h32 = (double)0.5 * fr3_0 - (double)0.5 * fr3_1;
+        const double h31 = (double)0.5 * (fr3_0 + fr3_1);
+        const double h32 = (double)0.5 * (fr3_0 - fr3_1);
         const double h33 = -e32;
-        dst[0*d_xi + c*d_c] = (float)h00; dst[1*d_xi + c*d_c] = (float)h01; dst[2*d_xi + c*d_c] = (float)h02; dst[3*d_xi + c*d_c] = (float)h03;
-        dst[4*d_xi + c*d_c] = (float)h10; dst[5*d_xi + c*d_c] = (float)h11; dst[6*d_xi + c*d_c] = (float)h12; dst[7*d_xi + c*d_c] = (float)h13;
-        dst[8*d_xi + c*d_c] = (float)h20; dst[9*d_xi + c*d_c] = (float)h21; dst[10*d_xi + c*d_c] = (float)h22; dst[11*d_xi + c*d_c] = (float)h23;
-        dst[12*d_xi + c*d_c] = (float)h30; dst[13*d_xi + c*d_c] = (float)h31; dst[14*d_xi + c*d_c] = (float)h32; dst[15*d_xi + c*d_c] = (float)h33;
+        dst[0*d_xi + c] = (float)h00; dst[1*d_xi + c] = (float)h01; dst[2*d_xi + c] = (float)h02; dst[3*d_xi + c] = (float)h03;
+        dst[4*d_xi + c] = (float)h10; dst[5*d_xi + c] = (float)h11; dst[6*d_xi + c] = (float)h12; dst[7*d_xi + c] = (float)h13;
+        dst[8*d_xi + c] = (float)h20; dst[9*d_xi + c] = (float)h21; dst[10*d_xi + c] = (float)h22; dst[11*d_xi + c] = (float)h23;
+        dst[12*d_xi + c] = (float)h30; dst[13*d_xi + c] = (float)h31; dst[14*d_xi + c] = (float)h32; dst[15*d_xi + c] = (float)h33;
     }
 }
 
@@ -169,7 +293,52 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f32(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f64(
     const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        const convbp_f64x8 d00 = *(const convbp_f64x8 *)(src + 0*s_row + 0*s_col + c); const convbp_f64x8 d01 = *(const convbp_f64x8 *)(src + 0*s_row + 1*s_col + c); const convbp_f64x8 d02 = *(const convbp_f64x8 *)(src + 0*s_row + 2*s_col + c); const convbp_f64x8 d03 = *(const convbp_f64x8 *)(src + 0*s_row + 3*s_col + c);
+        const convbp_f64x8 d10 = *(const convbp_f64x8 *)(src + 1*s_row + 0*s_col + c); const convbp_f64x8 d11 = *(const convbp_f64x8 *)(src + 1*s_row + 1*s_col + c); const convbp_f64x8 d12 = *(const convbp_f64x8 *)(src + 1*s_row + 2*s_col + c); const convbp_f64x8 d13 = *(const convbp_f64x8 *)(src + 1*s_row + 3*s_col + c);
+        const convbp_f64x8 d20 = *(const convbp_f64x8 *)(src + 2*s_row + 0*s_col + c); const convbp_f64x8 d21 = *(const convbp_f64x8 *)(src + 2*s_row + 1*s_col + c); const convbp_f64x8 d22 = *(const convbp_f64x8 *)(src + 2*s_row + 2*s_col + c); const convbp_f64x8 d23 = *(const convbp_f64x8 *)(src + 2*s_row + 3*s_col + c);
+        const convbp_f64x8 d30 = *(const convbp_f64x8 *)(src + 3*s_row + 0*s_col + c); const convbp_f64x8 d31 = *(const convbp_f64x8 *)(src + 3*s_row + 1*s_col + c); const convbp_f64x8 d32 = *(const convbp_f64x8 *)(src + 3*s_row + 2*s_col + c); const convbp_f64x8 d33 = *(const convbp_f64x8 *)(src + 3*s_row + 3*s_col + c);
+        /* columns: u = B^T d */
+        const convbp_f64x8 u00 = d00 - d20;
+        const convbp_f64x8 u10 = d10 + d20;
+        const convbp_f64x8 u20 = d10 - d20;
+        const convbp_f64x8 u30 = d10 - d30;
+        const convbp_f64x8 u01 = d01 - d21;
+        const convbp_f64x8 u11 = d11 + d21;
+        const convbp_f64x8 u21 = d11 - d21;
+        const convbp_f64x8 u31 = d11 - d31;
+        const convbp_f64x8 u02 = d02 - d22;
+        const convbp_f64x8 u12 = d12 + d22;
+        const convbp_f64x8 u22 = d12 - d22;
+        const convbp_f64x8 u32 = d12 - d32;
+        const convbp_f64x8 u03 = d03 - d23;
+        const convbp_f64x8 u13 = d13 + d23;
+        const convbp_f64x8 u23 = d13 - d23;
+        const convbp_f64x8 u33 = d13 - d33;
+        /* rows: v = u B */
+        const convbp_f64x8 v00 = u00 - u02;
+        const convbp_f64x8 v01 = u01 + u02;
+        const convbp_f64x8 v02 = u01 - u02;
+        const convbp_f64x8 v03 = u01 - u03;
+        const convbp_f64x8 v10 = u10 - u12;
+        const convbp_f64x8 v11 = u11 + u12;
+        const convbp_f64x8 v12 = u11 - u12;
+        const convbp_f64x8 v13 = u11 - u13;
+        const convbp_f64x8 v20 = u20 - u22;
+        const convbp_f64x8 v21 = u21 + u22;
+        const convbp_f64x8 v22 = u21 - u22;
+        const convbp_f64x8 v23 = u21 - u23;
+        const convbp_f64x8 v30 = u30 - u32;
+        const convbp_f64x8 v31 = u31 + u32;
+        const convbp_f64x8 v32 = u31 - u32;
+        const convbp_f64x8 v33 = u31 - u33;
+        *(convbp_f64x8 *)(dst + 0*d_xi + c) = v00; *(convbp_f64x8 *)(dst + 1*d_xi + c) = v01; *(convbp_f64x8 *)(dst + 2*d_xi + c) = v02; *(convbp_f64x8 *)(dst + 3*d_xi + c) = v03;
+        *(convbp_f64x8 *)(dst + 4*d_xi + c) = v10; *(convbp_f64x8 *)(dst + 5*d_xi + c) = v11; *(convbp_f64x8 *)(dst + 6*d_xi + c) = v12; *(convbp_f64x8 *)(dst + 7*d_xi + c) = v13;
+        *(convbp_f64x8 *)(dst + 8*d_xi + c) = v20; *(convbp_f64x8 *)(dst + 9*d_xi + c) = v21; *(convbp_f64x8 *)(dst + 10*d_xi + c) = v22; *(convbp_f64x8 *)(dst + 11*d_xi + c) = v23;
+        *(convbp_f64x8 *)(dst + 12*d_xi + c) = v30; *(convbp_f64x8 *)(dst + 13*d_xi + c) = v31; *(convbp_f64x8 *)(dst + 14*d_xi + c) = v32; *(convbp_f64x8 *)(dst + 15*d_xi + c) = v33;
+    }
+    for (; c < n; ++c) {
         const double d00 = src[0*s_row + 0*s_col + c]; const double d01 = src[0*s_row + 1*s_col + c]; const double d02 = src[0*s_row + 2*s_col + c]; const double d03 = src[0*s_row + 3*s_col + c];
         const double d10 = src[1*s_row + 0*s_col + c]; const double d11 = src[1*s_row + 1*s_col + c]; const double d12 = src[1*s_row + 2*s_col + c]; const double d13 = src[1*s_row + 3*s_col + c];
         const double d20 = src[2*s_row + 0*s_col + c]; const double d21 = src[2*s_row + 1*s_col + c]; const double d22 = src[2*s_row + 2*s_col + c]; const double d23 = src[2*s_row + 3*s_col + c];
@@ -219,7 +388,30 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f64(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f64(
     const double *restrict src, ptrdiff_t s_xi, double *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        const convbp_f64x8 x00 = *(const convbp_f64x8 *)(src + 0*s_xi + c); const convbp_f64x8 x01 = *(const convbp_f64x8 *)(src + 1*s_xi + c); const convbp_f64x8 x02 = *(const convbp_f64x8 *)(src + 2*s_xi + c); const convbp_f64x8 x03 = *(const convbp_f64x8 *)(src + 3*s_xi + c);
+        const convbp_f64x8 x10 = *(const convbp_f64x8 *)(src + 4*s_xi + c); const convbp_f64x8 x11 = *(const convbp_f64x8 *)(src + 5*s_xi + c); const convbp_f64x8 x12 = *(const convbp_f64x8 *)(src + 6*s_xi + c); const convbp_f64x8 x13 = *(const convbp_f64x8 *)(src + 7*s_xi + c);
+        const convbp_f64x8 x20 = *(const convbp_f64x8 *)(src + 8*s_xi + c); const convbp_f64x8 x21 = *(const convbp_f64x8 *)(src + 9*s_xi + c); const convbp_f64x8 x22 = *(const convbp_f64x8 *)(src + 10*s_xi + c); const convbp_f64x8 x23 = *(const convbp_f64x8 *)(src + 11*s_xi + c);
+        const convbp_f64x8 x30 = *(const convbp_f64x8 *)(src + 12*s_xi + c); const convbp_f64x8 x31 = *(const convbp_f64x8 *)(src + 13*s_xi + c); const convbp_f64x8 x32 = *(const convbp_f64x8 *)(src + 14*s_xi + c); const convbp_f64x8 x33 = *(const convbp_f64x8 *)(src + 15*s_xi + c);
+        /* columns: z = A^T x */
+        const convbp_f64x8 z00 = x00 + x10 + x20;
+        const convbp_f64x8 z10 = x10 - x20 + x30;
+        const convbp_f64x8 z01 = x01 + x11 + x21;
+        const convbp_f64x8 z11 = x11 - x21 + x31;
+        const convbp_f64x8 z02 = x02 + x12 + x22;
+        const convbp_f64x8 z12 = x12 - x22 + x32;
+        const convbp_f64x8 z03 = x03 + x13 + x23;
+        const convbp_f64x8 z13 = x13 - x23 + x33;
+        /* rows: y = z A */
+        const convbp_f64x8 y00 = z00 + z01 + z02;
+        const convbp_f64x8 y01 = z01 - z02 + z03;
+        const convbp_f64x8 y10 = z10 + z11 + z12;
+        const convbp_f64x8 y11 = z11 - z12 + z13;
+        *(convbp_f64x8 *)(dst + 0*d_row + 0*d_col + c) = y00; *(convbp_f64x8 *)(dst + 0*d_row + 1*d_col + c) = y01;
+        *(convbp_f64x8 *)(dst + 1*d_row + 0*d_col + c) = y10; *(convbp_f64x8 *)(dst + 1*d_row + 1*d_col + c) = y11;
+    }
+    for (; c < n; ++c) {
         const double x00 = src[0*s_xi + c]; const double x01 = src[1*s_xi + c]; const double x02 = src[2*s_xi + c]; const double x03 = src[3*s_xi + c];
         const double x10 = src[4*s_xi + c]; const double x11 = src[5*s_xi + c]; const double x12 = src[6*s_xi + c]; const double x13 = src[7*s_xi + c];
         const double x20 = src[8*s_xi + c]; const double x21 = src[9*s_xi + c]; const double x22 = src[10*s_xi + c]; const double x23 = src[11*s_xi + c];
@@ -244,11 +436,67 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f64(
 }
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
- * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c*d_c]. */
+ * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f64(
-    const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t d_c, ptrdiff_t n)
+    const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    if (s_c == 1) {
+        for (; c + 8 <= n; c += 8) {
+            const convbp_f64x8 g00 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 0*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g01 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 0*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g02 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 0*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g10 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 1*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g11 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 1*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g12 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 1*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g20 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 2*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g21 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 2*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g22 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 2*s_row + 2*s_col + c), convbp_f64x8);
+            /* columns: e = G w */
+            const convbp_f64x8 ec0_0 = g10;
+            const convbp_f64x8 ec0_1 = g00 + g20;
+            const convbp_f64x8 e00 = g00;
+            const convbp_f64x8 e10 = (double)0.5 * (ec0_0 + ec0_1);
+            const convbp_f64x8 e20 = (double)0.5 * (ec0_0 - ec0_1);
+            const convbp_f64x8 e30 = -g20;
+            const convbp_f64x8 ec1_0 = g11;
+            const convbp_f64x8 ec1_1 = g01 + g21;
+            const convbp_f64x8 e01 = g01;
+            const convbp_f64x8 e11 = (double)0.5 * (ec1_0 + ec1_1);
+            const convbp_f64x8 e21 = (double)0.5 * (ec1_0 - ec1_1);
+            const convbp_f64x8 e31 = -g21;
+            const convbp_f64x8 ec2_0 = g12;
+            const convbp_f64x8 ec2_1 = g02 + g22;
+            const convbp_f64x8 e02 = g02;
+            const convbp_f64x8 e12 = (double)0.5 * (ec2_0 + ec2_1);
+            const convbp_f64x8 e22 = (double)0.5 * (ec2_0 - ec2_1);
+            const convbp_f64x8 e32 = -g22;
+            /* rows: h = e G^T */
+            const convbp_f64x8 fr0_0 = e01;
+            const convbp_f64x8 fr0_1 = e00 + e02;
+            const convbp_f64x8 h00 = e00;
+            const convbp_f64x8 h01 = (double)0.5 * (fr0_0 + fr0_1);
+            const convbp_f64x8 h02 = (double)0.5 * (fr0_0 - fr0_1);
+            const convbp_f64x8 h03 = -e02;
+            const convbp_f64x8 fr1_0 = e11;
+            const convbp_f64x8 fr1_1 = e10 + e12;
+            const convbp_f64x8 h10 = e10;
+            const convbp_f64x8 h11 = (double)0.5 * (fr1_0 + fr1_1);
+            const convbp_f64x8 h12 = (double)0.5 * (fr1_0 - fr1_1);
+            const convbp_f64x8 h13 = -e12;
+            const convbp_f64x8 fr2_0 = e21;
+            const convbp_f64x8 fr2_1 = e20 + e22;
+            const convbp_f64x8 h20 = e20;
+            const convbp_f64x8 h21 = (double)0.5 * (fr2_0 + fr2_1);
+            const convbp_f64x8 h22 = (double)0.5 * (fr2_0 - fr2_1);
+            const convbp_f64x8 h23 = -e22;
+            const convbp_f64x8 fr3_0 = e31;
+            const convbp_f64x8 fr3_1 = e30 + e32;
+            const convbp_f64x8 h30 = e30;
+            const convbp_f64x8 h31 = (double)0.5 * (fr3_0 + fr3_1);
+            const convbp_f64x8 h32 = (double)0.5 * (fr3_0 - fr3_1);
+            const convbp_f64x8 h33 = -e32;
+            *(convbp_f64x8 *)(dst + 0*d_xi + c) = __builtin_convertvector(h00, convbp_f64x8); *(convbp_f64x8 *)(dst + 1*d_xi + c) = __builtin_convertvector(h01, convbp_f64x8); *(convbp_f64x8 *)(dst + 2*d_xi + c) = __builtin_convertvector(h02, convbp_f64x8); *(convbp_f64x8 *)(dst + 3*d_xi + c) = __builtin_convertvector(h03, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 4*d_xi + c) = __builtin_convertvector(h10, convbp_f64x8); *(convbp_f64x8 *)(dst + 5*d_xi + c) = __builtin_convertvector(h11, convbp_f64x8); *(convbp_f64x8 *)(dst + 6*d_xi + c) = __builtin_convertvector(h12, convbp_f64x8); *(convbp_f64x8 *)(dst + 7*d_xi + c) = __builtin_convertvector(h13, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 8*d_xi + c) = __builtin_convertvector(h20, convbp_f64x8); *(convbp_f64x8 *)(dst + 9*d_xi + c) = __builtin_convertvector(h21, convbp_f64x8); *(convbp_f64x8 *)(dst + 10*d_xi + c) = __builtin_convertvector(h22, convbp_f64x8); *(convbp_f64x8 *)(dst + 11*d_xi + c) = __builtin_convertvector(h23, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 12*d_xi + c) = __builtin_convertvector(h30, convbp_f64x8); *(convbp_f64x8 *)(dst + 13*d_xi + c) = __builtin_convertvector(h31, convbp_f64x8); *(convbp_f64x8 *)(dst + 14*d_xi + c) = __builtin_convertvector(h32, convbp_f64x8); *(convbp_f64x8 *)(dst + 15*d_xi + c) = __builtin_convertvector(h33, convbp_f64x8);
+        }
+    }
+    for (; c < n; ++c) {
         const double g00 = src[0*s_row + 0*s_col + c*s_c]; const double g01 = src[0*s_row + 1*s_col + c*s_c]; const double g02 = src[0*s_row + 2*s_col + c*s_c];
         const double g10 = src[1*s_row + 0*s_col + c*s_c]; const double g11 = src[1*s_row + 1*s_col + c*s_c]; const double g12 = src[1*s_row + 2*s_col + c*s_c];
         const double g20 = src[2*s_row + 0*s_col + c*s_c]; const double g21 = src[2*s_row + 1*s_col + c*s_c]; const double g22 = src[2*s_row + 2*s_col + c*s_c];
@@ -256,50 +504,50 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f64(
         const double ec0_0 = g10;
         const double ec0_1 = g00 + g20;
         const double e00 = g00;
-        const double e10 = (double)0.5 * ec0_0 + (double)0.5 * ec0_1;
-        const double e20 = (double)0.5 * ec0_0 - (double)0.5 * ec0_1;
+        const double e10 = (double)0.5 * (ec0_0 + ec0_1);
+        const double e20 = (double)0.5 * (ec0_0 - ec0_1);
         const double e30 = -g20;
         const double ec1_0 = g11;
         const double ec1_1 = g01 + g21;
         const double e01 = g01;
-        const double e11 = (double)0.5 * ec1_0 + (double)0.5 * ec1_1;
-        const double e21 = (double)0.5 * ec1_0 - (double)0.5 * ec1_1;
+        const double e11 = (double)0.5 * (ec1_0 + ec1_1);
+        const double e21 = (double)0.5 * (ec1_0 - ec1_1);
         const double e31 = -g21;
         const double ec2_0 = g12;
         const double ec2_1 = g02 + g22;
         const double e02 = g02;
-        const double e12 = (double)0.5 * ec2_0 + (double)0.5 * ec2_1;
-        const double e22 = (double)0.5 * ec2_0 - (double)0.5 * ec2_1;
+        const double e12 = (double)0.5 * (ec2_0 + ec2_1);
+        const double e22 = (double)0.5 * (ec2_0 - ec2_1);
         const double e32 = -g22;
         /* rows: h = e G^T */
         const double fr0_0 = e01;
         const double fr0_1 = e00 + e02;
         const double h00 = e00;
-        const double h01 = (double)0.5 * fr0_0 + (double)0.5 * fr0_1;
-        const double h02 = (double)0.5 * fr0_0 - (double)0.5 * fr0_1;
+        const double h01 = (double)0.5 * (fr0_0 + fr0_1);
+        const double h02 = (double)0.5 * (fr0_0 - fr0_1);
         const double h03 = -e02;
         const double fr1_0 = e11;
         const double fr1_1 = e10 + e12;
         const double h10 = e10;
-        const double h11 = (double)0.5 * fr1_0 + (double)0.5 * fr1_1;
-        const double h12 = (double)0.5 * fr1_0 - (double)0.5 * fr1_1;
+        const double h11 = (double)0.5 * (fr1_0 + fr1_1);
+        const double h12 = (double)0.5 * (fr1_0 - fr1_1);
         const double h13 = -e12;
         const double fr2_0 = e21;
         const double fr2_1 = e20 + e22;
         const double h20 = e20;
-        const double h21 = (double)0.5 * fr2_0 + (double)0.5 * fr2_1;
-        const double h22 = (double)0.5 * fr2_0 - (double)0.5 * fr2_1;
+        const double h21 = (double)0.5 * (fr2_0 + fr2_1);
+        const double h22 = (double)0.5 * (fr2_0 - fr2_1);
         const double h23 = -e22;
         const double fr3_0 = e31;
         const double fr3_1 = e30 + e32;
         const double h30 = e30;
-        const double h31 = (double)0.5 * fr3_0 + (double)0.5 * fr3_1;
-        const double h32 = (double)0.5 * fr3_0 - (double)0.5 * fr3_1;
+        const double h31 = (double)0.5 * (fr3_0 + fr3_1);
+        const double h32 = (double)0.5 * (fr3_0 - fr3_1);
         const double h33 = -e32;
-        dst[0*d_xi + c*d_c] = (double)h00; dst[1*d_xi + c*d_c] = (double)h01; dst[2*d_xi + c*d_c] = (double)h02; dst[3*d_xi + c*d_c] = (double)h03;
-        dst[4*d_xi + c*d_c] = (double)h10; dst[5*d_xi + c*d_c] = (double)h11; dst[6*d_xi + c*d_c] = (double)h12; dst[7*d_xi + c*d_c] = (double)h13;
-        dst[8*d_xi + c*d_c] = (double)h20; dst[9*d_xi + c*d_c] = (double)h21; dst[10*d_xi + c*d_c] = (double)h22; dst[11*d_xi + c*d_c] = (double)h23;
-        dst[12*d_xi + c*d_c] = (double)h30; dst[13*d_xi + c*d_c] = (double)h31; dst[14*d_xi + c*d_c] = (double)h32; dst[15*d_xi + c*d_c] = (double)h33;
+        dst[0*d_xi + c] = (double)h00; dst[1*d_xi + c] = (double)h01; dst[2*d_xi + c] = (double)h02; dst[3*d_xi + c] = (double)h03;
+        dst[4*d_xi + c] = (double)h10; dst[5*d_xi + c] = (double)h11; dst[6*d_xi + c] = (double)h12; dst[7*d_xi + c] = (double)h13;
+        dst[8*d_xi + c] = (double)h20; dst[9*d_xi + c] = (double)h21; dst[10*d_xi + c] = (double)h22; dst[11*d_xi + c] = (double)h23;
+        dst[12*d_xi + c] = (double)h30; dst[13*d_xi + c] = (double)h31; dst[14*d_xi + c] = (double)h32; dst[15*d_xi + c] = (double)h33;
     }
 }
 
@@ -330,7 +578,120 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f64(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f32(
     const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const convbp_f32x16 d00 = *(const convbp_f32x16 *)(src + 0*s_row + 0*s_col + c); const convbp_f32x16 d01 = *(const convbp_f32x16 *)(src + 0*s_row + 1*s_col + c); const convbp_f32x16 d02 = *(const convbp_f32x16 *)(src + 0*s_row + 2*s_col + c); const convbp_f32x16 d03 = *(const convbp_f32x16 *)(src + 0*s_row + 3*s_col + c); const convbp_f32x16 d04 = *(const convbp_f32x16 *)(src + 0*s_row + 4*s_col + c); const convbp_f32x16 d05 = *(const convbp_f32x16 *)(src + 0*s_row + 5*s_col + c);
+        const convbp_f32x16 d10 = *(const convbp_f32x16 *)(src + 1*s_row + 0*s_col + c); const convbp_f32x16 d11 = *(const convbp_f32x16 *)(src + 1*s_row + 1*s_col + c); const convbp_f32x16 d12 = *(const convbp_f32x16 *)(src + 1*s_row + 2*s_col + c); const convbp_f32x16 d13 = *(const convbp_f32x16 *)(src + 1*s_row + 3*s_col + c); const convbp_f32x16 d14 = *(const convbp_f32x16 *)(src + 1*s_row + 4*s_col + c); const convbp_f32x16 d15 = *(const convbp_f32x16 *)(src + 1*s_row + 5*s_col + c);
+        const convbp_f32x16 d20 = *(const convbp_f32x16 *)(src + 2*s_row + 0*s_col + c); const convbp_f32x16 d21 = *(const convbp_f32x16 *)(src + 2*s_row + 1*s_col + c); const convbp_f32x16 d22 = *(const convbp_f32x16 *)(src + 2*s_row + 2*s_col + c); const convbp_f32x16 d23 = *(const convbp_f32x16 *)(src + 2*s_row + 3*s_col + c); const convbp_f32x16 d24 = *(const convbp_f32x16 *)(src + 2*s_row + 4*s_col + c); const convbp_f32x16 d25 = *(const convbp_f32x16 *)(src + 2*s_row + 5*s_col + c);
+        const convbp_f32x16 d30 = *(const convbp_f32x16 *)(src + 3*s_row + 0*s_col + c); const convbp_f32x16 d31 = *(const convbp_f32x16 *)(src + 3*s_row + 1*s_col + c); const convbp_f32x16 d32 = *(const convbp_f32x16 *)(src + 3*s_row + 2*s_col + c); const convbp_f32x16 d33 = *(const convbp_f32x16 *)(src + 3*s_row + 3*s_col + c); const convbp_f32x16 d34 = *(const convbp_f32x16 *)(src + 3*s_row + 4*s_col + c); const convbp_f32x16 d35 = *(const convbp_f32x16 *)(src + 3*s_row + 5*s_col + c);
+        const convbp_f32x16 d40 = *(const convbp_f32x16 *)(src + 4*s_row + 0*s_col + c); const convbp_f32x16 d41 = *(const convbp_f32x16 *)(src + 4*s_row + 1*s_col + c); const convbp_f32x16 d42 = *(const convbp_f32x16 *)(src + 4*s_row + 2*s_col + c); const convbp_f32x16 d43 = *(const convbp_f32x16 *)(src + 4*s_row + 3*s_col + c); const convbp_f32x16 d44 = *(const convbp_f32x16 *)(src + 4*s_row + 4*s_col + c); const convbp_f32x16 d45 = *(const convbp_f32x16 *)(src + 4*s_row + 5*s_col + c);
+        const convbp_f32x16 d50 = *(const convbp_f32x16 *)(src + 5*s_row + 0*s_col + c); const convbp_f32x16 d51 = *(const convbp_f32x16 *)(src + 5*s_row + 1*s_col + c); const convbp_f32x16 d52 = *(const convbp_f32x16 *)(src + 5*s_row + 2*s_col + c); const convbp_f32x16 d53 = *(const convbp_f32x16 *)(src + 5*s_row + 3*s_col + c); const convbp_f32x16 d54 = *(const convbp_f32x16 *)(src + 5*s_row + 4*s_col + c); const convbp_f32x16 d55 = *(const convbp_f32x16 *)(src + 5*s_row + 5*s_col + c);
+        /* columns: u = B^T d */
+        const convbp_f32x16 uc0_0 = d00 - d10 - (float)3 * d20 + d30 + (float)2 * d40;
+        const convbp_f32x16 uc0_1 = d00 - (float)2 * d10 - d20 + (float)2 * d30;
+        const convbp_f32x16 u00 = uc0_0 + uc0_1;
+        const convbp_f32x16 u10 = (float)2 * d10 - d20 - (float)5 * d30 - (float)2 * d40;
+        const convbp_f32x16 u20 = (float)2 * d10 - (float)5 * d20 + d30 + (float)2 * d40;
+        const convbp_f32x16 u30 = (float)2 * d10 + d20 - (float)2 * d30 - d40;
+        const convbp_f32x16 u40 = uc0_0 - uc0_1;
+        const convbp_f32x16 u50 = (float)2 * d10 - (float)3 * d20 - (float)4 * d30 + (float)3 * d40 + (float)2 * d50;
+        const convbp_f32x16 uc1_0 = d01 - d11 - (float)3 * d21 + d31 + (float)2 * d41;
+        const convbp_f32x16 uc1_1 = d01 - (float)2 * d11 - d21 + (float)2 * d31;
+        const convbp_f32x16 u01 = uc1_0 + uc1_1;
+        const convbp_f32x16 u11 = (float)2 * d11 - d21 - (float)5 * d31 - (float)2 * d41;
+        const convbp_f32x16 u21 = (float)2 * d11 - (float)5 * d21 + d31 + (float)2 * d41;
+        const convbp_f32x16 u31 = (float)2 * d11 + d21 - (float)2 * d31 - d41;
+        const convbp_f32x16 u41 = uc1_0 - uc1_1;
+        const convbp_f32x16 u51 = (float)2 * d11 - (float)3 * d21 - (float)4 * d31 + (float)3 * d41 + (float)2 * d51;
+        const convbp_f32x16 uc2_0 = d02 - d12 - (float)3 * d22 + d32 + (float)2 * d42;
+        const convbp_f32x16 uc2_1 = d02 - (float)2 * d12 - d22 + (float)2 * d32;
+        const convbp_f32x16 u02 = uc2_0 + uc2_1;
+        const convbp_f32x16 u12 = (float)2 * d12 - d22 - (float)5 * d32 - (float)2 * d42;
+        const convbp_f32x16 u22 = (float)2 * d12 - (float)5 * d22 + d32 + (float)2 * d42;
+        const convbp_f32x16 u32 = (float)2 * d12 + d22 - (float)2 * d32 - d42;
+        const convbp_f32x16 u42 = uc2_0 - uc2_1;
+        const convbp_f32x16 u52 = (float)2 * d12 - (float)3 * d22 - (float)4 * d32 + (float)3 * d42 + (float)2 * d52;
+        const convbp_f32x16 uc3_0 = d03 - d13 - (float)3 * d23 + d33 + (float)2 * d43;
+        const convbp_f32x16 uc3_1 = d03 - (float)2 * d13 - d23 + (float)2 * d33;
+        const convbp_f32x16 u03 = uc3_0 + uc3_1;
+        const convbp_f32x16 u13 = (float)2 * d13 - d23 - (float)5 * d33 - (float)2 * d43;
+        const convbp_f32x16 u23 = (float)2 * d13 - (float)5 * d23 + d33 + (float)2 * d43;
+        const convbp_f32x16 u33 = (float)2 * d13 + d23 - (float)2 * d33 - d43;
+        const convbp_f32x16 u43 = uc3_0 - uc3_1;
+        const convbp_f32x16 u53 = (float)2 * d13 - (float)3 * d23 - (float)4 * d33 + (float)3 * d43 + (float)2 * d53;
+        const convbp_f32x16 uc4_0 = d04 - d14 - (float)3 * d24 + d34 + (float)2 * d44;
+        const convbp_f32x16 uc4_1 = d04 - (float)2 * d14 - d24 + (float)2 * d34;
+        const convbp_f32x16 u04 = uc4_0 + uc4_1;
+        const convbp_f32x16 u14 = (float)2 * d14 - d24 - (float)5 * d34 - (float)2 * d44;
+        const convbp_f32x16 u24 = (float)2 * d14 - (float)5 * d24 + d34 + (float)2 * d44;
+        const convbp_f32x16 u34 = (float)2 * d14 + d24 - (float)2 * d34 - d44;
+        const convbp_f32x16 u44 = uc4_0 - uc4_1;
+        const convbp_f32x16 u54 = (float)2 * d14 - (float)3 * d24 - (float)4 * d34 + (float)3 * d44 + (float)2 * d54;
+        const convbp_f32x16 uc5_0 = d05 - d15 - (float)3 * d25 + d35 + (float)2 * d45;
+        const convbp_f32x16 uc5_1 = d05 - (float)2 * d15 - d25 + (float)2 * d35;
+        const convbp_f32x16 u05 = uc5_0 + uc5_1;
+        const convbp_f32x16 u15 = (float)2 * d15 - d25 - (float)5 * d35 - (float)2 * d45;
+        const convbp_f32x16 u25 = (float)2 * d15 - (float)5 * d25 + d35 + (float)2 * d45;
+        const convbp_f32x16 u35 = (float)2 * d15 + d25 - (float)2 * d35 - d45;
+        const convbp_f32x16 u45 = uc5_0 - uc5_1;
+        const convbp_f32x16 u55 = (float)2 * d15 - (float)3 * d25 - (float)4 * d35 + (float)3 * d45 + (float)2 * d55;
+        /* rows: v = u B */
+        const convbp_f32x16 wr0_0 = u00 - u01 - (float)3 * u02 + u03 + (float)2 * u04;
+        const convbp_f32x16 wr0_1 = u00 - (float)2 * u01 - u02 + (float)2 * u03;
+        const convbp_f32x16 v00 = wr0_0 + wr0_1;
+        const convbp_f32x16 v01 = (float)2 * u01 - u02 - (float)5 * u03 - (float)2 * u04;
+        const convbp_f32x16 v02 = (float)2 * u01 - (float)5 * u02 + u03 + (float)2 * u04;
+        const convbp_f32x16 v03 = (float)2 * u01 + u02 - (float)2 * u03 - u04;
+        const convbp_f32x16 v04 = wr0_0 - wr0_1;
+        const convbp_f32x16 v05 = (float)2 * u01 - (float)3 * u02 - (float)4 * u03 + (float)3 * u04 + (float)2 * u05;
+        const convbp_f32x16 wr1_0 = u10 - u11 - (float)3 * u12 + u13 + (float)2 * u14;
+        const convbp_f32x16 wr1_1 = u10 - (float)2 * u11 - u12 + (float)2 * u13;
+        const convbp_f32x16 v10 = wr1_0 + wr1_1;
+        const convbp_f32x16 v11 = (float)2 * u11 - u12 - (float)5 * u13 - (float)2 * u14;
+        const convbp_f32x16 v12 = (float)2 * u11 - (float)5 * u12 + u13 + (float)2 * u14;
+        const convbp_f32x16 v13 = (float)2 * u11 + u12 - (float)2 * u13 - u14;
+        const convbp_f32x16 v14 = wr1_0 - wr1_1;
+        const convbp_f32x16 v15 = (float)2 * u11 - (float)3 * u12 - (float)4 * u13 + (float)3 * u14 + (float)2 * u15;
+        const convbp_f32x16 wr2_0 = u20 - u21 - (float)3 * u22 + u23 + (float)2 * u24;
+        const convbp_f32x16 wr2_1 = u20 - (float)2 * u21 - u22 + (float)2 * u23;
+        const convbp_f32x16 v20 = wr2_0 + wr2_1;
+        const convbp_f32x16 v21 = (float)2 * u21 - u22 - (float)5 * u23 - (float)2 * u24;
+        const convbp_f32x16 v22 = (float)2 * u21 - (float)5 * u22 + u23 + (float)2 * u24;
+        const convbp_f32x16 v23 = (float)2 * u21 + u22 - (float)2 * u23 - u24;
+        const convbp_f32x16 v24 = wr2_0 - wr2_1;
+        const convbp_f32x16 v25 = (float)2 * u21 - (float)3 * u22 - (float)4 * u23 + (float)3 * u24 + (float)2 * u25;
+        const convbp_f32x16 wr3_0 = u30 - u31 - (float)3 * u32 + u33 + (float)2 * u34;
+        const convbp_f32x16 wr3_1 = u30 - (float)2 * u31 - u32 + (float)2 * u33;
+        const convbp_f32x16 v30 = wr3_0 + wr3_1;
+        const convbp_f32x16 v31 = (float)2 * u31 - u32 - (float)5 * u33 - (float)2 * u34;
+        const convbp_f32x16 v32 = (float)2 * u31 - (float)5 * u32 + u33 + (float)2 * u34;
+        const convbp_f32x16 v33 = (float)2 * u31 + u32 - (float)2 * u33 - u34;
+        const convbp_f32x16 v34 = wr3_0 - wr3_1;
+        const convbp_f32x16 v35 = (float)2 * u31 - (float)3 * u32 - (float)4 * u33 + (float)3 * u34 + (float)2 * u35;
+        const convbp_f32x16 wr4_0 = u40 - u41 - (float)3 * u42 + u43 + (float)2 * u44;
+        const convbp_f32x16 wr4_1 = u40 - (float)2 * u41 - u42 + (float)2 * u43;
+        const convbp_f32x16 v40 = wr4_0 + wr4_1;
+        const convbp_f32x16 v41 = (float)2 * u41 - u42 - (float)5 * u43 - (float)2 * u44;
+        const convbp_f32x16 v42 = (float)2 * u41 - (float)5 * u42 + u43 + (float)2 * u44;
+        const convbp_f32x16 v43 = (float)2 * u41 + u42 - (float)2 * u43 - u44;
+        const convbp_f32x16 v44 = wr4_0 - wr4_1;
+        const convbp_f32x16 v45 = (float)2 * u41 - (float)3 * u42 - (float)4 * u43 + (float)3 * u44 + (float)2 * u45;
+        const convbp_f32x16 wr5_0 = u50 - u51 - (float)3 * u52 + u53 + (float)2 * u54;
+        const convbp_f32x16 wr5_1 = u50 - (float)2 * u51 - u52 + (float)2 * u53;
+        const convbp_f32x16 v50 = wr5_0 + wr5_1;
+        const convbp_f32x16 v51 = (float)2 * u51 - u52 - (float)5 * u53 - (float)2 * u54;
+        const convbp_f32x16 v52 = (float)2 * u51 - (float)5 * u52 + u53 + (float)2 * u54;
+        const convbp_f32x16 v53 = (float)2 * u51 + u52 - (float)2 * u53 - u54;
+        const convbp_f32x16 v54 = wr5_0 - wr5_1;
+        const convbp_f32x16 v55 = (float)2 * u51 - (float)3 * u52 - (float)4 * u53 + (float)3 * u54 + (float)2 * u55;
+        *(convbp_f32x16 *)(dst + 0*d_xi + c) = v00; *(convbp_f32x16 *)(dst + 1*d_xi + c) = v01; *(convbp_f32x16 *)(dst + 2*d_xi + c) = v02; *(convbp_f32x16 *)(dst + 3*d_xi + c) = v03; *(convbp_f32x16 *)(dst + 4*d_xi + c) = v04; *(convbp_f32x16 *)(dst + 5*d_xi + c) = v05;
+        *(convbp_f32x16 *)(dst + 6*d_xi + c) = v10; *(convbp_f32x16 *)(dst + 7*d_xi + c) = v11; *(convbp_f32x16 *)(dst + 8*d_xi + c) = v12; *(convbp_f32x16 *)(dst + 9*d_xi + c) = v13; *(convbp_f32x16 *)(dst + 10*d_xi + c) = v14; *(convbp_f32x16 *)(dst + 11*d_xi + c) = v15;
+        *(convbp_f32x16 *)(dst + 12*d_xi + c) = v20; *(convbp_f32x16 *)(dst + 13*d_xi + c) = v21; *(convbp_f32x16 *)(dst + 14*d_xi + c) = v22; *(convbp_f32x16 *)(dst + 15*d_xi + c) = v23; *(convbp_f32x16 *)(dst + 16*d_xi + c) = v24; *(convbp_f32x16 *)(dst + 17*d_xi + c) = v25;
+        *(convbp_f32x16 *)(dst + 18*d_xi + c) = v30; *(convbp_f32x16 *)(dst + 19*d_xi + c) = v31; *(convbp_f32x16 *)(dst + 20*d_xi + c) = v32; *(convbp_f32x16 *)(dst + 21*d_xi + c) = v33; *(convbp_f32x16 *)(dst + 22*d_xi + c) = v34; *(convbp_f32x16 *)(dst + 23*d_xi + c) = v35;
+        *(convbp_f32x16 *)(dst + 24*d_xi + c) = v40; *(convbp_f32x16 *)(dst + 25*d_xi + c) = v41; *(convbp_f32x16 *)(dst + 26*d_xi + c) = v42; *(convbp_f32x16 *)(dst + 27*d_xi + c) = v43; *(convbp_f32x16 *)(dst + 28*d_xi + c) = v44; *(convbp_f32x16 *)(dst + 29*d_xi + c) = v45;
+        *(convbp_f32x16 *)(dst + 30*d_xi + c) = v50; *(convbp_f32x16 *)(dst + 31*d_xi + c) = v51; *(convbp_f32x16 *)(dst + 32*d_xi + c) = v52; *(convbp_f32x16 *)(dst + 33*d_xi + c) = v53; *(convbp_f32x16 *)(dst + 34*d_xi + c) = v54; *(convbp_f32x16 *)(dst + 35*d_xi + c) = v55;
+    }
+    for (; c < n; ++c) {
         const float d00 = src[0*s_row + 0*s_col + c]; const float d01 = src[0*s_row + 1*s_col + c]; const float d02 = src[0*s_row + 2*s_col + c]; const float d03 = src[0*s_row + 3*s_col + c]; const float d04 = src[0*s_row + 4*s_col + c]; const float d05 = src[0*s_row + 5*s_col + c];
         const float d10 = src[1*s_row + 0*s_col + c]; const float d11 = src[1*s_row + 1*s_col + c]; const float d12 = src[1*s_row + 2*s_col + c]; const float d13 = src[1*s_row + 3*s_col + c]; const float d14 = src[1*s_row + 4*s_col + c]; const float d15 = src[1*s_row + 5*s_col + c];
         const float d20 = src[2*s_row + 0*s_col + c]; const float d21 = src[2*s_row + 1*s_col + c]; const float d22 = src[2*s_row + 2*s_col + c]; const float d23 = src[2*s_row + 3*s_col + c]; const float d24 = src[2*s_row + 4*s_col + c]; const float d25 = src[2*s_row + 5*s_col + c];
@@ -448,7 +809,82 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f32(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f32(
     const float *restrict src, ptrdiff_t s_xi, float *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const convbp_f32x16 x00 = *(const convbp_f32x16 *)(src + 0*s_xi + c); const convbp_f32x16 x01 = *(const convbp_f32x16 *)(src + 1*s_xi + c); const convbp_f32x16 x02 = *(const convbp_f32x16 *)(src + 2*s_xi + c); const convbp_f32x16 x03 = *(const convbp_f32x16 *)(src + 3*s_xi + c); const convbp_f32x16 x04 = *(const convbp_f32x16 *)(src + 4*s_xi + c); const convbp_f32x16 x05 = *(const convbp_f32x16 *)(src + 5*s_xi + c);
+        const convbp_f32x16 x10 = *(const convbp_f32x16 *)(src + 6*s_xi + c); const convbp_f32x16 x11 = *(const convbp_f32x16 *)(src + 7*s_xi + c); const convbp_f32x16 x12 = *(const convbp_f32x16 *)(src + 8*s_xi + c); const convbp_f32x16 x13 = *(const convbp_f32x16 *)(src + 9*s_xi + c); const convbp_f32x16 x14 = *(const convbp_f32x16 *)(src + 10*s_xi + c); const convbp_f32x16 x15 = *(const convbp_f32x16 *)(src + 11*s_xi + c);
+        const convbp_f32x16 x20 = *(const convbp_f32x16 *)(src + 12*s_xi + c); const convbp_f32x16 x21 = *(const convbp_f32x16 *)(src + 13*s_xi + c); const convbp_f32x16 x22 = *(const convbp_f32x16 *)(src + 14*s_xi + c); const convbp_f32x16 x23 = *(const convbp_f32x16 *)(src + 15*s_xi + c); const convbp_f32x16 x24 = *(const convbp_f32x16 *)(src + 16*s_xi + c); const convbp_f32x16 x25 = *(const convbp_f32x16 *)(src + 17*s_xi + c);
+        const convbp_f32x16 x30 = *(const convbp_f32x16 *)(src + 18*s_xi + c); const convbp_f32x16 x31 = *(const convbp_f32x16 *)(src + 19*s_xi + c); const convbp_f32x16 x32 = *(const convbp_f32x16 *)(src + 20*s_xi + c); const convbp_f32x16 x33 = *(const convbp_f32x16 *)(src + 21*s_xi + c); const convbp_f32x16 x34 = *(const convbp_f32x16 *)(src + 22*s_xi + c); const convbp_f32x16 x35 = *(const convbp_f32x16 *)(src + 23*s_xi + c);
+        const convbp_f32x16 x40 = *(const convbp_f32x16 *)(src + 24*s_xi + c); const convbp_f32x16 x41 = *(const convbp_f32x16 *)(src + 25*s_xi + c); const convbp_f32x16 x42 = *(const convbp_f32x16 *)(src + 26*s_xi + c); const convbp_f32x16 x43 = *(const convbp_f32x16 *)(src + 27*s_xi + c); const convbp_f32x16 x44 = *(const convbp_f32x16 *)(src + 28*s_xi + c); const convbp_f32x16 x45 = *(const convbp_f32x16 *)(src + 29*s_xi + c);
+        const convbp_f32x16 x50 = *(const convbp_f32x16 *)(src + 30*s_xi + c); const convbp_f32x16 x51 = *(const convbp_f32x16 *)(src + 31*s_xi + c); const convbp_f32x16 x52 = *(const convbp_f32x16 *)(src + 32*s_xi + c); const convbp_f32x16 x53 = *(const convbp_f32x16 *)(src + 33*s_xi + c); const convbp_f32x16 x54 = *(const convbp_f32x16 *)(src + 34*s_xi + c); const convbp_f32x16 x55 = *(const convbp_f32x16 *)(src + 35*s_xi + c);
+        /* columns: z = A^T x */
+        const convbp_f32x16 zc0_0 = x10 + (float)0.375 * x30 + x40;
+        const convbp_f32x16 zc0_1 = x20 - (float)0.125 * x30 + (float)3 * x40;
+        const convbp_f32x16 z00 = x00 + x10 + x20 + x30 + x40;
+        const convbp_f32x16 z10 = zc0_0 - zc0_1;
+        const convbp_f32x16 z20 = zc0_0 + zc0_1;
+        const convbp_f32x16 z30 = x10 - x20 + (float)0.125 * x30 - (float)8 * x40 + x50;
+        const convbp_f32x16 zc1_0 = x11 + (float)0.375 * x31 + x41;
+        const convbp_f32x16 zc1_1 = x21 - (float)0.125 * x31 + (float)3 * x41;
+        const convbp_f32x16 z01 = x01 + x11 + x21 + x31 + x41;
+        const convbp_f32x16 z11 = zc1_0 - zc1_1;
+        const convbp_f32x16 z21 = zc1_0 + zc1_1;
+        const convbp_f32x16 z31 = x11 - x21 + (float)0.125 * x31 - (float)8 * x41 + x51;
+        const convbp_f32x16 zc2_0 = x12 + (float)0.375 * x32 + x42;
+        const convbp_f32x16 zc2_1 = x22 - (float)0.125 * x32 + (float)3 * x42;
+        const convbp_f32x16 z02 = x02 + x12 + x22 + x32 + x42;
+        const convbp_f32x16 z12 = zc2_0 - zc2_1;
+        const convbp_f32x16 z22 = zc2_0 + zc2_1;
+        const convbp_f32x16 z32 = x12 - x22 + (float)0.125 * x32 - (float)8 * x42 + x52;
+        const convbp_f32x16 zc3_0 = x13 + (float)0.375 * x33 + x43;
+        const convbp_f32x16 zc3_1 = x23 - (float)0.125 * x33 + (float)3 * x43;
+        const convbp_f32x16 z03 = x03 + x13 + x23 + x33 + x43;
+        const convbp_f32x16 z13 = zc3_0 - zc3_1;
+        const convbp_f32x16 z23 = zc3_0 + zc3_1;
+        const convbp_f32x16 z33 = x13 - x23 + (float)0.125 * x33 - (float)8 * x43 + x53;
+        const convbp_f32x16 zc4_0 = x14 + (float)0.375 * x34 + x44;
+        const convbp_f32x16 zc4_1 = x24 - (float)0.125 * x34 + (float)3 * x44;
+        const convbp_f32x16 z04 = x04 + x14 + x24 + x34 + x44;
+        const convbp_f32x16 z14 = zc4_0 - zc4_1;
+        const convbp_f32x16 z24 = zc4_0 + zc4_1;
+        const convbp_f32x16 z34 = x14 - x24 + (float)0.125 * x34 - (float)8 * x44 + x54;
+        const convbp_f32x16 zc5_0 = x15 + (float)0.375 * x35 + x45;
+        const convbp_f32x16 zc5_1 = x25 - (float)0.125 * x35 + (float)3 * x45;
+        const convbp_f32x16 z05 = x05 + x15 + x25 + x35 + x45;
+        const convbp_f32x16 z15 = zc5_0 - zc5_1;
+        const convbp_f32x16 z25 = zc5_0 + zc5_1;
+        const convbp_f32x16 z35 = x15 - x25 + (float)0.125 * x35 - (float)8 * x45 + x55;
+        /* rows: y = z A */
+        const convbp_f32x16 qr0_0 = z01 + (float)0.375 * z03 + z04;
+        const convbp_f32x16 qr0_1 = z02 - (float)0.125 * z03 + (float)3 * z04;
+        const convbp_f32x16 y00 = z00 + z01 + z02 + z03 + z04;
+        const convbp_f32x16 y01 = qr0_0 - qr0_1;
+        const convbp_f32x16 y02 = qr0_0 + qr0_1;
+        const convbp_f32x16 y03 = z01 - z02 + (float)0.125 * z03 - (float)8 * z04 + z05;
+        const convbp_f32x16 qr1_0 = z11 + (float)0.375 * z13 + z14;
+        const convbp_f32x16 qr1_1 = z12 - (float)0.125 * z13 + (float)3 * z14;
+        const convbp_f32x16 y10 = z10 + z11 + z12 + z13 + z14;
+        const convbp_f32x16 y11 = qr1_0 - qr1_1;
+        const convbp_f32x16 y12 = qr1_0 + qr1_1;
+        const convbp_f32x16 y13 = z11 - z12 + (float)0.125 * z13 - (float)8 * z14 + z15;
+        const convbp_f32x16 qr2_0 = z21 + (float)0.375 * z23 + z24;
+        const convbp_f32x16 qr2_1 = z22 - (float)0.125 * z23 + (float)3 * z24;
+        const convbp_f32x16 y20 = z20 + z21 + z22 + z23 + z24;
+        const convbp_f32x16 y21 = qr2_0 - qr2_1;
+        const convbp_f32x16 y22 = qr2_0 + qr2_1;
+        const convbp_f32x16 y23 = z21 - z22 + (float)0.125 * z23 - (float)8 * z24 + z25;
+        const convbp_f32x16 qr3_0 = z31 + (float)0.375 * z33 + z34;
+        const convbp_f32x16 qr3_1 = z32 - (float)0.125 * z33 + (float)3 * z34;
+        const convbp_f32x16 y30 = z30 + z31 + z32 + z33 + z34;
+        const convbp_f32x16 y31 = qr3_0 - qr3_1;
+        const convbp_f32x16 y32 = qr3_0 + qr3_1;
+        const convbp_f32x16 y33 = z31 - z32 + (float)0.125 * z33 - (float)8 * z34 + z35;
+        *(convbp_f32x16 *)(dst + 0*d_row + 0*d_col + c) = y00; *(convbp_f32x16 *)(dst + 0*d_row + 1*d_col + c) = y01; *(convbp_f32x16 *)(dst + 0*d_row + 2*d_col + c) = y02; *(convbp_f32x16 *)(dst + 0*d_row + 3*d_col + c) = y03;
+        *(convbp_f32x16 *)(dst + 1*d_row + 0*d_col + c) = y10; *(convbp_f32x16 *)(dst + 1*d_row + 1*d_col + c) = y11; *(convbp_f32x16 *)(dst + 1*d_row + 2*d_col + c) = y12; *(convbp_f32x16 *)(dst + 1*d_row + 3*d_col + c) = y13;
+        *(convbp_f32x16 *)(dst + 2*d_row + 0*d_col + c) = y20; *(convbp_f32x16 *)(dst + 2*d_row + 1*d_col + c) = y21; *(convbp_f32x16 *)(dst + 2*d_row + 2*d_col + c) = y22; *(convbp_f32x16 *)(dst + 2*d_row + 3*d_col + c) = y23;
+        *(convbp_f32x16 *)(dst + 3*d_row + 0*d_col + c) = y30; *(convbp_f32x16 *)(dst + 3*d_row + 1*d_col + c) = y31; *(convbp_f32x16 *)(dst + 3*d_row + 2*d_col + c) = y32; *(convbp_f32x16 *)(dst + 3*d_row + 3*d_col + c) = y33;
+    }
+    for (; c < n; ++c) {
         const float x00 = src[0*s_xi + c]; const float x01 = src[1*s_xi + c]; const float x02 = src[2*s_xi + c]; const float x03 = src[3*s_xi + c]; const float x04 = src[4*s_xi + c]; const float x05 = src[5*s_xi + c];
         const float x10 = src[6*s_xi + c]; const float x11 = src[7*s_xi + c]; const float x12 = src[8*s_xi + c]; const float x13 = src[9*s_xi + c]; const float x14 = src[10*s_xi + c]; const float x15 = src[11*s_xi + c];
         const float x20 = src[12*s_xi + c]; const float x21 = src[13*s_xi + c]; const float x22 = src[14*s_xi + c]; const float x23 = src[15*s_xi + c]; const float x24 = src[16*s_xi + c]; const float x25 = src[17*s_xi + c];
@@ -525,11 +961,99 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f32(
 }
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
- * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c*d_c]. */
+ * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f32(
-    const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t d_c, ptrdiff_t n)
+    const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    if (s_c == 1) {
+        for (; c + 8 <= n; c += 8) {
+            const convbp_f64x8 g00 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 0*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g01 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 0*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g02 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 0*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g10 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 1*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g11 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 1*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g12 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 1*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g20 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 2*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g21 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 2*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g22 = __builtin_convertvector(*(const convbp_f32x8 *)(src + 2*s_row + 2*s_col + c), convbp_f64x8);
+            /* columns: e = G w */
+            const convbp_f64x8 ec0_0 = g00 + g20;
+            const convbp_f64x8 ec0_1 = g10;
+            const convbp_f64x8 e00 = (double)0.5 * g00;
+            const convbp_f64x8 e10 = (double)(-1.0 / 6.0) * (ec0_0 + ec0_1);
+            const convbp_f64x8 e20 = (double)(-1.0 / 6.0) * (ec0_0 - ec0_1);
+            const convbp_f64x8 e30 = (double)(16.0 / 15.0) * g00 + (double)(8.0 / 15.0) * g10 + (double)(4.0 / 15.0) * g20;
+            const convbp_f64x8 e40 = (double)(1.0 / 30.0) * g00 - (double)(1.0 / 15.0) * g10 + (double)(2.0 / 15.0) * g20;
+            const convbp_f64x8 e50 = (double)0.5 * g20;
+            const convbp_f64x8 ec1_0 = g01 + g21;
+            const convbp_f64x8 ec1_1 = g11;
+            const convbp_f64x8 e01 = (double)0.5 * g01;
+            const convbp_f64x8 e11 = (double)(-1.0 / 6.0) * (ec1_0 + ec1_1);
+            const convbp_f64x8 e21 = (double)(-1.0 / 6.0) * (ec1_0 - ec1_1);
+            const convbp_f64x8 e31 = (double)(16.0 / 15.0) * g01 + (double)(8.0 / 15.0) * g11 + (double)(4.0 / 15.0) * g21;
+            const convbp_f64x8 e41 = (double)(1.0 / 30.0) * g01 - (double)(1.0 / 15.0) * g11 + (double)(2.0 / 15.0) * g21;
+            const convbp_f64x8 e51 = (double)0.5 * g21;
+            const convbp_f64x8 ec2_0 = g02 + g22;
+            const convbp_f64x8 ec2_1 = g12;
+            const convbp_f64x8 e02 = (double)0.5 * g02;
+            const convbp_f64x8 e12 = (double)(-1.0 / 6.0) * (ec2_0 + ec2_1);
+            const convbp_f64x8 e22 = (double)(-1.0 / 6.0) * (ec2_0 - ec2_1);
+            const convbp_f64x8 e32 = (double)(16.0 / 15.0) * g02 + (double)(8.0 / 15.0) * g12 + (double)(4.0 / 15.0) * g22;
+            const convbp_f64x8 e42 = (double)(1.0 / 30.0) * g02 - (double)(1.0 / 15.0) * g12 + (double)(2.0 / 15.0) * g22;
+            const convbp_f64x8 e52 = (double)0.5 * g22;
+            /* rows: h = e G^T */
+            const convbp_f64x8 fr0_0 = e00 + e02;
+            const convbp_f64x8 fr0_1 = e01;
+            const convbp_f64x8 h00 = (double)0.5 * e00;
+            const convbp_f64x8 h01 = (double)(-1.0 / 6.0) * (fr0_0 + fr0_1);
+            const convbp_f64x8 h02 = (double)(-1.0 / 6.0) * (fr0_0 - fr0_1);
+            const convbp_f64x8 h03 = (double)(16.0 / 15.0) * e00 + (double)(8.0 / 15.0) * e01 + (double)(4.0 / 15.0) * e02;
+            const convbp_f64x8 h04 = (double)(1.0 / 30.0) * e00 - (double)(1.0 / 15.0) * e01 + (double)(2.0 / 15.0) * e02;
+            const convbp_f64x8 h05 = (double)0.5 * e02;
+            const convbp_f64x8 fr1_0 = e10 + e12;
+            const convbp_f64x8 fr1_1 = e11;
+            const convbp_f64x8 h10 = (double)0.5 * e10;
+            const convbp_f64x8 h11 = (double)(-1.0 / 6.0) * (fr1_0 + fr1_1);
+            const convbp_f64x8 h12 = (double)(-1.0 / 6.0) * (fr1_0 - fr1_1);
+            const convbp_f64x8 h13 = (double)(16.0 / 15.0) * e10 + (double)(8.0 / 15.0) * e11 + (double)(4.0 / 15.0) * e12;
+            const convbp_f64x8 h14 = (double)(1.0 / 30.0) * e10 - (double)(1.0 / 15.0) * e11 + (double)(2.0 / 15.0) * e12;
+            const convbp_f64x8 h15 = (double)0.5 * e12;
+            const convbp_f64x8 fr2_0 = e20 + e22;
+            const convbp_f64x8 fr2_1 = e21;
+            const convbp_f64x8 h20 = (double)0.5 * e20;
+            const convbp_f64x8 h21 = (double)(-1.0 / 6.0) * (fr2_0 + fr2_1);
+            const convbp_f64x8 h22 = (double)(-1.0 / 6.0) * (fr2_0 - fr2_1);
+            const convbp_f64x8 h23 = (double)(16.0 / 15.0) * e20 + (double)(8.0 / 15.0) * e21 + (double)(4.0 / 15.0) * e22;
+            const convbp_f64x8 h24 = (double)(1.0 / 30.0) * e20 - (double)(1.0 / 15.0) * e21 + (double)(2.0 / 15.0) * e22;
+            const convbp_f64x8 h25 = (double)0.5 * e22;
+            const convbp_f64x8 fr3_0 = e30 + e32;
+            const convbp_f64x8 fr3_1 = e31;
+            const convbp_f64x8 h30 = (double)0.5 * e30;
+            const convbp_f64x8 h31 = (double)(-1.0 / 6.0) * (fr3_0 + fr3_1);
+            const convbp_f64x8 h32 = (double)(-1.0 / 6.0) * (fr3_0 - fr3_1);
+            const convbp_f64x8 h33 = (double)(16.0 / 15.0) * e30 + (double)(8.0 / 15.0) * e31 + (double)(4.0 / 15.0) * e32;
+            const convbp_f64x8 h34 = (double)(1.0 / 30.0) * e30 - (double)(1.0 / 15.0) * e31 + (double)(2.0 / 15.0) * e32;
+            const convbp_f64x8 h35 = (double)0.5 * e32;
+            const convbp_f64x8 fr4_0 = e40 + e42;
+            const convbp_f64x8 fr4_1 = e41;
+            const convbp_f64x8 h40 = (double)0.5 * e40;
+            const convbp_f64x8 h41 = (double)(-1.0 / 6.0) * (fr4_0 + fr4_1);
+            const convbp_f64x8 h42 = (double)(-1.0 / 6.0) * (fr4_0 - fr4_1);
+            const convbp_f64x8 h43 = (double)(16.0 / 15.0) * e40 + (double)(8.0 / 15.0) * e41 + (double)(4.0 / 15.0) * e42;
+            const convbp_f64x8 h44 = (double)(1.0 / 30.0) * e40 - (double)(1.0 / 15.0) * e41 + (double)(2.0 / 15.0) * e42;
+            const convbp_f64x8 h45 = (double)0.5 * e42;
+            const convbp_f64x8 fr5_0 = e50 + e52;
+            const convbp_f64x8 fr5_1 = e51;
+            const convbp_f64x8 h50 = (double)0.5 * e50;
+            const convbp_f64x8 h51 = (double)(-1.0 / 6.0) * (fr5_0 + fr5_1);
+            const convbp_f64x8 h52 = (double)(-1.0 / 6.0) * (fr5_0 - fr5_1);
+            const convbp_f64x8 h53 = (double)(16.0 / 15.0) * e50 + (double)(8.0 / 15.0) * e51 + (double)(4.0 / 15.0) * e52;
+            const convbp_f64x8 h54 = (double)(1.0 / 30.0) * e50 - (double)(1.0 / 15.0) * e51 + (double)(2.0 / 15.0) * e52;
+            const convbp_f64x8 h55 = (double)0.5 * e52;
+            *(convbp_f32x8 *)(dst + 0*d_xi + c) = __builtin_convertvector(h00, convbp_f32x8); *(convbp_f32x8 *)(dst + 1*d_xi + c) = __builtin_convertvector(h01, convbp_f32x8); *(convbp_f32x8 *)(dst + 2*d_xi + c) = __builtin_convertvector(h02, convbp_f32x8); *(convbp_f32x8 *)(dst + 3*d_xi + c) = __builtin_convertvector(h03, convbp_f32x8); *(convbp_f32x8 *)(dst + 4*d_xi + c) = __builtin_convertvector(h04, convbp_f32x8); *(convbp_f32x8 *)(dst + 5*d_xi + c) = __builtin_convertvector(h05, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 6*d_xi + c) = __builtin_convertvector(h10, convbp_f32x8); *(convbp_f32x8 *)(dst + 7*d_xi + c) = __builtin_convertvector(h11, convbp_f32x8); *(convbp_f32x8 *)(dst + 8*d_xi + c) = __builtin_convertvector(h12, convbp_f32x8); *(convbp_f32x8 *)(dst + 9*d_xi + c) = __builtin_convertvector(h13, convbp_f32x8); *(convbp_f32x8 *)(dst + 10*d_xi + c) = __builtin_convertvector(h14, convbp_f32x8); *(convbp_f32x8 *)(dst + 11*d_xi + c) = __builtin_convertvector(h15, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 12*d_xi + c) = __builtin_convertvector(h20, convbp_f32x8); *(convbp_f32x8 *)(dst + 13*d_xi + c) = __builtin_convertvector(h21, convbp_f32x8); *(convbp_f32x8 *)(dst + 14*d_xi + c) = __builtin_convertvector(h22, convbp_f32x8); *(convbp_f32x8 *)(dst + 15*d_xi + c) = __builtin_convertvector(h23, convbp_f32x8); *(convbp_f32x8 *)(dst + 16*d_xi + c) = __builtin_convertvector(h24, convbp_f32x8); *(convbp_f32x8 *)(dst + 17*d_xi + c) = __builtin_convertvector(h25, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 18*d_xi + c) = __builtin_convertvector(h30, convbp_f32x8); *(convbp_f32x8 *)(dst + 19*d_xi + c) = __builtin_convertvector(h31, convbp_f32x8); *(convbp_f32x8 *)(dst + 20*d_xi + c) = __builtin_convertvector(h32, convbp_f32x8); *(convbp_f32x8 *)(dst + 21*d_xi + c) = __builtin_convertvector(h33, convbp_f32x8); *(convbp_f32x8 *)(dst + 22*d_xi + c) = __builtin_convertvector(h34, convbp_f32x8); *(convbp_f32x8 *)(dst + 23*d_xi + c) = __builtin_convertvector(h35, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 24*d_xi + c) = __builtin_convertvector(h40, convbp_f32x8); *(convbp_f32x8 *)(dst + 25*d_xi + c) = __builtin_convertvector(h41, convbp_f32x8); *(convbp_f32x8 *)(dst + 26*d_xi + c) = __builtin_convertvector(h42, convbp_f32x8); *(convbp_f32x8 *)(dst + 27*d_xi + c) = __builtin_convertvector(h43, convbp_f32x8); *(convbp_f32x8 *)(dst + 28*d_xi + c) = __builtin_convertvector(h44, convbp_f32x8); *(convbp_f32x8 *)(dst + 29*d_xi + c) = __builtin_convertvector(h45, convbp_f32x8);
+            *(convbp_f32x8 *)(dst + 30*d_xi + c) = __builtin_convertvector(h50, convbp_f32x8); *(convbp_f32x8 *)(dst + 31*d_xi + c) = __builtin_convertvector(h51, convbp_f32x8); *(convbp_f32x8 *)(dst + 32*d_xi + c) = __builtin_convertvector(h52, convbp_f32x8); *(convbp_f32x8 *)(dst + 33*d_xi + c) = __builtin_convertvector(h53, convbp_f32x8); *(convbp_f32x8 *)(dst + 34*d_xi + c) = __builtin_convertvector(h54, convbp_f32x8); *(convbp_f32x8 *)(dst + 35*d_xi + c) = __builtin_convertvector(h55, convbp_f32x8);
+        }
+    }
+    for (; c < n; ++c) {
         const double g00 = src[0*s_row + 0*s_col + c*s_c]; const double g01 = src[0*s_row + 1*s_col + c*s_c]; const double g02 = src[0*s_row + 2*s_col + c*s_c];
         const double g10 = src[1*s_row + 0*s_col + c*s_c]; const double g11 = src[1*s_row + 1*s_col + c*s_c]; const double g12 = src[1*s_row + 2*s_col + c*s_c];
         const double g20 = src[2*s_row + 0*s_col + c*s_c]; const double g21 = src[2*s_row + 1*s_col + c*s_c]; const double g22 = src[2*s_row + 2*s_col + c*s_c];
@@ -537,24 +1061,24 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f32(
         const double ec0_0 = g00 + g20;
         const double ec0_1 = g10;
         const double e00 = (double)0.5 * g00;
-        const double e10 = -(double)(1.0 / 6.0) * ec0_0 - (double)(1.0 / 6.0) * ec0_1;
-        const double e20 = -(double)(1.0 / 6.0) * ec0_0 + (double)(1.0 / 6.0) * ec0_1;
+        const double e10 = (double)(-1.0 / 6.0) * (ec0_0 + ec0_1);
+        const double e20 = (double)(-1.0 / 6.0) * (ec0_0 - ec0_1);
         const double e30 = (double)(16.0 / 15.0) * g00 + (double)(8.0 / 15.0) * g10 + (double)(4.0 / 15.0) * g20;
         const double e40 = (double)(1.0 / 30.0) * g00 - (double)(1.0 / 15.0) * g10 + (double)(2.0 / 15.0) * g20;
         const double e50 = (double)0.5 * g20;
         const double ec1_0 = g01 + g21;
         const double ec1_1 = g11;
         const double e01 = (double)0.5 * g01;
-        const double e11 = -(double)(1.0 / 6.0) * ec1_0 - (double)(1.0 / 6.0) * ec1_1;
-        const double e21 = -(double)(1.0 / 6.0) * ec1_0 + (double)(1.0 / 6.0) * ec1_1;
+        const double e11 = (double)(-1.0 / 6.0) * (ec1_0 + ec1_1);
+        const double e21 = (double)(-1.0 / 6.0) * (ec1_0 - ec1_1);
         const double e31 = (double)(16.0 / 15.0) * g01 + (double)(8.0 / 15.0) * g11 + (double)(4.0 / 15.0) * g21;
         const double e41 = (double)(1.0 / 30.0) * g01 - (double)(1.0 / 15.0) * g11 + (double)(2.0 / 15.0) * g21;
         const double e51 = (double)0.5 * g21;
         const double ec2_0 = g02 + g22;
         const double ec2_1 = g12;
         const double e02 = (double)0.5 * g02;
-        const double e12 = -(double)(1.0 / 6.0) * ec2_0 - (double)(1.0 / 6.0) * ec2_1;
-        const double e22 = -(double)(1.0 / 6.0) * ec2_0 + (double)(1.0 / 6.0) * ec2_1;
+        const double e12 = (double)(-1.0 / 6.0) * (ec2_0 + ec2_1);
+        const double e22 = (double)(-1.0 / 6.0) * (ec2_0 - ec2_1);
         const double e32 = (double)(16.0 / 15.0) * g02 + (double)(8.0 / 15.0) * g12 + (double)(4.0 / 15.0) * g22;
         const double e42 = (double)(1.0 / 30.0) * g02 - (double)(1.0 / 15.0) * g12 + (double)(2.0 / 15.0) * g22;
         const double e52 = (double)0.5 * g22;
@@ -562,57 +1086,57 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f32(
         const double fr0_0 = e00 + e02;
         const double fr0_1 = e01;
         const double h00 = (double)0.5 * e00;
-        const double h01 = -(double)(1.0 / 6.0) * fr0_0 - (double)(1.0 / 6.0) * fr0_1;
-        const double h02 = -(double)(1.0 / 6.0) * fr0_0 + (double)(1.0 / 6.0) * fr0_1;
+        const double h01 = (double)(-1.0 / 6.0) * (fr0_0 + fr0_1);
+        const double h02 = (double)(-1.0 / 6.0) * (fr0_0 - fr0_1);
         const double h03 = (double)(16.0 / 15.0) * e00 + (double)(8.0 / 15.0) * e01 + (double)(4.0 / 15.0) * e02;
         const double h04 = (double)(1.0 / 30.0) * e00 - (double)(1.0 / 15.0) * e01 + (double)(2.0 / 15.0) * e02;
         const double h05 = (double)0.5 * e02;
         const double fr1_0 = e10 + e12;
         const double fr1_1 = e11;
         const double h10 = (double)0.5 * e10;
-        const double h11 = -(double)(1.0 / 6.0) * fr1_0 - (double)(1.0 / 6.0) * fr1_1;
-        const double h12 = -(double)(1.0 / 6.0) * fr1_0 + (double)(1.0 / 6.0) * fr1_1;
+        const double h11 = (double)(-1.0 / 6.0) * (fr1_0 + fr1_1);
+        const double h12 = (double)(-1.0 / 6.0) * (fr1_0 - fr1_1);
         const double h13 = (double)(16.0 / 15.0) * e10 + (double)(8.0 / 15.0) * e11 + (double)(4.0 / 15.0) * e12;
         const double h14 = (double)(1.0 / 30.0) * e10 - (double)(1.0 / 15.0) * e11 + (double)(2.0 / 15.0) * e12;
         const double h15 = (double)0.5 * e12;
         const double fr2_0 = e20 + e22;
         const double fr2_1 = e21;
         const double h20 = (double)0.5 * e20;
-        const double h21 = -(double)(1.0 / 6.0) * fr2_0 - (double)(1.0 / 6.0) * fr2_1;
-        const double h22 = -(double)(1.0 / 6.0) * fr2_0 + (double)(1.0 / 6.0) * fr2_1;
+        const double h21 = (double)(-1.0 / 6.0) * (fr2_0 + fr2_1);
+        const double h22 = (double)(-1.0 / 6.0) * (fr2_0 - fr2_1);
         const double h23 = (double)(16.0 / 15.0) * e20 + (double)(8.0 / 15.0) * e21 + (double)(4.0 / 15.0) * e22;
         const double h24 = (double)(1.0 / 30.0) * e20 - (double)(1.0 / 15.0) * e21 + (double)(2.0 / 15.0) * e22;
         const double h25 = (double)0.5 * e22;
         const double fr3_0 = e30 + e32;
         const double fr3_1 = e31;
         const double h30 = (double)0.5 * e30;
-        const double h31 = -(double)(1.0 / 6.0) * fr3_0 - (double)(1.0 / 6.0) * fr3_1;
-        const double h32 = -(double)(1.0 / 6.0) * fr3_0 + (double)(1.0 / 6.0) * fr3_1;
+        const double h31 = (double)(-1.0 / 6.0) * (fr3_0 + fr3_1);
+        const double h32 = (double)(-1.0 / 6.0) * (fr3_0 - fr3_1);
         const double h33 = (double)(16.0 / 15.0) * e30 + (double)(8.0 / 15.0) * e31 + (double)(4.0 / 15.0) * e32;
         const double h34 = (double)(1.0 / 30.0) * e30 - (double)(1.0 / 15.0) * e31 + (double)(2.0 / 15.0) * e32;
         const double h35 = (double)0.5 * e32;
         const double fr4_0 = e40 + e42;
         const double fr4_1 = e41;
         const double h40 = (double)0.5 * e40;
-        const double h41 = -(double)(1.0 / 6.0) * fr4_0 - (double)(1.0 / 6.0) * fr4_1;
-        const double h42 = -(double)(1.0 / 6.0) * fr4_0 + (double)(1.0 / 6.0) * fr4_1;
+        const double h41 = (double)(-1.0 / 6.0) * (fr4_0 + fr4_1);
+        const double h42 = (double)(-1.0 / 6.0) * (fr4_0 - fr4_1);
         const double h43 = (double)(16.0 / 15.0) * e40 + (double)(8.0 / 15.0) * e41 + (double)(4.0 / 15.0) * e42;
         const double h44 = (double)(1.0 / 30.0) * e40 - (double)(1.0 / 15.0) * e41 + (double)(2.0 / 15.0) * e42;
         const double h45 = (double)0.5 * e42;
         const double fr5_0 = e50 + e52;
         const double fr5_1 = e51;
         const double h50 = (double)0.5 * e50;
-        const double h51 = -(double)(1.0 / 6.0) * fr5_0 - (double)(1.0 / 6.0) * fr5_1;
-        const double h52 = -(double)(1.0 / 6.0) * fr5_0 + (double)(1.0 / 6.0) * fr5_1;
+        const double h51 = (double)(-1.0 / 6.0) * (fr5_0 + fr5_1);
+        const double h52 = (double)(-1.0 / 6.0) * (fr5_0 - fr5_1);
         const double h53 = (double)(16.0 / 15.0) * e50 + (double)(8.0 / 15.0) * e51 + (double)(4.0 / 15.0) * e52;
         const double h54 = (double)(1.0 / 30.0) * e50 - (double)(1.0 / 15.0) * e51 + (double)(2.0 / 15.0) * e52;
         const double h55 = (double)0.5 * e52;
-        dst[0*d_xi + c*d_c] = (float)h00; dst[1*d_xi + c*d_c] = (float)h01; dst[2*d_xi + c*d_c] = (float)h02; dst[3*d_xi + c*d_c] = (float)h03; dst[4*d_xi + c*d_c] = (float)h04; dst[5*d_xi + c*d_c] = (float)h05;
-        dst[6*d_xi + c*d_c] = (float)h10; dst[7*d_xi + c*d_c] = (float)h11; dst[8*d_xi + c*d_c] = (float)h12; dst[9*d_xi + c*d_c] = (float)h13; dst[10*d_xi + c*d_c] = (float)h14; dst[11*d_xi + c*d_c] = (float)h15;
-        dst[12*d_xi + c*d_c] = (float)h20; dst[13*d_xi + c*d_c] = (float)h21; dst[14*d_xi + c*d_c] = (float)h22; dst[15*d_xi + c*d_c] = (float)h23; dst[16*d_xi + c*d_c] = (float)h24; dst[17*d_xi + c*d_c] = (float)h25;
-        dst[18*d_xi + c*d_c] = (float)h30; dst[19*d_xi + c*d_c] = (float)h31; dst[20*d_xi + c*d_c] = (float)h32; dst[21*d_xi + c*d_c] = (float)h33; dst[22*d_xi + c*d_c] = (float)h34; dst[23*d_xi + c*d_c] = (float)h35;
-        dst[24*d_xi + c*d_c] = (float)h40; dst[25*d_xi + c*d_c] = (float)h41; dst[26*d_xi + c*d_c] = (float)h42; dst[27*d_xi + c*d_c] = (float)h43; dst[28*d_xi + c*d_c] = (float)h44; dst[29*d_xi + c*d_c] = (float)h45;
-        dst[30*d_xi + c*d_c] = (float)h50; dst[31*d_xi + c*d_c] = (float)h51; dst[32*d_xi + c*d_c] = (float)h52; dst[33*d_xi + c*d_c] = (float)h53; dst[34*d_xi + c*d_c] = (float)h54; dst[35*d_xi + c*d_c] = (float)h55;
+        dst[0*d_xi + c] = (float)h00; dst[1*d_xi + c] = (float)h01; dst[2*d_xi + c] = (float)h02; dst[3*d_xi + c] = (float)h03; dst[4*d_xi + c] = (float)h04; dst[5*d_xi + c] = (float)h05;
+        dst[6*d_xi + c] = (float)h10; dst[7*d_xi + c] = (float)h11; dst[8*d_xi + c] = (float)h12; dst[9*d_xi + c] = (float)h13; dst[10*d_xi + c] = (float)h14; dst[11*d_xi + c] = (float)h15;
+        dst[12*d_xi + c] = (float)h20; dst[13*d_xi + c] = (float)h21; dst[14*d_xi + c] = (float)h22; dst[15*d_xi + c] = (float)h23; dst[16*d_xi + c] = (float)h24; dst[17*d_xi + c] = (float)h25;
+        dst[18*d_xi + c] = (float)h30; dst[19*d_xi + c] = (float)h31; dst[20*d_xi + c] = (float)h32; dst[21*d_xi + c] = (float)h33; dst[22*d_xi + c] = (float)h34; dst[23*d_xi + c] = (float)h35;
+        dst[24*d_xi + c] = (float)h40; dst[25*d_xi + c] = (float)h41; dst[26*d_xi + c] = (float)h42; dst[27*d_xi + c] = (float)h43; dst[28*d_xi + c] = (float)h44; dst[29*d_xi + c] = (float)h45;
+        dst[30*d_xi + c] = (float)h50; dst[31*d_xi + c] = (float)h51; dst[32*d_xi + c] = (float)h52; dst[33*d_xi + c] = (float)h53; dst[34*d_xi + c] = (float)h54; dst[35*d_xi + c] = (float)h55;
     }
 }
 
@@ -621,7 +1145,120 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f32(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f64(
     const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        const convbp_f64x8 d00 = *(const convbp_f64x8 *)(src + 0*s_row + 0*s_col + c); const convbp_f64x8 d01 = *(const convbp_f64x8 *)(src + 0*s_row + 1*s_col + c); const convbp_f64x8 d02 = *(const convbp_f64x8 *)(src + 0*s_row + 2*s_col + c); const convbp_f64x8 d03 = *(const convbp_f64x8 *)(src + 0*s_row + 3*s_col + c); const convbp_f64x8 d04 = *(const convbp_f64x8 *)(src + 0*s_row + 4*s_col + c); const convbp_f64x8 d05 = *(const convbp_f64x8 *)(src + 0*s_row + 5*s_col + c);
+        const convbp_f64x8 d10 = *(const convbp_f64x8 *)(src + 1*s_row + 0*s_col + c); const convbp_f64x8 d11 = *(const convbp_f64x8 *)(src + 1*s_row + 1*s_col + c); const convbp_f64x8 d12 = *(const convbp_f64x8 *)(src + 1*s_row + 2*s_col + c); const convbp_f64x8 d13 = *(const convbp_f64x8 *)(src + 1*s_row + 3*s_col + c); const convbp_f64x8 d14 = *(const convbp_f64x8 *)(src + 1*s_row + 4*s_col + c); const convbp_f64x8 d15 = *(const convbp_f64x8 *)(src + 1*s_row + 5*s_col + c);
+        const convbp_f64x8 d20 = *(const convbp_f64x8 *)(src + 2*s_row + 0*s_col + c); const convbp_f64x8 d21 = *(const convbp_f64x8 *)(src + 2*s_row + 1*s_col + c); const convbp_f64x8 d22 = *(const convbp_f64x8 *)(src + 2*s_row + 2*s_col + c); const convbp_f64x8 d23 = *(const convbp_f64x8 *)(src + 2*s_row + 3*s_col + c); const convbp_f64x8 d24 = *(const convbp_f64x8 *)(src + 2*s_row + 4*s_col + c); const convbp_f64x8 d25 = *(const convbp_f64x8 *)(src + 2*s_row + 5*s_col + c);
+        const convbp_f64x8 d30 = *(const convbp_f64x8 *)(src + 3*s_row + 0*s_col + c); const convbp_f64x8 d31 = *(const convbp_f64x8 *)(src + 3*s_row + 1*s_col + c); const convbp_f64x8 d32 = *(const convbp_f64x8 *)(src + 3*s_row + 2*s_col + c); const convbp_f64x8 d33 = *(const convbp_f64x8 *)(src + 3*s_row + 3*s_col + c); const convbp_f64x8 d34 = *(const convbp_f64x8 *)(src + 3*s_row + 4*s_col + c); const convbp_f64x8 d35 = *(const convbp_f64x8 *)(src + 3*s_row + 5*s_col + c);
+        const convbp_f64x8 d40 = *(const convbp_f64x8 *)(src + 4*s_row + 0*s_col + c); const convbp_f64x8 d41 = *(const convbp_f64x8 *)(src + 4*s_row + 1*s_col + c); const convbp_f64x8 d42 = *(const convbp_f64x8 *)(src + 4*s_row + 2*s_col + c); const convbp_f64x8 d43 = *(const convbp_f64x8 *)(src + 4*s_row + 3*s_col + c); const convbp_f64x8 d44 = *(const convbp_f64x8 *)(src + 4*s_row + 4*s_col + c); const convbp_f64x8 d45 = *(const convbp_f64x8 *)(src + 4*s_row + 5*s_col + c);
+        const convbp_f64x8 d50 = *(const convbp_f64x8 *)(src + 5*s_row + 0*s_col + c); const convbp_f64x8 d51 = *(const convbp_f64x8 *)(src + 5*s_row + 1*s_col + c); const convbp_f64x8 d52 = *(const convbp_f64x8 *)(src + 5*s_row + 2*s_col + c); const convbp_f64x8 d53 = *(const convbp_f64x8 *)(src + 5*s_row + 3*s_col + c); const convbp_f64x8 d54 = *(const convbp_f64x8 *)(src + 5*s_row + 4*s_col + c); const convbp_f64x8 d55 = *(const convbp_f64x8 *)(src + 5*s_row + 5*s_col + c);
+        /* columns: u = B^T d */
+        const convbp_f64x8 uc0_0 = d00 - d10 - (double)3 * d20 + d30 + (double)2 * d40;
+        const convbp_f64x8 uc0_1 = d00 - (double)2 * d10 - d20 + (double)2 * d30;
+        const convbp_f64x8 u00 = uc0_0 + uc0_1;
+        const convbp_f64x8 u10 = (double)2 * d10 - d20 - (double)5 * d30 - (double)2 * d40;
+        const convbp_f64x8 u20 = (double)2 * d10 - (double)5 * d20 + d30 + (double)2 * d40;
+        const convbp_f64x8 u30 = (double)2 * d10 + d20 - (double)2 * d30 - d40;
+        const convbp_f64x8 u40 = uc0_0 - uc0_1;
+        const convbp_f64x8 u50 = (double)2 * d10 - (double)3 * d20 - (double)4 * d30 + (double)3 * d40 + (double)2 * d50;
+        const convbp_f64x8 uc1_0 = d01 - d11 - (double)3 * d21 + d31 + (double)2 * d41;
+        const convbp_f64x8 uc1_1 = d01 - (double)2 * d11 - d21 + (double)2 * d31;
+        const convbp_f64x8 u01 = uc1_0 + uc1_1;
+        const convbp_f64x8 u11 = (double)2 * d11 - d21 - (double)5 * d31 - (double)2 * d41;
+        const convbp_f64x8 u21 = (double)2 * d11 - (double)5 * d21 + d31 + (double)2 * d41;
+        const convbp_f64x8 u31 = (double)2 * d11 + d21 - (double)2 * d31 - d41;
+        const convbp_f64x8 u41 = uc1_0 - uc1_1;
+        const convbp_f64x8 u51 = (double)2 * d11 - (double)3 * d21 - (double)4 * d31 + (double)3 * d41 + (double)2 * d51;
+        const convbp_f64x8 uc2_0 = d02 - d12 - (double)3 * d22 + d32 + (double)2 * d42;
+        const convbp_f64x8 uc2_1 = d02 - (double)2 * d12 - d22 + (double)2 * d32;
+        const convbp_f64x8 u02 = uc2_0 + uc2_1;
+        const convbp_f64x8 u12 = (double)2 * d12 - d22 - (double)5 * d32 - (double)2 * d42;
+        const convbp_f64x8 u22 = (double)2 * d12 - (double)5 * d22 + d32 + (double)2 * d42;
+        const convbp_f64x8 u32 = (double)2 * d12 + d22 - (double)2 * d32 - d42;
+        const convbp_f64x8 u42 = uc2_0 - uc2_1;
+        const convbp_f64x8 u52 = (double)2 * d12 - (double)3 * d22 - (double)4 * d32 + (double)3 * d42 + (double)2 * d52;
+        const convbp_f64x8 uc3_0 = d03 - d13 - (double)3 * d23 + d33 + (double)2 * d43;
+        const convbp_f64x8 uc3_1 = d03 - (double)2 * d13 - d23 + (double)2 * d33;
+        const convbp_f64x8 u03 = uc3_0 + uc3_1;
+        const convbp_f64x8 u13 = (double)2 * d13 - d23 - (double)5 * d33 - (double)2 * d43;
+        const convbp_f64x8 u23 = (double)2 * d13 - (double)5 * d23 + d33 + (double)2 * d43;
+        const convbp_f64x8 u33 = (double)2 * d13 + d23 - (double)2 * d33 - d43;
+        const convbp_f64x8 u43 = uc3_0 - uc3_1;
+        const convbp_f64x8 u53 = (double)2 * d13 - (double)3 * d23 - (double)4 * d33 + (double)3 * d43 + (double)2 * d53;
+        const convbp_f64x8 uc4_0 = d04 - d14 - (double)3 * d24 + d34 + (double)2 * d44;
+        const convbp_f64x8 uc4_1 = d04 - (double)2 * d14 - d24 + (double)2 * d34;
+        const convbp_f64x8 u04 = uc4_0 + uc4_1;
+        const convbp_f64x8 u14 = (double)2 * d14 - d24 - (double)5 * d34 - (double)2 * d44;
+        const convbp_f64x8 u24 = (double)2 * d14 - (double)5 * d24 + d34 + (double)2 * d44;
+        const convbp_f64x8 u34 = (double)2 * d14 + d24 - (double)2 * d34 - d44;
+        const convbp_f64x8 u44 = uc4_0 - uc4_1;
+        const convbp_f64x8 u54 = (double)2 * d14 - (double)3 * d24 - (double)4 * d34 + (double)3 * d44 + (double)2 * d54;
+        const convbp_f64x8 uc5_0 = d05 - d15 - (double)3 * d25 + d35 + (double)2 * d45;
+        const convbp_f64x8 uc5_1 = d05 - (double)2 * d15 - d25 + (double)2 * d35;
+        const convbp_f64x8 u05 = uc5_0 + uc5_1;
+        const convbp_f64x8 u15 = (double)2 * d15 - d25 - (double)5 * d35 - (double)2 * d45;
+        const convbp_f64x8 u25 = (double)2 * d15 - (double)5 * d25 + d35 + (double)2 * d45;
+        const convbp_f64x8 u35 = (double)2 * d15 + d25 - (double)2 * d35 - d45;
+        const convbp_f64x8 u45 = uc5_0 - uc5_1;
+        const convbp_f64x8 u55 = (double)2 * d15 - (double)3 * d25 - (double)4 * d35 + (double)3 * d45 + (double)2 * d55;
+        /* rows: v = u B */
+        const convbp_f64x8 wr0_0 = u00 - u01 - (double)3 * u02 + u03 + (double)2 * u04;
+        const convbp_f64x8 wr0_1 = u00 - (double)2 * u01 - u02 + (double)2 * u03;
+        const convbp_f64x8 v00 = wr0_0 + wr0_1;
+        const convbp_f64x8 v01 = (double)2 * u01 - u02 - (double)5 * u03 - (double)2 * u04;
+        const convbp_f64x8 v02 = (double)2 * u01 - (double)5 * u02 + u03 + (double)2 * u04;
+        const convbp_f64x8 v03 = (double)2 * u01 + u02 - (double)2 * u03 - u04;
+        const convbp_f64x8 v04 = wr0_0 - wr0_1;
+        const convbp_f64x8 v05 = (double)2 * u01 - (double)3 * u02 - (double)4 * u03 + (double)3 * u04 + (double)2 * u05;
+        const convbp_f64x8 wr1_0 = u10 - u11 - (double)3 * u12 + u13 + (double)2 * u14;
+        const convbp_f64x8 wr1_1 = u10 - (double)2 * u11 - u12 + (double)2 * u13;
+        const convbp_f64x8 v10 = wr1_0 + wr1_1;
+        const convbp_f64x8 v11 = (double)2 * u11 - u12 - (double)5 * u13 - (double)2 * u14;
+        const convbp_f64x8 v12 = (double)2 * u11 - (double)5 * u12 + u13 + (double)2 * u14;
+        const convbp_f64x8 v13 = (double)2 * u11 + u12 - (double)2 * u13 - u14;
+        const convbp_f64x8 v14 = wr1_0 - wr1_1;
+        const convbp_f64x8 v15 = (double)2 * u11 - (double)3 * u12 - (double)4 * u13 + (double)3 * u14 + (double)2 * u15;
+        const convbp_f64x8 wr2_0 = u20 - u21 - (double)3 * u22 + u23 + (double)2 * u24;
+        const convbp_f64x8 wr2_1 = u20 - (double)2 * u21 - u22 + (double)2 * u23;
+        const convbp_f64x8 v20 = wr2_0 + wr2_1;
+        const convbp_f64x8 v21 = (double)2 * u21 - u22 - (double)5 * u23 - (double)2 * u24;
+        const convbp_f64x8 v22 = (double)2 * u21 - (double)5 * u22 + u23 + (double)2 * u24;
+        const convbp_f64x8 v23 = (double)2 * u21 + u22 - (double)2 * u23 - u24;
+        const convbp_f64x8 v24 = wr2_0 - wr2_1;
+        const convbp_f64x8 v25 = (double)2 * u21 - (double)3 * u22 - (double)4 * u23 + (double)3 * u24 + (double)2 * u25;
+        const convbp_f64x8 wr3_0 = u30 - u31 - (double)3 * u32 + u33 + (double)2 * u34;
+        const convbp_f64x8 wr3_1 = u30 - (double)2 * u31 - u32 + (double)2 * u33;
+        const convbp_f64x8 v30 = wr3_0 + wr3_1;
+        const convbp_f64x8 v31 = (double)2 * u31 - u32 - (double)5 * u33 - (double)2 * u34;
+        const convbp_f64x8 v32 = (double)2 * u31 - (double)5 * u32 + u33 + (double)2 * u34;
+        const convbp_f64x8 v33 = (double)2 * u31 + u32 - (double)2 * u33 - u34;
+        const convbp_f64x8 v34 = wr3_0 - wr3_1;
+        const convbp_f64x8 v35 = (double)2 * u31 - (double)3 * u32 - (double)4 * u33 + (double)3 * u34 + (double)2 * u35;
+        const convbp_f64x8 wr4_0 = u40 - u41 - (double)3 * u42 + u43 + (double)2 * u44;
+        const convbp_f64x8 wr4_1 = u40 - (double)2 * u41 - u42 + (double)2 * u43;
+        const convbp_f64x8 v40 = wr4_0 + wr4_1;
+        const convbp_f64x8 v41 = (double)2 * u41 - u42 - (double)5 * u43 - (double)2 * u44;
+        const convbp_f64x8 v42 = (double)2 * u41 - (double)5 * u42 + u43 + (double)2 * u44;
+        const convbp_f64x8 v43 = (double)2 * u41 + u42 - (double)2 * u43 - u44;
+        const convbp_f64x8 v44 = wr4_0 - wr4_1;
+        const convbp_f64x8 v45 = (double)2 * u41 - (double)3 * u42 - (double)4 * u43 + (double)3 * u44 + (double)2 * u45;
+        const convbp_f64x8 wr5_0 = u50 - u51 - (double)3 * u52 + u53 + (double)2 * u54;
+        const convbp_f64x8 wr5_1 = u50 - (double)2 * u51 - u52 + (double)2 * u53;
+        const convbp_f64x8 v50 = wr5_0 + wr5_1;
+        const convbp_f64x8 v51 = (double)2 * u51 - u52 - (double)5 * u53 - (double)2 * u54;
+        const convbp_f64x8 v52 = (double)2 * u51 - (double)5 * u52 + u53 + (double)2 * u54;
+        const convbp_f64x8 v53 = (double)2 * u51 + u52 - (double)2 * u53 - u54;
+        const convbp_f64x8 v54 = wr5_0 - wr5_1;
+        const convbp_f64x8 v55 = (double)2 * u51 - (double)3 * u52 - (double)4 * u53 + (double)3 * u54 + (double)2 * u55;
+        *(convbp_f64x8 *)(dst + 0*d_xi + c) = v00; *(convbp_f64x8 *)(dst + 1*d_xi + c) = v01; *(convbp_f64x8 *)(dst + 2*d_xi + c) = v02; *(convbp_f64x8 *)(dst + 3*d_xi + c) = v03; *(convbp_f64x8 *)(dst + 4*d_xi + c) = v04; *(convbp_f64x8 *)(dst + 5*d_xi + c) = v05;
+        *(convbp_f64x8 *)(dst + 6*d_xi + c) = v10; *(convbp_f64x8 *)(dst + 7*d_xi + c) = v11; *(convbp_f64x8 *)(dst + 8*d_xi + c) = v12; *(convbp_f64x8 *)(dst + 9*d_xi + c) = v13; *(convbp_f64x8 *)(dst + 10*d_xi + c) = v14; *(convbp_f64x8 *)(dst + 11*d_xi + c) = v15;
+        *(convbp_f64x8 *)(dst + 12*d_xi + c) = v20; *(convbp_f64x8 *)(dst + 13*d_xi + c) = v21; *(convbp_f64x8 *)(dst + 14*d_xi + c) = v22; *(convbp_f64x8 *)(dst + 15*d_xi + c) = v23; *(convbp_f64x8 *)(dst + 16*d_xi + c) = v24; *(convbp_f64x8 *)(dst + 17*d_xi + c) = v25;
+        *(convbp_f64x8 *)(dst + 18*d_xi + c) = v30; *(convbp_f64x8 *)(dst + 19*d_xi + c) = v31; *(convbp_f64x8 *)(dst + 20*d_xi + c) = v32; *(convbp_f64x8 *)(dst + 21*d_xi + c) = v33; *(convbp_f64x8 *)(dst + 22*d_xi + c) = v34; *(convbp_f64x8 *)(dst + 23*d_xi + c) = v35;
+        *(convbp_f64x8 *)(dst + 24*d_xi + c) = v40; *(convbp_f64x8 *)(dst + 25*d_xi + c) = v41; *(convbp_f64x8 *)(dst + 26*d_xi + c) = v42; *(convbp_f64x8 *)(dst + 27*d_xi + c) = v43; *(convbp_f64x8 *)(dst + 28*d_xi + c) = v44; *(convbp_f64x8 *)(dst + 29*d_xi + c) = v45;
+        *(convbp_f64x8 *)(dst + 30*d_xi + c) = v50; *(convbp_f64x8 *)(dst + 31*d_xi + c) = v51; *(convbp_f64x8 *)(dst + 32*d_xi + c) = v52; *(convbp_f64x8 *)(dst + 33*d_xi + c) = v53; *(convbp_f64x8 *)(dst + 34*d_xi + c) = v54; *(convbp_f64x8 *)(dst + 35*d_xi + c) = v55;
+    }
+    for (; c < n; ++c) {
         const double d00 = src[0*s_row + 0*s_col + c]; const double d01 = src[0*s_row + 1*s_col + c]; const double d02 = src[0*s_row + 2*s_col + c]; const double d03 = src[0*s_row + 3*s_col + c]; const double d04 = src[0*s_row + 4*s_col + c]; const double d05 = src[0*s_row + 5*s_col + c];
         const double d10 = src[1*s_row + 0*s_col + c]; const double d11 = src[1*s_row + 1*s_col + c]; const double d12 = src[1*s_row + 2*s_col + c]; const double d13 = src[1*s_row + 3*s_col + c]; const double d14 = src[1*s_row + 4*s_col + c]; const double d15 = src[1*s_row + 5*s_col + c];
         const double d20 = src[2*s_row + 0*s_col + c]; const double d21 = src[2*s_row + 1*s_col + c]; const double d22 = src[2*s_row + 2*s_col + c]; const double d23 = src[2*s_row + 3*s_col + c]; const double d24 = src[2*s_row + 4*s_col + c]; const double d25 = src[2*s_row + 5*s_col + c];
@@ -739,7 +1376,82 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f64(
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f64(
     const double *restrict src, ptrdiff_t s_xi, double *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        const convbp_f64x8 x00 = *(const convbp_f64x8 *)(src + 0*s_xi + c); const convbp_f64x8 x01 = *(const convbp_f64x8 *)(src + 1*s_xi + c); const convbp_f64x8 x02 = *(const convbp_f64x8 *)(src + 2*s_xi + c); const convbp_f64x8 x03 = *(const convbp_f64x8 *)(src + 3*s_xi + c); const convbp_f64x8 x04 = *(const convbp_f64x8 *)(src + 4*s_xi + c); const convbp_f64x8 x05 = *(const convbp_f64x8 *)(src + 5*s_xi + c);
+        const convbp_f64x8 x10 = *(const convbp_f64x8 *)(src + 6*s_xi + c); const convbp_f64x8 x11 = *(const convbp_f64x8 *)(src + 7*s_xi + c); const convbp_f64x8 x12 = *(const convbp_f64x8 *)(src + 8*s_xi + c); const convbp_f64x8 x13 = *(const convbp_f64x8 *)(src + 9*s_xi + c); const convbp_f64x8 x14 = *(const convbp_f64x8 *)(src + 10*s_xi + c); const convbp_f64x8 x15 = *(const convbp_f64x8 *)(src + 11*s_xi + c);
+        const convbp_f64x8 x20 = *(const convbp_f64x8 *)(src + 12*s_xi + c); const convbp_f64x8 x21 = *(const convbp_f64x8 *)(src + 13*s_xi + c); const convbp_f64x8 x22 = *(const convbp_f64x8 *)(src + 14*s_xi + c); const convbp_f64x8 x23 = *(const convbp_f64x8 *)(src + 15*s_xi + c); const convbp_f64x8 x24 = *(const convbp_f64x8 *)(src + 16*s_xi + c); const convbp_f64x8 x25 = *(const convbp_f64x8 *)(src + 17*s_xi + c);
+        const convbp_f64x8 x30 = *(const convbp_f64x8 *)(src + 18*s_xi + c); const convbp_f64x8 x31 = *(const convbp_f64x8 *)(src + 19*s_xi + c); const convbp_f64x8 x32 = *(const convbp_f64x8 *)(src + 20*s_xi + c); const convbp_f64x8 x33 = *(const convbp_f64x8 *)(src + 21*s_xi + c); const convbp_f64x8 x34 = *(const convbp_f64x8 *)(src + 22*s_xi + c); const convbp_f64x8 x35 = *(const convbp_f64x8 *)(src + 23*s_xi + c);
+        const convbp_f64x8 x40 = *(const convbp_f64x8 *)(src + 24*s_xi + c); const convbp_f64x8 x41 = *(const convbp_f64x8 *)(src + 25*s_xi + c); const convbp_f64x8 x42 = *(const convbp_f64x8 *)(src + 26*s_xi + c); const convbp_f64x8 x43 = *(const convbp_f64x8 *)(src + 27*s_xi + c); const convbp_f64x8 x44 = *(const convbp_f64x8 *)(src + 28*s_xi + c); const convbp_f64x8 x45 = *(const convbp_f64x8 *)(src + 29*s_xi + c);
+        const convbp_f64x8 x50 = *(const convbp_f64x8 *)(src + 30*s_xi + c); const convbp_f64x8 x51 = *(const convbp_f64x8 *)(src + 31*s_xi + c); const convbp_f64x8 x52 = *(const convbp_f64x8 *)(src + 32*s_xi + c); const convbp_f64x8 x53 = *(const convbp_f64x8 *)(src + 33*s_xi + c); const convbp_f64x8 x54 = *(const convbp_f64x8 *)(src + 34*s_xi + c); const convbp_f64x8 x55 = *(const convbp_f64x8 *)(src + 35*s_xi + c);
+        /* columns: z = A^T x */
+        const convbp_f64x8 zc0_0 = x10 + (double)0.375 * x30 + x40;
+        const convbp_f64x8 zc0_1 = x20 - (double)0.125 * x30 + (double)3 * x40;
+        const convbp_f64x8 z00 = x00 + x10 + x20 + x30 + x40;
+        const convbp_f64x8 z10 = zc0_0 - zc0_1;
+        const convbp_f64x8 z20 = zc0_0 + zc0_1;
+        const convbp_f64x8 z30 = x10 - x20 + (double)0.125 * x30 - (double)8 * x40 + x50;
+        const convbp_f64x8 zc1_0 = x11 + (double)0.375 * x31 + x41;
+        const convbp_f64x8 zc1_1 = x21 - (double)0.125 * x31 + (double)3 * x41;
+        const convbp_f64x8 z01 = x01 + x11 + x21 + x31 + x41;
+        const convbp_f64x8 z11 = zc1_0 - zc1_1;
+        const convbp_f64x8 z21 = zc1_0 + zc1_1;
+        const convbp_f64x8 z31 = x11 - x21 + (double)0.125 * x31 - (double)8 * x41 + x51;
+        const convbp_f64x8 zc2_0 = x12 + (double)0.375 * x32 + x42;
+        const convbp_f64x8 zc2_1 = x22 - (double)0.125 * x32 + (double)3 * x42;
+        const convbp_f64x8 z02 = x02 + x12 + x22 + x32 + x42;
+        const convbp_f64x8 z12 = zc2_0 - zc2_1;
+        const convbp_f64x8 z22 = zc2_0 + zc2_1;
+        const convbp_f64x8 z32 = x12 - x22 + (double)0.125 * x32 - (double)8 * x42 + x52;
+        const convbp_f64x8 zc3_0 = x13 + (double)0.375 * x33 + x43;
+        const convbp_f64x8 zc3_1 = x23 - (double)0.125 * x33 + (double)3 * x43;
+        const convbp_f64x8 z03 = x03 + x13 + x23 + x33 + x43;
+        const convbp_f64x8 z13 = zc3_0 - zc3_1;
+        const convbp_f64x8 z23 = zc3_0 + zc3_1;
+        const convbp_f64x8 z33 = x13 - x23 + (double)0.125 * x33 - (double)8 * x43 + x53;
+        const convbp_f64x8 zc4_0 = x14 + (double)0.375 * x34 + x44;
+        const convbp_f64x8 zc4_1 = x24 - (double)0.125 * x34 + (double)3 * x44;
+        const convbp_f64x8 z04 = x04 + x14 + x24 + x34 + x44;
+        const convbp_f64x8 z14 = zc4_0 - zc4_1;
+        const convbp_f64x8 z24 = zc4_0 + zc4_1;
+        const convbp_f64x8 z34 = x14 - x24 + (double)0.125 * x34 - (double)8 * x44 + x54;
+        const convbp_f64x8 zc5_0 = x15 + (double)0.375 * x35 + x45;
+        const convbp_f64x8 zc5_1 = x25 - (double)0.125 * x35 + (double)3 * x45;
+        const convbp_f64x8 z05 = x05 + x15 + x25 + x35 + x45;
+        const convbp_f64x8 z15 = zc5_0 - zc5_1;
+        const convbp_f64x8 z25 = zc5_0 + zc5_1;
+        const convbp_f64x8 z35 = x15 - x25 + (double)0.125 * x35 - (double)8 * x45 + x55;
+        /* rows: y = z A */
+        const convbp_f64x8 qr0_0 = z01 + (double)0.375 * z03 + z04;
+        const convbp_f64x8 qr0_1 = z02 - (double)0.125 * z03 + (double)3 * z04;
+        const convbp_f64x8 y00 = z00 + z01 + z02 + z03 + z04;
+        const convbp_f64x8 y01 = qr0_0 - qr0_1;
+        const convbp_f64x8 y02 = qr0_0 + qr0_1;
+        const convbp_f64x8 y03 = z01 - z02 + (double)0.125 * z03 - (double)8 * z04 + z05;
+        const convbp_f64x8 qr1_0 = z11 + (double)0.375 * z13 + z14;
+        const convbp_f64x8 qr1_1 = z12 - (double)0.125 * z13 + (double)3 * z14;
+        const convbp_f64x8 y10 = z10 + z11 + z12 + z13 + z14;
+        const convbp_f64x8 y11 = qr1_0 - qr1_1;
+        const convbp_f64x8 y12 = qr1_0 + qr1_1;
+        const convbp_f64x8 y13 = z11 - z12 + (double)0.125 * z13 - (double)8 * z14 + z15;
+        const convbp_f64x8 qr2_0 = z21 + (double)0.375 * z23 + z24;
+        const convbp_f64x8 qr2_1 = z22 - (double)0.125 * z23 + (double)3 * z24;
+        const convbp_f64x8 y20 = z20 + z21 + z22 + z23 + z24;
+        const convbp_f64x8 y21 = qr2_0 - qr2_1;
+        const convbp_f64x8 y22 = qr2_0 + qr2_1;
+        const convbp_f64x8 y23 = z21 - z22 + (double)0.125 * z23 - (double)8 * z24 + z25;
+        const convbp_f64x8 qr3_0 = z31 + (double)0.375 * z33 + z34;
+        const convbp_f64x8 qr3_1 = z32 - (double)0.125 * z33 + (double)3 * z34;
+        const convbp_f64x8 y30 = z30 + z31 + z32 + z33 + z34;
+        const convbp_f64x8 y31 = qr3_0 - qr3_1;
+        const convbp_f64x8 y32 = qr3_0 + qr3_1;
+        const convbp_f64x8 y33 = z31 - z32 + (double)0.125 * z33 - (double)8 * z34 + z35;
+        *(convbp_f64x8 *)(dst + 0*d_row + 0*d_col + c) = y00; *(convbp_f64x8 *)(dst + 0*d_row + 1*d_col + c) = y01; *(convbp_f64x8 *)(dst + 0*d_row + 2*d_col + c) = y02; *(convbp_f64x8 *)(dst + 0*d_row + 3*d_col + c) = y03;
+        *(convbp_f64x8 *)(dst + 1*d_row + 0*d_col + c) = y10; *(convbp_f64x8 *)(dst + 1*d_row + 1*d_col + c) = y11; *(convbp_f64x8 *)(dst + 1*d_row + 2*d_col + c) = y12; *(convbp_f64x8 *)(dst + 1*d_row + 3*d_col + c) = y13;
+        *(convbp_f64x8 *)(dst + 2*d_row + 0*d_col + c) = y20; *(convbp_f64x8 *)(dst + 2*d_row + 1*d_col + c) = y21; *(convbp_f64x8 *)(dst + 2*d_row + 2*d_col + c) = y22; *(convbp_f64x8 *)(dst + 2*d_row + 3*d_col + c) = y23;
+        *(convbp_f64x8 *)(dst + 3*d_row + 0*d_col + c) = y30; *(convbp_f64x8 *)(dst + 3*d_row + 1*d_col + c) = y31; *(convbp_f64x8 *)(dst + 3*d_row + 2*d_col + c) = y32; *(convbp_f64x8 *)(dst + 3*d_row + 3*d_col + c) = y33;
+    }
+    for (; c < n; ++c) {
         const double x00 = src[0*s_xi + c]; const double x01 = src[1*s_xi + c]; const double x02 = src[2*s_xi + c]; const double x03 = src[3*s_xi + c]; const double x04 = src[4*s_xi + c]; const double x05 = src[5*s_xi + c];
         const double x10 = src[6*s_xi + c]; const double x11 = src[7*s_xi + c]; const double x12 = src[8*s_xi + c]; const double x13 = src[9*s_xi + c]; const double x14 = src[10*s_xi + c]; const double x15 = src[11*s_xi + c];
         const double x20 = src[12*s_xi + c]; const double x21 = src[13*s_xi + c]; const double x22 = src[14*s_xi + c]; const double x23 = src[15*s_xi + c]; const double x24 = src[16*s_xi + c]; const double x25 = src[17*s_xi + c];
@@ -816,11 +1528,99 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f64(
 }
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
- * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c*d_c]. */
+ * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
 CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f64(
-    const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t d_c, ptrdiff_t n)
+    const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
-    for (ptrdiff_t c = 0; c < n; ++c) {
+    ptrdiff_t c = 0;
+    if (s_c == 1) {
+        for (; c + 8 <= n; c += 8) {
+            const convbp_f64x8 g00 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 0*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g01 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 0*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g02 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 0*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g10 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 1*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g11 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 1*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g12 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 1*s_row + 2*s_col + c), convbp_f64x8);
+            const convbp_f64x8 g20 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 2*s_row + 0*s_col + c), convbp_f64x8); const convbp_f64x8 g21 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 2*s_row + 1*s_col + c), convbp_f64x8); const convbp_f64x8 g22 = __builtin_convertvector(*(const convbp_f64x8 *)(src + 2*s_row + 2*s_col + c), convbp_f64x8);
+            /* columns: e = G w */
+            const convbp_f64x8 ec0_0 = g00 + g20;
+            const convbp_f64x8 ec0_1 = g10;
+            const convbp_f64x8 e00 = (double)0.5 * g00;
+            const convbp_f64x8 e10 = (double)(-1.0 / 6.0) * (ec0_0 + ec0_1);
+            const convbp_f64x8 e20 = (double)(-1.0 / 6.0) * (ec0_0 - ec0_1);
+            const convbp_f64x8 e30 = (double)(16.0 / 15.0) * g00 + (double)(8.0 / 15.0) * g10 + (double)(4.0 / 15.0) * g20;
+            const convbp_f64x8 e40 = (double)(1.0 / 30.0) * g00 - (double)(1.0 / 15.0) * g10 + (double)(2.0 / 15.0) * g20;
+            const convbp_f64x8 e50 = (double)0.5 * g20;
+            const convbp_f64x8 ec1_0 = g01 + g21;
+            const convbp_f64x8 ec1_1 = g11;
+            const convbp_f64x8 e01 = (double)0.5 * g01;
+            const convbp_f64x8 e11 = (double)(-1.0 / 6.0) * (ec1_0 + ec1_1);
+            const convbp_f64x8 e21 = (double)(-1.0 / 6.0) * (ec1_0 - ec1_1);
+            const convbp_f64x8 e31 = (double)(16.0 / 15.0) * g01 + (double)(8.0 / 15.0) * g11 + (double)(4.0 / 15.0) * g21;
+            const convbp_f64x8 e41 = (double)(1.0 / 30.0) * g01 - (double)(1.0 / 15.0) * g11 + (double)(2.0 / 15.0) * g21;
+            const convbp_f64x8 e51 = (double)0.5 * g21;
+            const convbp_f64x8 ec2_0 = g02 + g22;
+            const convbp_f64x8 ec2_1 = g12;
+            const convbp_f64x8 e02 = (double)0.5 * g02;
+            const convbp_f64x8 e12 = (double)(-1.0 / 6.0) * (ec2_0 + ec2_1);
+            const convbp_f64x8 e22 = (double)(-1.0 / 6.0) * (ec2_0 - ec2_1);
+            const convbp_f64x8 e32 = (double)(16.0 / 15.0) * g02 + (double)(8.0 / 15.0) * g12 + (double)(4.0 / 15.0) * g22;
+            const convbp_f64x8 e42 = (double)(1.0 / 30.0) * g02 - (double)(1.0 / 15.0) * g12 + (double)(2.0 / 15.0) * g22;
+            const convbp_f64x8 e52 = (double)0.5 * g22;
+            /* rows: h = e G^T */
+            const convbp_f64x8 fr0_0 = e00 + e02;
+            const convbp_f64x8 fr0_1 = e01;
+            const convbp_f64x8 h00 = (double)0.5 * e00;
+            const convbp_f64x8 h01 = (double)(-1.0 / 6.0) * (fr0_0 + fr0_1);
+            const convbp_f64x8 h02 = (double)(-1.0 / 6.0) * (fr0_0 - fr0_1);
+            const convbp_f64x8 h03 = (double)(16.0 / 15.0) * e00 + (double)(8.0 / 15.0) * e01 + (double)(4.0 / 15.0) * e02;
+            const convbp_f64x8 h04 = (double)(1.0 / 30.0) * e00 - (double)(1.0 / 15.0) * e01 + (double)(2.0 / 15.0) * e02;
+            const convbp_f64x8 h05 = (double)0.5 * e02;
+            const convbp_f64x8 fr1_0 = e10 + e12;
+            const convbp_f64x8 fr1_1 = e11;
+            const convbp_f64x8 h10 = (double)0.5 * e10;
+            const convbp_f64x8 h11 = (double)(-1.0 / 6.0) * (fr1_0 + fr1_1);
+            const convbp_f64x8 h12 = (double)(-1.0 / 6.0) * (fr1_0 - fr1_1);
+            const convbp_f64x8 h13 = (double)(16.0 / 15.0) * e10 + (double)(8.0 / 15.0) * e11 + (double)(4.0 / 15.0) * e12;
+            const convbp_f64x8 h14 = (double)(1.0 / 30.0) * e10 - (double)(1.0 / 15.0) * e11 + (double)(2.0 / 15.0) * e12;
+            const convbp_f64x8 h15 = (double)0.5 * e12;
+            const convbp_f64x8 fr2_0 = e20 + e22;
+            const convbp_f64x8 fr2_1 = e21;
+            const convbp_f64x8 h20 = (double)0.5 * e20;
+            const convbp_f64x8 h21 = (double)(-1.0 / 6.0) * (fr2_0 + fr2_1);
+            const convbp_f64x8 h22 = (double)(-1.0 / 6.0) * (fr2_0 - fr2_1);
+            const convbp_f64x8 h23 = (double)(16.0 / 15.0) * e20 + (double)(8.0 / 15.0) * e21 + (double)(4.0 / 15.0) * e22;
+            const convbp_f64x8 h24 = (double)(1.0 / 30.0) * e20 - (double)(1.0 / 15.0) * e21 + (double)(2.0 / 15.0) * e22;
+            const convbp_f64x8 h25 = (double)0.5 * e22;
+            const convbp_f64x8 fr3_0 = e30 + e32;
+            const convbp_f64x8 fr3_1 = e31;
+            const convbp_f64x8 h30 = (double)0.5 * e30;
+            const convbp_f64x8 h31 = (double)(-1.0 / 6.0) * (fr3_0 + fr3_1);
+            const convbp_f64x8 h32 = (double)(-1.0 / 6.0) * (fr3_0 - fr3_1);
+            const convbp_f64x8 h33 = (double)(16.0 / 15.0) * e30 + (double)(8.0 / 15.0) * e31 + (double)(4.0 / 15.0) * e32;
+            const convbp_f64x8 h34 = (double)(1.0 / 30.0) * e30 - (double)(1.0 / 15.0) * e31 + (double)(2.0 / 15.0) * e32;
+            const convbp_f64x8 h35 = (double)0.5 * e32;
+            const convbp_f64x8 fr4_0 = e40 + e42;
+            const convbp_f64x8 fr4_1 = e41;
+            const convbp_f64x8 h40 = (double)0.5 * e40;
+            const convbp_f64x8 h41 = (double)(-1.0 / 6.0) * (fr4_0 + fr4_1);
+            const convbp_f64x8 h42 = (double)(-1.0 / 6.0) * (fr4_0 - fr4_1);
+            const convbp_f64x8 h43 = (double)(16.0 / 15.0) * e40 + (double)(8.0 / 15.0) * e41 + (double)(4.0 / 15.0) * e42;
+            const convbp_f64x8 h44 = (double)(1.0 / 30.0) * e40 - (double)(1.0 / 15.0) * e41 + (double)(2.0 / 15.0) * e42;
+            const convbp_f64x8 h45 = (double)0.5 * e42;
+            const convbp_f64x8 fr5_0 = e50 + e52;
+            const convbp_f64x8 fr5_1 = e51;
+            const convbp_f64x8 h50 = (double)0.5 * e50;
+            const convbp_f64x8 h51 = (double)(-1.0 / 6.0) * (fr5_0 + fr5_1);
+            const convbp_f64x8 h52 = (double)(-1.0 / 6.0) * (fr5_0 - fr5_1);
+            const convbp_f64x8 h53 = (double)(16.0 / 15.0) * e50 + (double)(8.0 / 15.0) * e51 + (double)(4.0 / 15.0) * e52;
+            const convbp_f64x8 h54 = (double)(1.0 / 30.0) * e50 - (double)(1.0 / 15.0) * e51 + (double)(2.0 / 15.0) * e52;
+            const convbp_f64x8 h55 = (double)0.5 * e52;
+            *(convbp_f64x8 *)(dst + 0*d_xi + c) = __builtin_convertvector(h00, convbp_f64x8); *(convbp_f64x8 *)(dst + 1*d_xi + c) = __builtin_convertvector(h01, convbp_f64x8); *(convbp_f64x8 *)(dst + 2*d_xi + c) = __builtin_convertvector(h02, convbp_f64x8); *(convbp_f64x8 *)(dst + 3*d_xi + c) = __builtin_convertvector(h03, convbp_f64x8); *(convbp_f64x8 *)(dst + 4*d_xi + c) = __builtin_convertvector(h04, convbp_f64x8); *(convbp_f64x8 *)(dst + 5*d_xi + c) = __builtin_convertvector(h05, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 6*d_xi + c) = __builtin_convertvector(h10, convbp_f64x8); *(convbp_f64x8 *)(dst + 7*d_xi + c) = __builtin_convertvector(h11, convbp_f64x8); *(convbp_f64x8 *)(dst + 8*d_xi + c) = __builtin_convertvector(h12, convbp_f64x8); *(convbp_f64x8 *)(dst + 9*d_xi + c) = __builtin_convertvector(h13, convbp_f64x8); *(convbp_f64x8 *)(dst + 10*d_xi + c) = __builtin_convertvector(h14, convbp_f64x8); *(convbp_f64x8 *)(dst + 11*d_xi + c) = __builtin_convertvector(h15, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 12*d_xi + c) = __builtin_convertvector(h20, convbp_f64x8); *(convbp_f64x8 *)(dst + 13*d_xi + c) = __builtin_convertvector(h21, convbp_f64x8); *(convbp_f64x8 *)(dst + 14*d_xi + c) = __builtin_convertvector(h22, convbp_f64x8); *(convbp_f64x8 *)(dst + 15*d_xi + c) = __builtin_convertvector(h23, convbp_f64x8); *(convbp_f64x8 *)(dst + 16*d_xi + c) = __builtin_convertvector(h24, convbp_f64x8); *(convbp_f64x8 *)(dst + 17*d_xi + c) = __builtin_convertvector(h25, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 18*d_xi + c) = __builtin_convertvector(h30, convbp_f64x8); *(convbp_f64x8 *)(dst + 19*d_xi + c) = __builtin_convertvector(h31, convbp_f64x8); *(convbp_f64x8 *)(dst + 20*d_xi + c) = __builtin_convertvector(h32, convbp_f64x8); *(convbp_f64x8 *)(dst + 21*d_xi + c) = __builtin_convertvector(h33, convbp_f64x8); *(convbp_f64x8 *)(dst + 22*d_xi + c) = __builtin_convertvector(h34, convbp_f64x8); *(convbp_f64x8 *)(dst + 23*d_xi + c) = __builtin_convertvector(h35, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 24*d_xi + c) = __builtin_convertvector(h40, convbp_f64x8); *(convbp_f64x8 *)(dst + 25*d_xi + c) = __builtin_convertvector(h41, convbp_f64x8); *(convbp_f64x8 *)(dst + 26*d_xi + c) = __builtin_convertvector(h42, convbp_f64x8); *(convbp_f64x8 *)(dst + 27*d_xi + c) = __builtin_convertvector(h43, convbp_f64x8); *(convbp_f64x8 *)(dst + 28*d_xi + c) = __builtin_convertvector(h44, convbp_f64x8); *(convbp_f64x8 *)(dst + 29*d_xi + c) = __builtin_convertvector(h45, convbp_f64x8);
+            *(convbp_f64x8 *)(dst + 30*d_xi + c) = __builtin_convertvector(h50, convbp_f64x8); *(convbp_f64x8 *)(dst + 31*d_xi + c) = __builtin_convertvector(h51, convbp_f64x8); *(convbp_f64x8 *)(dst + 32*d_xi + c) = __builtin_convertvector(h52, convbp_f64x8); *(convbp_f64x8 *)(dst + 33*d_xi + c) = __builtin_convertvector(h53, convbp_f64x8); *(convbp_f64x8 *)(dst + 34*d_xi + c) = __builtin_convertvector(h54, convbp_f64x8); *(convbp_f64x8 *)(dst + 35*d_xi + c) = __builtin_convertvector(h55, convbp_f64x8);
+        }
+    }
+    for (; c < n; ++c) {
         const double g00 = src[0*s_row + 0*s_col + c*s_c]; const double g01 = src[0*s_row + 1*s_col + c*s_c]; const double g02 = src[0*s_row + 2*s_col + c*s_c];
         const double g10 = src[1*s_row + 0*s_col + c*s_c]; const double g11 = src[1*s_row + 1*s_col + c*s_c]; const double g12 = src[1*s_row + 2*s_col + c*s_c];
         const double g20 = src[2*s_row + 0*s_col + c*s_c]; const double g21 = src[2*s_row + 1*s_col + c*s_c]; const double g22 = src[2*s_row + 2*s_col + c*s_c];
@@ -828,24 +1628,24 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f64(
         const double ec0_0 = g00 + g20;
         const double ec0_1 = g10;
         const double e00 = (double)0.5 * g00;
-        const double e10 = -(double)(1.0 / 6.0) * ec0_0 - (double)(1.0 / 6.0) * ec0_1;
-        const double e20 = -(double)(1.0 / 6.0) * ec0_0 + (double)(1.0 / 6.0) * ec0_1;
+        const double e10 = (double)(-1.0 / 6.0) * (ec0_0 + ec0_1);
+        const double e20 = (double)(-1.0 / 6.0) * (ec0_0 - ec0_1);
         const double e30 = (double)(16.0 / 15.0) * g00 + (double)(8.0 / 15.0) * g10 + (double)(4.0 / 15.0) * g20;
         const double e40 = (double)(1.0 / 30.0) * g00 - (double)(1.0 / 15.0) * g10 + (double)(2.0 / 15.0) * g20;
         const double e50 = (double)0.5 * g20;
         const double ec1_0 = g01 + g21;
         const double ec1_1 = g11;
         const double e01 = (double)0.5 * g01;
-        const double e11 = -(double)(1.0 / 6.0) * ec1_0 - (double)(1.0 / 6.0) * ec1_1;
-        const double e21 = -(double)(1.0 / 6.0) * ec1_0 + (double)(1.0 / 6.0) * ec1_1;
+        const double e11 = (double)(-1.0 / 6.0) * (ec1_0 + ec1_1);
+        const double e21 = (double)(-1.0 / 6.0) * (ec1_0 - ec1_1);
         const double e31 = (double)(16.0 / 15.0) * g01 + (double)(8.0 / 15.0) * g11 + (double)(4.0 / 15.0) * g21;
         const double e41 = (double)(1.0 / 30.0) * g01 - (double)(1.0 / 15.0) * g11 + (double)(2.0 / 15.0) * g21;
         const double e51 = (double)0.5 * g21;
         const double ec2_0 = g02 + g22;
         const double ec2_1 = g12;
         const double e02 = (double)0.5 * g02;
-        const double e12 = -(double)(1.0 / 6.0) * ec2_0 - (double)(1.0 / 6.0) * ec2_1;
-        const double e22 = -(double)(1.0 / 6.0) * ec2_0 + (double)(1.0 / 6.0) * ec2_1;
+        const double e12 = (double)(-1.0 / 6.0) * (ec2_0 + ec2_1);
+        const double e22 = (double)(-1.0 / 6.0) * (ec2_0 - ec2_1);
         const double e32 = (double)(16.0 / 15.0) * g02 + (double)(8.0 / 15.0) * g12 + (double)(4.0 / 15.0) * g22;
         const double e42 = (double)(1.0 / 30.0) * g02 - (double)(1.0 / 15.0) * g12 + (double)(2.0 / 15.0) * g22;
         const double e52 = (double)0.5 * g22;
@@ -853,57 +1653,57 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f64(
         const double fr0_0 = e00 + e02;
         const double fr0_1 = e01;
         const double h00 = (double)0.5 * e00;
-        const double h01 = -(double)(1.0 / 6.0) * fr0_0 - (double)(1.0 / 6.0) * fr0_1;
-        const double h02 = -(double)(1.0 / 6.0) * fr0_0 + (double)(1.0 / 6.0) * fr0_1;
+        const double h01 = (double)(-1.0 / 6.0) * (fr0_0 + fr0_1);
+        const double h02 = (double)(-1.0 / 6.0) * (fr0_0 - fr0_1);
         const double h03 = (double)(16.0 / 15.0) * e00 + (double)(8.0 / 15.0) * e01 + (double)(4.0 / 15.0) * e02;
         const double h04 = (double)(1.0 / 30.0) * e00 - (double)(1.0 / 15.0) * e01 + (double)(2.0 / 15.0) * e02;
         const double h05 = (double)0.5 * e02;
         const double fr1_0 = e10 + e12;
         const double fr1_1 = e11;
         const double h10 = (double)0.5 * e10;
-        const double h11 = -(double)(1.0 / 6.0) * fr1_0 - (double)(1.0 / 6.0) * fr1_1;
-        const double h12 = -(double)(1.0 / 6.0) * fr1_0 + (double)(1.0 / 6.0) * fr1_1;
+        const double h11 = (double)(-1.0 / 6.0) * (fr1_0 + fr1_1);
+        const double h12 = (double)(-1.0 / 6.0) * (fr1_0 - fr1_1);
         const double h13 = (double)(16.0 / 15.0) * e10 + (double)(8.0 / 15.0) * e11 + (double)(4.0 / 15.0) * e12;
         const double h14 = (double)(1.0 / 30.0) * e10 - (double)(1.0 / 15.0) * e11 + (double)(2.0 / 15.0) * e12;
         const double h15 = (double)0.5 * e12;
         const double fr2_0 = e20 + e22;
         const double fr2_1 = e21;
         const double h20 = (double)0.5 * e20;
-        const double h21 = -(double)(1.0 / 6.0) * fr2_0 - (double)(1.0 / 6.0) * fr2_1;
-        const double h22 = -(double)(1.0 / 6.0) * fr2_0 + (double)(1.0 / 6.0) * fr2_1;
+        const double h21 = (double)(-1.0 / 6.0) * (fr2_0 + fr2_1);
+        const double h22 = (double)(-1.0 / 6.0) * (fr2_0 - fr2_1);
         const double h23 = (double)(16.0 / 15.0) * e20 + (double)(8.0 / 15.0) * e21 + (double)(4.0 / 15.0) * e22;
         const double h24 = (double)(1.0 / 30.0) * e20 - (double)(1.0 / 15.0) * e21 + (double)(2.0 / 15.0) * e22;
         const double h25 = (double)0.5 * e22;
         const double fr3_0 = e30 + e32;
         const double fr3_1 = e31;
         const double h30 = (double)0.5 * e30;
-        const double h31 = -(double)(1.0 / 6.0) * fr3_0 - (double)(1.0 / 6.0) * fr3_1;
-        const double h32 = -(double)(1.0 / 6.0) * fr3_0 + (double)(1.0 / 6.0) * fr3_1;
+        const double h31 = (double)(-1.0 / 6.0) * (fr3_0 + fr3_1);
+        const double h32 = (double)(-1.0 / 6.0) * (fr3_0 - fr3_1);
         const double h33 = (double)(16.0 / 15.0) * e30 + (double)(8.0 / 15.0) * e31 + (double)(4.0 / 15.0) * e32;
         const double h34 = (double)(1.0 / 30.0) * e30 - (double)(1.0 / 15.0) * e31 + (double)(2.0 / 15.0) * e32;
         const double h35 = (double)0.5 * e32;
         const double fr4_0 = e40 + e42;
         const double fr4_1 = e41;
         const double h40 = (double)0.5 * e40;
-        const double h41 = -(double)(1.0 / 6.0) * fr4_0 - (double)(1.0 / 6.0) * fr4_1;
-        const double h42 = -(double)(1.0 / 6.0) * fr4_0 + (double)(1.0 / 6.0) * fr4_1;
+        const double h41 = (double)(-1.0 / 6.0) * (fr4_0 + fr4_1);
+        const double h42 = (double)(-1.0 / 6.0) * (fr4_0 - fr4_1);
         const double h43 = (double)(16.0 / 15.0) * e40 + (double)(8.0 / 15.0) * e41 + (double)(4.0 / 15.0) * e42;
         const double h44 = (double)(1.0 / 30.0) * e40 - (double)(1.0 / 15.0) * e41 + (double)(2.0 / 15.0) * e42;
         const double h45 = (double)0.5 * e42;
         const double fr5_0 = e50 + e52;
         const double fr5_1 = e51;
         const double h50 = (double)0.5 * e50;
-        const double h51 = -(double)(1.0 / 6.0) * fr5_0 - (double)(1.0 / 6.0) * fr5_1;
-        const double h52 = -(double)(1.0 / 6.0) * fr5_0 + (double)(1.0 / 6.0) * fr5_1;
+        const double h51 = (double)(-1.0 / 6.0) * (fr5_0 + fr5_1);
+        const double h52 = (double)(-1.0 / 6.0) * (fr5_0 - fr5_1);
         const double h53 = (double)(16.0 / 15.0) * e50 + (double)(8.0 / 15.0) * e51 + (double)(4.0 / 15.0) * e52;
         const double h54 = (double)(1.0 / 30.0) * e50 - (double)(1.0 / 15.0) * e51 + (double)(2.0 / 15.0) * e52;
         const double h55 = (double)0.5 * e52;
-        dst[0*d_xi + c*d_c] = (double)h00; dst[1*d_xi + c*d_c] = (double)h01; dst[2*d_xi + c*d_c] = (double)h02; dst[3*d_xi + c*d_c] = (double)h03; dst[4*d_xi + c*d_c] = (double)h04; dst[5*d_xi + c*d_c] = (double)h05;
-        dst[6*d_xi + c*d_c] = (double)h10; dst[7*d_xi + c*d_c] = (double)h11; dst[8*d_xi + c*d_c] = (double)h12; dst[9*d_xi + c*d_c] = (double)h13; dst[10*d_xi + c*d_c] = (double)h14; dst[11*d_xi + c*d_c] = (double)h15;
-        dst[12*d_xi + c*d_c] = (double)h20; dst[13*d_xi + c*d_c] = (double)h21; dst[14*d_xi + c*d_c] = (double)h22; dst[15*d_xi + c*d_c] = (double)h23; dst[16*d_xi + c*d_c] = (double)h24; dst[17*d_xi + c*d_c] = (double)h25;
-        dst[18*d_xi + c*d_c] = (double)h30; dst[19*d_xi + c*d_c] = (double)h31; dst[20*d_xi + c*d_c] = (double)h32; dst[21*d_xi + c*d_c] = (double)h33; dst[22*d_xi + c*d_c] = (double)h34; dst[23*d_xi + c*d_c] = (double)h35;
-        dst[24*d_xi + c*d_c] = (double)h40; dst[25*d_xi + c*d_c] = (double)h41; dst[26*d_xi + c*d_c] = (double)h42; dst[27*d_xi + c*d_c] = (double)h43; dst[28*d_xi + c*d_c] = (double)h44; dst[29*d_xi + c*d_c] = (double)h45;
-        dst[30*d_xi + c*d_c] = (double)h50; dst[31*d_xi + c*d_c] = (double)h51; dst[32*d_xi + c*d_c] = (double)h52; dst[33*d_xi + c*d_c] = (double)h53; dst[34*d_xi + c*d_c] = (double)h54; dst[35*d_xi + c*d_c] = (double)h55;
+        dst[0*d_xi + c] = (double)h00; dst[1*d_xi + c] = (double)h01; dst[2*d_xi + c] = (double)h02; dst[3*d_xi + c] = (double)h03; dst[4*d_xi + c] = (double)h04; dst[5*d_xi + c] = (double)h05;
+        dst[6*d_xi + c] = (double)h10; dst[7*d_xi + c] = (double)h11; dst[8*d_xi + c] = (double)h12; dst[9*d_xi + c] = (double)h13; dst[10*d_xi + c] = (double)h14; dst[11*d_xi + c] = (double)h15;
+        dst[12*d_xi + c] = (double)h20; dst[13*d_xi + c] = (double)h21; dst[14*d_xi + c] = (double)h22; dst[15*d_xi + c] = (double)h23; dst[16*d_xi + c] = (double)h24; dst[17*d_xi + c] = (double)h25;
+        dst[18*d_xi + c] = (double)h30; dst[19*d_xi + c] = (double)h31; dst[20*d_xi + c] = (double)h32; dst[21*d_xi + c] = (double)h33; dst[22*d_xi + c] = (double)h34; dst[23*d_xi + c] = (double)h35;
+        dst[24*d_xi + c] = (double)h40; dst[25*d_xi + c] = (double)h41; dst[26*d_xi + c] = (double)h42; dst[27*d_xi + c] = (double)h43; dst[28*d_xi + c] = (double)h44; dst[29*d_xi + c] = (double)h45;
+        dst[30*d_xi + c] = (double)h50; dst[31*d_xi + c] = (double)h51; dst[32*d_xi + c] = (double)h52; dst[33*d_xi + c] = (double)h53; dst[34*d_xi + c] = (double)h54; dst[35*d_xi + c] = (double)h55;
     }
 }
 

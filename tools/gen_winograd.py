@@ -201,8 +201,13 @@ def emit_1d(mat, inputs, outputs, tmp_prefix, t, indent):
     for name, out in zip(outputs, outs):
         if isinstance(out, tuple):
             te, se, to, so = out
-            lines.append(f"{indent}const {t} {name} = "
-                         f"{_expr([se, so], [tnames[te], tnames[to]], t)};")
+            if abs(se) == abs(so) and abs(se) != 1:  # one multiply: se * (e +- o)
+                op = "+" if so == se else "-"
+                lines.append(f"{indent}const {t} {name} = {_c_const(se, t)} * "
+                             f"({tnames[te]} {op} {tnames[to]});")
+            else:
+                lines.append(f"{indent}const {t} {name} = "
+                             f"{_expr([se, so], [tnames[te], tnames[to]], t)};")
         else:
             lines.append(f"{indent}const {t} {name} = {_expr(out, inputs, t)};")
     return lines
@@ -239,6 +244,26 @@ def _matrix_comment(name, mat):
     return [f" *   {name} ="] + [" *   " + r for r in rows]
 
 
+# Vector types (GCC vector extensions, defined in _simd.h): 64 bytes, lowered by each clone to
+# its widest registers.  The filter transform works in double: 8 lanes either way.
+VEC = {"float": ("convbp_f32x16", 16), "double": ("convbp_f64x8", 8)}
+VEC8 = {"float": "convbp_f32x8", "double": "convbp_f64x8"}
+
+
+def _loop(lines, body, t, indent="    "):
+    """A loop over channels c: whole vectors of lanes, then one channel at a time.
+
+    body(kind) returns the statements for one step, kind "vector" or "scalar"."""
+    lines.append(f"{indent}ptrdiff_t c = 0;")
+    lines.append(f"{indent}for (; c + {VEC[t][1] if body.__name__ != 'filter_body' else 8} <= n; "
+                 f"c += {VEC[t][1] if body.__name__ != 'filter_body' else 8}) {{")
+    lines += body("vector")
+    lines.append(f"{indent}}}")
+    lines.append(f"{indent}for (; c < n; ++c) {{")
+    lines += body("scalar")
+    lines.append(f"{indent}}}")
+
+
 def emit_tile(m):
     at, g, bt = matrices(m)
     alpha = m + R - 1
@@ -248,8 +273,48 @@ def emit_tile(m):
     lines += _matrix_comment("A^T", at) + _matrix_comment("G", g) + _matrix_comment("B^T", bt)
     lines.append(" */")
     a = alpha
+    ind = "        "
     for t, sfx in (("float", "f32"), ("double", "f64")):
+        vt = VEC[t][0]
+
+        def loads(names, offsets, kind, vtype=None, base="src"):
+            out = []
+            for row_names, row_offsets in zip(names, offsets):
+                if kind == "vector":
+                    out.append(ind + " ".join(
+                        f"const {vtype or vt} {nm} = *(const {vtype or vt} *)({base} + {off});"
+                        for nm, off in zip(row_names, row_offsets)))
+                else:
+                    out.append(ind + " ".join(f"const {t} {nm} = {base}[{off}];"
+                                              for nm, off in zip(row_names, row_offsets)))
+            return out
+
+        def stores(names, offsets, kind, vtype=None, base="dst"):
+            out = []
+            for row_names, row_offsets in zip(names, offsets):
+                if kind == "vector":
+                    out.append(ind + " ".join(f"*({vtype or vt} *)({base} + {off}) = {nm};"
+                                              for nm, off in zip(row_names, row_offsets)))
+                else:
+                    out.append(ind + " ".join(f"{base}[{off}] = {nm};"
+                                              for nm, off in zip(row_names, row_offsets)))
+            return out
+
+        def typed(lines_, kind, vtype=None):
+            if kind == "vector":
+                return [ln.replace(f"const {t} ", f"const {vtype or vt} ") for ln in lines_]
+            return lines_
+
         # Input transform.
+        d = [[f"d{i}{j}" for j in range(a)] for i in range(a)]
+        v = [[f"v{i}{j}" for j in range(a)] for i in range(a)]
+        in_off = [[f"{i}*s_row + {j}*s_col + c" for j in range(a)] for i in range(a)]
+        out_off = [[f"{i * a + j}*d_xi + c" for j in range(a)] for i in range(a)]
+        in_math = emit_2d(bt, bt, d, v, t, ind, ("columns: u = B^T d", "rows: v = u B", "u", "w"))
+
+        def input_body(kind):
+            return loads(d, in_off, kind) + typed(in_math, kind) + stores(v, out_off, kind)
+
         lines.append("")
         lines.append(f"/* v = B^T d B for n channels: d[i][j] at src[i*s_row + j*s_col + c], "
                      f"v[k] (k = i*{a} + j) at\n * dst[k*d_xi + c]. */")
@@ -258,23 +323,19 @@ def emit_tile(m):
         lines.append(f"    const {t} *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, "
                      f"{t} *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)")
         lines.append("{")
-        lines.append("    for (ptrdiff_t c = 0; c < n; ++c) {")
-        ind = "        "
-        d = [[f"d{i}{j}" for j in range(a)] for i in range(a)]
-        for i in range(a):
-            lines.append(ind + " ".join(
-                f"const {t} {d[i][j]} = src[{i}*s_row + {j}*s_col + c];" if j == 0 else
-                f"const {t} {d[i][j]} = src[{i}*s_row + {j}*s_col + c];"
-                for j in range(a)))
-        v = [[f"v{i}{j}" for j in range(a)] for i in range(a)]
-        lines += emit_2d(bt, bt, d, v, t, ind,
-                         ("columns: u = B^T d", "rows: v = u B", "u", "w"))
-        for i in range(a):
-            lines.append(ind + " ".join(f"dst[{i * a + j}*d_xi + c] = {v[i][j]};"
-                                        for j in range(a)))
-        lines.append("    }")
+        _loop(lines, input_body, t)
         lines.append("}")
+
         # Output transform.
+        x = [[f"x{i}{j}" for j in range(a)] for i in range(a)]
+        y = [[f"y{i}{j}" for j in range(m)] for i in range(m)]
+        x_off = [[f"{i * a + j}*s_xi + c" for j in range(a)] for i in range(a)]
+        y_off = [[f"{i}*d_row + {j}*d_col + c" for j in range(m)] for i in range(m)]
+        out_math = emit_2d(at, at, x, y, t, ind, ("columns: z = A^T x", "rows: y = z A", "z", "q"))
+
+        def output_body(kind):
+            return loads(x, x_off, kind) + typed(out_math, kind) + stores(y, y_off, kind)
+
         lines.append("")
         lines.append(f"/* y = A^T x A for n channels: x[k] at src[k*s_xi + c], y[i][j] at "
                      f"dst[i*d_row + j*d_col + c]. */")
@@ -283,41 +344,58 @@ def emit_tile(m):
         lines.append(f"    const {t} *restrict src, ptrdiff_t s_xi, {t} *restrict dst, "
                      f"ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)")
         lines.append("{")
-        lines.append("    for (ptrdiff_t c = 0; c < n; ++c) {")
-        x = [[f"x{i}{j}" for j in range(a)] for i in range(a)]
-        for i in range(a):
-            lines.append(ind + " ".join(f"const {t} {x[i][j]} = src[{i * a + j}*s_xi + c];"
-                                        for j in range(a)))
-        y = [[f"y{i}{j}" for j in range(m)] for i in range(m)]
-        lines += emit_2d(at, at, x, y, t, ind,
-                         ("columns: z = A^T x", "rows: y = z A", "z", "q"))
-        for i in range(m):
-            lines.append(ind + " ".join(f"dst[{i}*d_row + {j}*d_col + c] = {y[i][j]};"
-                                        for j in range(m)))
-        lines.append("    }")
+        _loop(lines, output_body, t)
         lines.append("}")
-        # Filter transform, in double whatever the storage type (rounded once).
+
+        # Filter transform, in double whatever the storage type (rounded once).  The vector
+        # loop runs over 8 filters with unit stride (s_c == 1), else one at a time.
+        w = [[f"g{i}{j}" for j in range(R)] for i in range(R)]
+        u = [[f"h{i}{j}" for j in range(a)] for i in range(a)]
+        w_off = [[f"{i}*s_row + {j}*s_col + c*s_c" for j in range(R)] for i in range(R)]
+        u_off = [[f"{i * a + j}*d_xi + c" for j in range(a)] for i in range(a)]
+        f_math = emit_2d(g, g, w, u, "double", ind,
+                         ("columns: e = G w", "rows: h = e G^T", "e", "f"))
+        v8, d8 = VEC8[t], "convbp_f64x8"
+
+        def filter_body(kind):
+            if kind == "vector":
+                out = []
+                for i in range(R):
+                    out.append(ind + " ".join(
+                        f"const {d8} {w[i][j]} = __builtin_convertvector(*(const {v8} *)(src + "
+                        f"{i}*s_row + {j}*s_col + c), {d8});" for j in range(R)))
+                out += [ln.replace("const double ", f"const {d8} ") for ln in f_math]
+                for i in range(a):
+                    out.append(ind + " ".join(
+                        f"*({v8} *)(dst + {u_off[i][j]}) = __builtin_convertvector({u[i][j]}, "
+                        f"{v8});" for j in range(a)))
+                return out
+            out = []
+            for i in range(R):
+                out.append(ind + " ".join(f"const double {w[i][j]} = src[{w_off[i][j]}];"
+                                          for j in range(R)))
+            out += f_math
+            for i in range(a):
+                out.append(ind + " ".join(f"dst[{u_off[i][j]}] = ({t}){u[i][j]};"
+                                          for j in range(a)))
+            return out
+
         lines.append("")
         lines.append(f"/* u = G w G^T for n filters, computed in double and rounded once: w[i][j] "
-                     f"at\n * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c*d_c]. */")
+                     f"at\n * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */")
         lines.append(f"CONVBP_CLONES __attribute__((unused)) static void "
                      f"convbp_wino{m}_filter_{sfx}(")
         lines.append(f"    const {t} *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, "
-                     f"ptrdiff_t s_c, {t} *restrict dst, ptrdiff_t d_xi, ptrdiff_t d_c, "
-                     f"ptrdiff_t n)")
+                     f"ptrdiff_t s_c, {t} *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)")
         lines.append("{")
-        lines.append("    for (ptrdiff_t c = 0; c < n; ++c) {")
-        w = [[f"g{i}{j}" for j in range(R)] for i in range(R)]
-        for i in range(R):
-            lines.append(ind + " ".join(
-                f"const double {w[i][j]} = src[{i}*s_row + {j}*s_col + c*s_c];"
-                for j in range(R)))
-        u = [[f"h{i}{j}" for j in range(a)] for i in range(a)]
-        lines += emit_2d(g, g, w, u, "double", ind,
-                         ("columns: e = G w", "rows: h = e G^T", "e", "f"))
-        for i in range(a):
-            lines.append(ind + " ".join(f"dst[{i * a + j}*d_xi + c*d_c] = ({t}){u[i][j]};"
-                                        for j in range(a)))
+        lines.append("    ptrdiff_t c = 0;")
+        lines.append("    if (s_c == 1) {")
+        lines.append("        for (; c + 8 <= n; c += 8) {")
+        lines += ["    " + ln for ln in filter_body("vector")]
+        lines.append("        }")
+        lines.append("    }")
+        lines.append("    for (; c < n; ++c) {")
+        lines += filter_body("scalar")
         lines.append("    }")
         lines.append("}")
     return lines
