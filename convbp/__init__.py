@@ -9,12 +9,13 @@ the most used ones are also here at the top level.
 
 from . import tf, torch
 from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
-from .tf import conv2d_backprop_input, depthwise_conv2d_backprop_input
+from .tf import choose_algorithm, conv2d_backprop_input, depthwise_conv2d_backprop_input
 from .torch import conv2d_input, conv_transpose2d
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "choose_algorithm",
     "conv2d_backprop_input",
     "conv2d_input",
     "conv_transpose2d",

@@ -549,7 +549,7 @@ def _padded(length):
 # Per-thread scratch target of one chunk of tiles (transformed inputs and GEMM results): large
 # enough for GEMMs of up to 256 tiles at 64 channels (the GEMM rate rises with the tiles per
 # GEMM), small enough to stay near the cache at 512 channels (where 32-64 tiles suffice).
-_WINOGRAD_CHUNK_BYTES = 5 * 2**20
+_WINOGRAD_CHUNK_BYTES = 10 * 2**20
 _WINOGRAD_MAX_TILES = 256
 _WINOGRAD_MIN_TILES = 16
 

@@ -7,7 +7,7 @@ from . import _engine
 from ._geometry import (check_data_format, forward_geometry, int_list,
                         layout_axes, spatial_pair, tf_padding)
 
-__all__ = ["conv2d_backprop_input", "depthwise_conv2d_backprop_input"]
+__all__ = ["choose_algorithm", "conv2d_backprop_input", "depthwise_conv2d_backprop_input"]
 
 
 def tf_input_sizes(input_sizes, out_backprop_shape, filter_shape, data_format):
@@ -112,6 +112,56 @@ def conv2d_backprop_input(input_sizes, filter, out_backprop, strides, padding, *
     _engine.backprop_input(call.dy, call.filter, call.dx, call.geometry, groups, call.threads,
                            algorithm)
     return call.out
+
+
+def choose_algorithm(input_sizes, filter_shape, strides, padding, *, data_format="NHWC",
+                     dilations=1, explicit_paddings=None, dtype="float32"):
+    """The algorithm ``conv2d_backprop_input(..., algorithm="auto")`` would use, and why.
+
+    Like ``scipy.signal.choose_conv_method``: the answer depends on the geometry, the dtype
+    and the machine only (never on the thread count, so results stay bitwise identical).
+
+    Parameters
+    ----------
+    input_sizes : sequence of 4 ints
+        Shape of the convolution's input in ``data_format`` order.
+    filter_shape : sequence of 4 ints (KH, KW, C_in, C_out)
+        The filter's shape (HWIO); C_in = C / groups.
+    strides, padding, data_format, dilations, explicit_paddings
+        As for :func:`conv2d_backprop_input`.
+    dtype : str or dtype, default "float32"
+
+    Returns
+    -------
+    Choice
+        ``algorithm`` ("gemm", "winograd" or "depthwise"), ``tile`` (the Winograd output tile
+        m of F(m x m, 3 x 3), else None) and ``reason`` (a sentence).
+
+    Examples
+    --------
+    >>> import convbp
+    >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 1, "SAME").algorithm
+    'winograd'
+    >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 2, "SAME").algorithm
+    'gemm'
+    """
+    data_format = check_data_format(data_format)
+    sizes = tuple(int_list(input_sizes, "input_sizes", minimum=0))
+    kh, kw, c_group, f = (int(v) for v in int_list(filter_shape, "filter_shape", minimum=0))
+    if len(sizes) != 4:
+        raise ValueError(f"input_sizes must have 4 ints ({data_format} order): {sizes}")
+    n, h, w, c = (sizes[i] for i in layout_axes(data_format))
+    if c_group < 1 or c % c_group or f % (c // c_group):
+        raise ValueError(f"filter_shape {tuple(filter_shape)} does not fit an input of {c} "
+                         f"channels")
+    geometry = forward_geometry((h, w), (kh, kw), spatial_pair(strides, "strides", data_format),
+                                spatial_pair(dilations, "dilations", data_format),
+                                tf_padding(padding, explicit_paddings, data_format))
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float16, np.float32, np.float64):
+        raise TypeError(f"dtype must be float16, float32 or float64, got {dtype}")
+    return _engine.choose_backprop_input((n,) + geometry.out_hw + (f,), (n, h, w, c), geometry,
+                                         c // c_group, dtype)
 
 
 def _conv2d_depth(c, filter_shape):
