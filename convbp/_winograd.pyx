@@ -61,6 +61,7 @@ cdef struct Plan:
     Py_ssize_t dil_h, dil_w
     Py_ssize_t tiles_h, tiles_w    # tile grid of the largest phase
     Py_ssize_t chunk_tiles, chunks # tiles per chunk, chunks per (group, phase)
+    Py_ssize_t co_split            # units split the block's F output channels in this many parts
     Py_ssize_t band_w              # widest input band of one tile row in a chunk (columns)
     bint u_co_inner                # U[g, xi] stored (C, F) row-major; else (F, C)
 
@@ -150,9 +151,11 @@ cdef void _gather_tile(const Plan* p, const View* v, const floating* img, Py_ssi
 
 
 cdef void _correlate_chunk(const Plan* p, const View* v, const floating* U, Py_ssize_t t0,
-                           Py_ssize_t t1, floating* scratch) noexcept nogil:
-    """Tiles [t0, t1) (flat over n, tile row, tile column) of one sub-problem."""
-    cdef Py_ssize_t m = p.m, a = p.alpha, XI = p.xi, C = p.C, F = p.F
+                           Py_ssize_t t1, Py_ssize_t co_lo, Py_ssize_t F,
+                           floating* scratch) noexcept nogil:
+    """Tiles [t0, t1) (flat over n, tile row, tile column) of one sub-problem, output channels
+    [co_lo, co_lo + F) of the block."""
+    cdef Py_ssize_t m = p.m, a = p.alpha, XI = p.xi, C = p.C
     cdef Py_ssize_t T = p.chunk_tiles
     cdef Py_ssize_t per_image = v.tiles_h * v.tiles_w
     # Scratch: transformed inputs V (T, XI, C), GEMM results M (T, XI, F), a tile, a band.
@@ -161,7 +164,7 @@ cdef void _correlate_chunk(const Plan* p, const View* v, const floating* U, Py_s
     cdef floating* tile = Mt + T * XI * F
     cdef floating* band = tile + XI * max(C, F)
     cdef const floating* inp = <const floating*>v.inp
-    cdef floating* out = <floating*>v.out
+    cdef floating* out = <floating*>v.out + co_lo * v.out_c
     cdef const floating* img
     cdef floating* oimg
     cdef Py_ssize_t t, s, s_end, n, ty, tx, tx_end, y0, x0, x_lo, x_hi, bw, i, j, y, k
@@ -213,10 +216,10 @@ cdef void _correlate_chunk(const Plan* p, const View* v, const floating* U, Py_s
     # Stage 3: one GEMM per transform point, over every tile of the chunk.
     for xi in range(XI):
         if p.u_co_inner:
-            _gemm(False, F, t1 - t0, C, U + xi * C * F, F, Vt + xi * C, XI * C,
+            _gemm(False, F, t1 - t0, C, U + xi * C * p.F + co_lo, p.F, Vt + xi * C, XI * C,
                   Mt + xi * F, XI * F)
         else:
-            _gemm(True, F, t1 - t0, C, U + xi * C * F, C, Vt + xi * C, XI * C,
+            _gemm(True, F, t1 - t0, C, U + xi * C * p.F + co_lo * C, C, Vt + xi * C, XI * C,
                   Mt + xi * F, XI * F)
 
     # Stage 4: output transform, scattered into out.
@@ -298,8 +301,9 @@ def correlate(const floating[:, :, :, :] inp,
     cdef Py_ssize_t s_out[4]
     cdef Py_ssize_t F_total = out.shape[3] // groups
     cdef Py_ssize_t phases = p.dil_h * p.dil_w
-    cdef Py_ssize_t units = groups * phases * p.chunks
-    cdef Py_ssize_t unit, sub, g, phase, chunk, t0, t1, total
+    cdef Py_ssize_t units = groups * phases * p.chunks * p.co_split
+    cdef Py_ssize_t split_f = _ceil_div(p.F, p.co_split)
+    cdef Py_ssize_t unit, sub, g, phase, chunk, t0, t1, total, part, co_lo
     cdef View v
     cdef Py_ssize_t k
     for k in range(4):
@@ -308,8 +312,10 @@ def correlate(const floating[:, :, :, :] inp,
     if units == 0 or p.N == 0:
         return
     for unit in prange(units, nogil=True, num_threads=num_threads, schedule='dynamic'):
-        chunk = unit % p.chunks
-        sub = unit // p.chunks
+        part = unit % p.co_split
+        chunk = (unit // p.co_split) % p.chunks
+        sub = unit // (p.co_split * p.chunks)
+        co_lo = part * split_f
         g = sub // phases
         phase = sub % phases
         v = _sub_problem(&p, phase // p.dil_w, phase % p.dil_w,
@@ -318,9 +324,9 @@ def correlate(const floating[:, :, :, :] inp,
         total = p.N * v.tiles_h * v.tiles_w
         t0 = chunk * p.chunk_tiles
         t1 = min(t0 + p.chunk_tiles, total)
-        if t0 < t1:
-            _correlate_chunk(&p, &v, &U[g * p.xi * p.C * p.F], t0, t1,
-                             &workspace[threadid(), 0])
+        if t0 < t1 and co_lo < p.F:
+            _correlate_chunk(&p, &v, &U[g * p.xi * p.C * p.F], t0, t1, co_lo,
+                             min(split_f, p.F - co_lo), &workspace[threadid(), 0])
 
 
 def transform_filter(const floating[:, :, :, :, :] filt,

@@ -211,6 +211,7 @@ GEOMETRIES = [
     (3, 6, 5, 18, 18, ((0, 2), (2, 0)), 1, 3),
     (1, 16, 21, 16, 32, 4, 2, 2),
     (2, 11, 8, 40, 24, 3, 3, 1),
+    (1, 6, 7, 260, 16, 1, 1, 1),  # few tiles, many output channels: units split the channels
 ]
 
 
@@ -269,6 +270,11 @@ def test_one_and_two_threads_bitwise_equal(layout, dtype):
     b = run(layout, dy, filt, shape, pads, threads=2)
     c = run(layout, dy, filt, shape, pads, threads=2)
     assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+def test_channel_split_plan():
+    assert _engine.winograd_plan(1, (6, 7), (6, 7), 16, 260, 1, (1, 1), 4, 4, cores=2)[
+        "co_split"] == 2
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
