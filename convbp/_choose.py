@@ -3,8 +3,8 @@
 ``choose`` answers for one call's geometry and dtype -- never its thread count, so a result is
 bitwise identical whatever ``num_threads`` is -- with the algorithm, the Winograd tile and the
 reason, the way ``scipy.signal.choose_conv_method`` answers for ``scipy.signal.convolve``.
-The rule is a cost model fitted to measurements on the benchmark machines (2-core AMD EPYC Zen 4
-and Intel Xeon, both AVX-512); see ``choose`` for the figures behind it.
+The rule is a cost model fitted to forced-algorithm timings on a 2-core AMD EPYC (Zen 4,
+AVX-512); ``choose`` lists the figures behind it.
 """
 
 from dataclasses import dataclass
@@ -46,17 +46,32 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
     why = winograd_applies(kernel_hw, strides)
     if why is not None:
         return Choice("gemm", None, why)
-    # Measured (bench_backprop_input.py, 2 threads): Winograd pays from ~16 channels a side;
-    # below that the tile transforms cost more than the GEMM saves.
-    small = min(c_group, f_group)
-    if small < 16:
-        return Choice("gemm", None, f"{small} channels per group: too few for Winograd's "
-                                    "transforms to pay")
+    # The rule, from forced-algorithm timings (2 threads, AMD EPYC Zen 4; gemm time / winograd
+    # time in brackets, float32 / float64):
+    # - Few output pixels: the per-call filter transform (alpha^2 x C x F) and small GEMMs
+    #   outweigh the saving.  1x8x8 (64 px) 0.61/0.80, 2x4x4 (32 px) 0.41/0.53, 2x8x8x256
+    #   (128 px) 1.13/0.96, 1x16x16x64 (256 px) 1.11/1.61: Winograd from 256 pixels.
+    # - Channels: the transforms run along channels in 64-byte vectors (16 floats, 8 doubles).
+    #   With both sides at least one vector Winograd wins (16->16 1.98/1.87, 8->8 0.81/1.59,
+    #   12->12 0.84/1.38); with one side of 3-12 channels it still wins when the other has 32 or
+    #   more (3->32 1.18/1.11, 32->3 2.13/2.22, 4->64 1.26/0.98, 8->64 1.17/1.03, 64->8
+    #   2.35/2.06); one channel a side never (1->32 0.84/0.66).
+    lanes = 64 // itemsize
+    small, large = min(c_group, f_group), max(c_group, f_group)
+    pixels = n * out_hw[0] * out_hw[1]
+    if pixels < 256:
+        return Choice("gemm", None, f"{pixels} output pixels: too few for Winograd's filter "
+                                    "transform to pay")
+    if small < lanes and not (small >= 3 and large >= 32):
+        return Choice("gemm", None, f"{c_group} -> {f_group} channels per group: too few for "
+                                    "Winograd's transforms to pay")
     dh, dw = dilations
     oh, ow = -(-out_hw[0] // dh), -(-out_hw[1] // dw)
-    # F(4x4) wastes less than F(2x2) only if the (phase) image spans several 4x4 tiles; at 512
-    # channels F(2x2)'s cheaper filter transform wins on small images.
+    # F(4x4) (36/16 multiplies an output) unless its tiles overhang a small image so far that
+    # it comes within 3/4 of F(2x2) (16/4): the two measured level at 14x14 and 7x7 (within
+    # 5%), F(4x4) 1.3-1.6x ahead from 28x28 up.
     waste4 = (-(-oh // 4) * 4) * (-(-ow // 4) * 4) / (oh * ow)
     waste2 = (-(-oh // 2) * 2) * (-(-ow // 2) * 2) / (oh * ow)
     tile = 4 if 36 / 16 * waste4 < 16 / 4 * waste2 * 0.75 else 2
-    return Choice("winograd", tile, f"3x3 stride 1: Winograd F({tile}x{tile}, 3x3)")
+    return Choice("winograd", tile, f"3x3 stride 1, {c_group} -> {f_group} channels per group, "
+                                    f"{pixels} output pixels: Winograd F({tile}x{tile}, 3x3)")
