@@ -383,3 +383,27 @@ def test_torch_front_against_pytorch_float64(algorithm):
                                   np.abs(weight.transpose(2, 3, 1, 0)), (9, 13), (1, 1),
                                   (2, 2), ((2, 2), (2, 2)), 2)
     assert_winograd_bounded(dx.transpose(0, 2, 3, 1), ref, scale, 12 * 9, np.float64, 4, 2)
+
+
+def test_reads_channels_last_dy_in_place():
+    """Winograd reads dy where it is -- an NCHW-shaped view of NHWC memory, even a negative
+    stride view (which the GEMM path must copy): the call allocates the result, the
+    transformed filter and one thread's scratch, and no copy of dy."""
+    import tracemalloc
+    rng = np.random.default_rng(11)
+    dy = rng.standard_normal((32, 16, 16, 256), dtype=np.float32).transpose(0, 3, 1, 2)
+    weight = rng.standard_normal((256, 4, 3, 3), dtype=np.float32)
+    plan = _engine.winograd_plan(32, (16, 16), (18, 18), 256, 4, 1, (1, 1), 4, 4)
+    own = plan["filter_bytes"] + plan["scratch"] * 4 + 32 * 4 * 18 * 18 * 4
+
+    def peak(grad_output):
+        tracemalloc.start()
+        try:
+            convbp.conv2d_input((32, 4, 18, 18), weight, grad_output, num_threads=1,
+                                algorithm="winograd")
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert peak(dy) < own + 2**20
+    assert peak(dy[:, :, :, ::-1]) < own + 2**20
