@@ -2,26 +2,30 @@
 
 One kernel serves every op and layout.  It computes
 
-    out[n, i, j, co] = sum_{a, b, ci} inp[n, i + a - pad_top, j + b - pad_left, ci] * V[a, b, ci, co]
+    out[n, i, j, co] = sum_{a,b,ci} inp[n, i + a*d_h - pad_top, j + b*d_w - pad_left, ci]
+                                    * V[a, b, ci, co]
 
-(zero outside ``inp``; the pads may be negative or exceed 2) for every group, with dilation by
-polyphase sub-problems: output rows i = d*q + r read input rows of one phase only, so each phase
+(zero outside ``inp``; the pads may be negative or exceed the filter) for every group.  Dilation
+is handled by polyphase sub-problems: output rows i = d*q + r read input rows of one phase only, so each phase
 pair (r_h, r_w) is an undilated correlation on strided views -- no copies.  The input gradient
 of a stride-1 convolution is this correlation of ``dy`` with the flipped, C_in/C_out-swapped
 filter; the forward convolution uses the filter as it is.  Both reach here as strided views.
 
 Pipeline (the stages, run by ``_correlate_chunk`` on one chunk of tiles):
 
-1. filter transform  U[xi] = G w G^T per (ci, co), once per call, in parallel (``transform_filter``);
+1. filter transform  U[xi] = G w G^T per (ci, co), once per call, in parallel
+                     (``transform_filter``);
 2. input transform   V[t, xi, ci] = (B^T d B)[xi] of each tile's alpha x alpha input window;
 3. alpha^2 GEMMs     M[t, xi, :] = V[t, xi, :] . U[xi]   (single-threaded BLAS, all tiles at once);
 4. output transform  out tile = A^T M A, scattered into ``out`` through its strides.
 
-Work units are (group, phase, chunk of tiles); a chunk runs over consecutive tiles in (n, tile
-row, tile column) order, across images, so small images still give large GEMMs.  The split
+Work units are (group, phase, chunk of tiles, part of the output channels); a chunk runs over
+consecutive tiles in (n, tile row, tile column) order, across images, so small images still give
+large GEMMs; wide layers with few tiles split their output channels instead of their tiles.  The split
 depends on the geometry and the machine only, so results are bitwise identical for any number
 of threads.  Channels-last data (unit channel stride) is read in place tile by tile; otherwise a
-band of input rows is moved into channels-last scratch by blocked copies, and the output likewise.
+band of input rows is moved into channels-last scratch by 8x8 register transposes
+(``_winograd_copy.h``), and the output likewise.
 
 Everything here trusts its arguments (checked by ``convbp/_engine.py``).
 """
@@ -33,23 +37,29 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 include "_blas_int.pxi"
 include "_index.pxi"
 
+ctypedef Py_ssize_t ssize  # the header's ptrdiff_t
+
 cdef extern from "_winograd_transforms.h" nogil:
-    void convbp_wino2_input_f32(const float*, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_input_f64(const double*, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_input_f32(const float*, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_input_f64(const double*, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_output_f32(const float*, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_output_f64(const double*, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_output_f32(const float*, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_output_f64(const double*, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_filter_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino2_filter_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_filter_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*, Py_ssize_t, Py_ssize_t)
-    void convbp_wino4_filter_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, double*, Py_ssize_t, Py_ssize_t)
+    # (src, s_row, s_col, dst, d_xi, n): v = B^T d B
+    void convbp_wino2_input_f32(const float*, ssize, ssize, float*, ssize, ssize)
+    void convbp_wino2_input_f64(const double*, ssize, ssize, double*, ssize, ssize)
+    void convbp_wino4_input_f32(const float*, ssize, ssize, float*, ssize, ssize)
+    void convbp_wino4_input_f64(const double*, ssize, ssize, double*, ssize, ssize)
+    # (src, s_xi, dst, d_row, d_col, n): y = A^T x A
+    void convbp_wino2_output_f32(const float*, ssize, float*, ssize, ssize, ssize)
+    void convbp_wino2_output_f64(const double*, ssize, double*, ssize, ssize, ssize)
+    void convbp_wino4_output_f32(const float*, ssize, float*, ssize, ssize, ssize)
+    void convbp_wino4_output_f64(const double*, ssize, double*, ssize, ssize, ssize)
+    # (src, s_row, s_col, s_c, dst, d_xi, n): u = G w G^T
+    void convbp_wino2_filter_f32(const float*, ssize, ssize, ssize, float*, ssize, ssize)
+    void convbp_wino2_filter_f64(const double*, ssize, ssize, ssize, double*, ssize, ssize)
+    void convbp_wino4_filter_f32(const float*, ssize, ssize, ssize, float*, ssize, ssize)
+    void convbp_wino4_filter_f64(const double*, ssize, ssize, ssize, double*, ssize, ssize)
 
 cdef extern from "_winograd_copy.h" nogil:
-    void convbp_copy_2d_f32(float*, Py_ssize_t, Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t)
-    void convbp_copy_2d_f64(double*, Py_ssize_t, Py_ssize_t, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t)
+    # (dst, d_i, d_j, src, s_i, s_j, ni, nj): dst[i*d_i + j*d_j] = src[i*s_i + j*s_j]
+    void convbp_copy_2d_f32(float*, ssize, ssize, const float*, ssize, ssize, ssize, ssize)
+    void convbp_copy_2d_f64(double*, ssize, ssize, const double*, ssize, ssize, ssize, ssize)
 
 
 cdef struct Plan:
@@ -260,7 +270,8 @@ cdef void _correlate_chunk(const Plan* p, const View* v, const floating* U, Py_s
 
 
 cdef View _sub_problem(const Plan* p, Py_ssize_t rh, Py_ssize_t rw, const floating* inp,
-                       const Py_ssize_t* s_in, floating* out, const Py_ssize_t* s_out) noexcept nogil:
+                       const Py_ssize_t* s_in, floating* out,
+                       const Py_ssize_t* s_out) noexcept nogil:
     """View v of output phase (rh, rw): output rows rh, rh + d, ... read input rows of phase
     b = (rh - pad_top) mod d, with offset floor((rh - pad_top) / d) (likewise columns)."""
     cdef Py_ssize_t bh = _floor_div(rh - p.pad_top, p.dil_h)
