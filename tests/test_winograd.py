@@ -407,3 +407,47 @@ def test_reads_channels_last_dy_in_place():
 
     assert peak(dy) < own + 2**20
     assert peak(dy[:, :, :, ::-1]) < own + 2**20
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_negative_strides(layout):
+    """dy, the filter and out all reversed along an axis (views, no copies)."""
+    rng = np.random.default_rng(12)
+    dy = rng.standard_normal((2, 12, 10, 20))[:, ::-1]
+    filt = rng.standard_normal((3, 3, 18, 20))[:, :, ::-1]
+    shape, pads = (2, 12, 10, 18), ((1, 1), (1, 1))
+    exact, scale = bounds(dy, filt, shape, pads, 1, 1)
+    if layout == "NHWC":
+        out = np.empty(shape)[:, :, ::-1]
+        res = convbp.conv2d_backprop_input(shape, filt, dy, 1, "SAME", out=out,
+                                           algorithm="winograd")
+    else:
+        out = np.empty((2, 18, 12, 10))[:, ::-1]
+        res = convbp.conv2d_backprop_input((2, 18, 12, 10), filt, dy.transpose(0, 3, 1, 2), 1,
+                                           "SAME", data_format="NCHW", out=out,
+                                           algorithm="winograd").transpose(0, 2, 3, 1)
+    assert_winograd_bounded(res, exact, scale, 20 * 9, np.float64)
+
+
+AUTO_SIZES = [
+    # n, h, w, c (dx), f (dy) -- sizes "auto" runs by Winograd
+    (1, 16, 16, 16, 16),
+    (2, 12, 14, 3, 32),
+    (2, 12, 14, 32, 3),
+    (1, 20, 18, 64, 8),
+    (1, 9, 30, 48, 17),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", AUTO_SIZES)
+def test_auto_winograd_within_the_dot_product_bound(size, dtype):
+    n, h, w, c, f = size
+    rng = np.random.default_rng(13)
+    dy, filt, shape, pads = case(rng, n, h, w, c, f, 1, dtype=dtype)
+    choice = convbp.choose_algorithm(shape, filt.shape, 1, "SAME", dtype=dtype)
+    assert choice.algorithm == "winograd", choice
+    exact, scale = bounds(dy, filt, shape, pads, 1, 1)
+    for layout in LAYOUTS:
+        dx = run(layout, dy, filt, shape, pads, algorithm="auto")
+        assert_bounded(dx, exact, scale, f * 9, dtype)
