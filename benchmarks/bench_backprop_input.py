@@ -111,12 +111,27 @@ SHAPES = (
     Shape("vgg", 4, 112, 112, 128, 3, 3, 128, 1, "SAME"),
 )
 
+# Shapes the algorithm choice was not tuned on (--heldout): 3x3 stride 1 at 32-512 channels
+# and various image sizes, C_in != C_out, dilated wide layers, 5x5, 1x7, stride-2 VALID.
+HELDOUT = (
+    Shape("h_c32_64", 16, 56, 56, 32, 3, 3, 64, 1, "SAME"),
+    Shape("h_c128_256", 8, 28, 28, 128, 3, 3, 256, 1, "SAME"),
+    Shape("h_c512_14", 8, 14, 14, 512, 3, 3, 512, 1, "SAME"),
+    Shape("h_7x7x512", 32, 7, 7, 512, 3, 3, 512, 1, "SAME"),
+    Shape("h_img128", 2, 128, 128, 64, 3, 3, 32, 1, "SAME"),
+    Shape("h_dil_wide", 4, 32, 32, 256, 3, 3, 256, 1, "SAME", 2),
+    Shape("h_5x5", 8, 28, 28, 64, 5, 5, 64, 1, "SAME"),
+    Shape("h_1x7", 8, 17, 17, 128, 1, 7, 128, 1, "SAME"),
+    Shape("h_s2_valid", 8, 56, 56, 64, 3, 3, 128, 2, "VALID"),
+    Shape("h_c16", 8, 64, 64, 16, 3, 3, 16, 1, "SAME"),
+)
+
 
 # ---------------------------------------------------------------------------------------------
 # Contenders.  Each factory returns (run, to_nhwc): run() computes one gradient and returns it,
 # to_nhwc(result) turns that result into a logical-NHWC NumPy array for the cross-check.
 
-def make_convbp(shape, layout, dy, filt, threads):
+def make_convbp(shape, layout, dy, filt, threads, algorithm="auto"):
     if layout == "NHWC":
         sizes = (shape.n, shape.h, shape.w, shape.c_in)
     else:
@@ -125,9 +140,25 @@ def make_convbp(shape, layout, dy, filt, threads):
     def run():
         return convbp.conv2d_backprop_input(sizes, filt, dy, shape.stride, shape.padding,
                                             data_format=layout, dilations=shape.dilation,
-                                            num_threads=threads)
+                                            num_threads=threads, algorithm=algorithm)
 
     return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
+
+
+def make_forced(algorithm):
+    """A contender: convbp with ``algorithm`` forced ("gemm", "winograd"); it raises (and is
+    skipped) where the algorithm does not apply."""
+    def factory(shape, layout, dy, filt, threads):
+        return make_convbp(shape, layout, dy, filt, threads, algorithm)
+    return factory
+
+
+def auto_choice(shape, dtype):
+    """What algorithm="auto" picks for the shape, e.g. "winograd F(4x4)"."""
+    choice = convbp.choose_algorithm((shape.n, shape.h, shape.w, shape.c_in),
+                                     (shape.kh, shape.kw, shape.c_in, shape.c_out), shape.stride,
+                                     shape.padding, dilations=shape.dilation, dtype=dtype)
+    return choice.algorithm + (f" F({choice.tile}x{choice.tile})" if choice.tile else "")
 
 
 def make_torch(shape, layout, dy, filt, threads):
@@ -282,7 +313,7 @@ def run_case(shape, layout, dtype, args, contenders):
                                dtype=np.float64).astype(dtype)
     record = dict(shape=shape.name, geometry=shape.describe(), layout=layout, dtype=dtype,
                   flops=shape.flops, pads=shape.pads(), out_hw=(oh, ow),
-                  times={}, median_s={}, gflops={}, skipped={})
+                  times={}, median_s={}, gflops={}, skipped={}, auto=auto_choice(shape, dtype))
 
     runs, converters = {}, {}
     for name, factory in contenders.items():
@@ -302,7 +333,7 @@ def run_case(shape, layout, dtype, args, contenders):
         to_a, a = converters["convbp"]
         a = to_a(a)
         errors = {}
-        for name in ("torch", "tf", "numpy"):
+        for name in ("torch", "tf", "numpy", "gemm", "winograd"):
             if name in converters:
                 to_b, b = converters[name]
                 errors[name] = rel_max_error(a, to_b(b))
@@ -403,16 +434,17 @@ def fmt(value, spec=".1f"):
 
 
 def print_table(records, contenders):
-    extra = [name for name in ("tf", "numpy") if name in contenders
+    extra = [name for name in ("gemm", "winograd", "tf", "numpy") if name in contenders
              and any(name in r["gflops"] or name in r["skipped"] for r in records)]
-    cols = (["shape", "layout", "dtype", "convbp", "torch", "speedup"] + extra
+    cols = (["shape", "layout", "dtype", "auto", "convbp", "torch", "speedup"] + extra
             + ["ms", "spread", "rel err"])
     rows = []
     for r in records:
         err = max(r.get("verify", {}).get("errors", {}).values(), default=None)
         flag = "" if r.get("verify", {}).get("ok", True) else " FAIL"
         speedup = r.get("speedup_vs_torch")
-        row = [r["shape"], r["layout"], r["dtype"], fmt(r["gflops"].get("convbp")),
+        row = [r["shape"], r["layout"], r["dtype"], r.get("auto", "-"),
+               fmt(r["gflops"].get("convbp")),
                fmt(r["gflops"].get("torch")) if "torch" in contenders else "-",
                fmt(speedup, ".2f") + "x" if speedup else ("n/a" if "torch" in contenders
                                                          else "-")]
@@ -423,13 +455,14 @@ def print_table(records, contenders):
                 (fmt(err, ".1e") if err is not None else "-") + flag]
         rows.append(row)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time; ms = convbp "
-          "median; spread = largest\ninterquartile range / median of any contender; rel err = "
-          "max|convbp - other| / max|other|,\nthe largest over the other contenders")
-    print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
+    print("GFLOP/s (median of the timed calls); convbp = algorithm \"auto\" (its pick in the auto "
+          "column), gemm / winograd = that\nalgorithm forced; speedup = torch time / convbp time; "
+          "ms = convbp median; spread = largest\ninterquartile range / median of any contender; "
+          "rel err = max|convbp - other| / max|other|,\nthe largest over the other contenders")
+    print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
                     enumerate(zip(cols, widths))))
     for row in rows:
-        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in
+        print("  ".join(v.ljust(w) if i < 4 else v.rjust(w) for i, (v, w) in
                         enumerate(zip(row, widths))))
     print()
 
@@ -499,7 +532,7 @@ def write_png(path, records, info):
         return False
     fig, axes = plt.subplots(len(dtypes), 1, figsize=(10, 3.6 * len(dtypes)), squeeze=False)
     for ax, dtype in zip(axes[:, 0], dtypes):
-        names = [s.name for s in SHAPES if any(r["shape"] == s.name and r["dtype"] == dtype
+        names = [s.name for s in SHAPES + HELDOUT if any(r["shape"] == s.name and r["dtype"] == dtype
                                                for r in records)]
         x = np.arange(len(names))
         for i, layout in enumerate(LAYOUTS):
@@ -537,12 +570,16 @@ def parse_args(argv=None):
                    help="warm-up calls for PyTorch and TensorFlow (default 20; 5 with "
                         "--quick); convbp gets 3 (with its verification call), numpy 1")
     p.add_argument("--quick", action="store_true", help="fewer rounds and warm-ups")
+    p.add_argument("--heldout", action="store_true",
+                   help="the held-out shapes instead of the public ones")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every contender (default: all cores available)")
     p.add_argument("--numpy", action="store_true",
                    help="time the NumPy reference on every shape (default: only small ones)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-tf", action="store_true", help="leave TensorFlow out")
+    p.add_argument("--no-forced", action="store_true",
+                   help="do not time convbp with each algorithm forced (gemm, winograd)")
     p.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"),
                    help="where to write the results (default %(default)s)")
     p.add_argument("--png", default=None,
@@ -567,6 +604,9 @@ def main(argv=None):
         print(f"note: --repeat {args.repeat} < 5, medians will be noisy", file=sys.stderr)
     tf = None if args.no_tf else setup_tf(args.threads)
     contenders = {"convbp": make_convbp}
+    if not args.no_forced:
+        contenders["gemm"] = make_forced("gemm")
+        contenders["winograd"] = make_forced("winograd")
     if torch is not None and not args.no_torch:
         torch.set_num_threads(args.threads)
         contenders["torch"] = make_torch
@@ -575,7 +615,8 @@ def main(argv=None):
     contenders["numpy"] = make_numpy
 
     wanted = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    shapes = [s for s in SHAPES if not wanted or any(w in s.name for w in wanted)]
+    shapes = [s for s in (HELDOUT if args.heldout else SHAPES)
+              if not wanted or any(w in s.name for w in wanted)]
     if not shapes:
         sys.exit(f"no shape matches --shapes {args.shapes!r}; names: "
                  + ", ".join(s.name for s in SHAPES))
@@ -609,7 +650,8 @@ def main(argv=None):
                     skipped = "".join(f"; {k} n/a ({why})" for k, why in r["skipped"].items())
                     speed = (f" ({r['speedup_vs_torch']:.2f}x)" if "speedup_vs_torch" in r
                              else "")
-                    print(f"[{len(records)}/{total}] {shape.name:<11} {layout} {dtype}: convbp "
+                    print(f"[{len(records)}/{total}] {shape.name:<11} {layout} {dtype} "
+                          f"(auto: {r['auto']}): convbp "
                           f"{fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
                           f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
         overhead = call_overhead(args.threads)

@@ -11,11 +11,12 @@ from . import tf, torch
 from ._config import show_config
 from ._engine import default_num_threads, get_workspace_limit, set_workspace_limit
 from ._version import __version__
-from .tf import conv2d_backprop_input, depthwise_conv2d_backprop_input
+from .tf import choose_algorithm, conv2d_backprop_input, depthwise_conv2d_backprop_input
 from .torch import conv2d_input, conv_transpose2d
 
 __all__ = [
     "__version__",
+    "choose_algorithm",
     "conv2d_backprop_input",
     "conv2d_input",
     "conv_transpose2d",

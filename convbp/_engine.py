@@ -16,7 +16,8 @@ from ._threads import (bounded_openmp_spinning, default_num_threads, kernel_team
                        machine_cores, thread_count)
 
 with bounded_openmp_spinning():  # libgomp is loaded, and reads its settings, here
-    from . import _depthwise, _gemm  # type: ignore[attr-defined]  # compiled, no stubs
+    from . import _depthwise, _gemm, _winograd  # type: ignore[attr-defined]  # no stubs
+from . import _choose
 
 __all__ = ["backprop_filter", "backprop_input", "compute", "depthwise_backprop_filter",
            "depthwise_backprop_input", "depthwise_forward", "forward", "get_workspace_limit",
@@ -278,9 +279,13 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     dy           (N, OH, OW, F), any strides
     filter_hwio  (KH, KW, C/groups, F)
     dx           (N, H, W, C) writable, any strides; fully overwritten
-    algorithm    a name from ``ALGORITHMS``, checked by the caller (only GEMM + col2im so far)
+    algorithm    "auto" (``choose_for``), "gemm" or "winograd" (3x3, stride 1, not depthwise;
+                 else a ValueError)
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
+    algorithm = check_algorithm(algorithm)
+    choice = _algorithm_choice("input", dx.shape, dy.shape, geometry, groups, dx.dtype,
+                               algorithm)
     n, h, w, c = dx.shape
     f = dy.shape[3]
     if dx.size == 0:
@@ -293,6 +298,14 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
         backprop_input(dy.astype(np.float32), filter_hwio.astype(np.float32), dx32, geometry,
                        groups, num_threads, algorithm)
         dx[...] = dx32
+        return dx
+
+    if choice.algorithm == "winograd":
+        kh, kw = geometry.kernel_hw
+        dil = geometry.dilations
+        pads = ((kh - 1) * dil[0] - geometry.pads[0][0], (kw - 1) * dil[1] - geometry.pads[1][0])
+        winograd_correlate(dy, flipped_filter(filter_hwio, groups), dx, pads, dil, num_threads,
+                           choice.tile)
         return dx
 
     if groups > 1 and c == groups:
@@ -311,8 +324,6 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     dy_pixel_major, dy_ld = dy_layout
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
-    if taps > _gemm.BLAS_INT_MAX or f > _gemm.BLAS_INT_MAX:
-        raise ValueError(f"filter is too large for BLAS: {taps} taps x {f} output channels")
     wmat = _filter_matrix(filter_hwio, taps, f)
 
     # Column-buffer orientation: col2im's inner loop runs along the column buffer's unit stride,
@@ -354,13 +365,13 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
     x            (N, H, W, C), any strides
     filter_hwio  (KH, KW, C/groups, F)
     y            (N, OH, OW, F) writable, any strides; fully overwritten
-    algorithm    "auto" or "gemm": im2col + GEMM (direct kernel for depthwise)
+    algorithm    "auto" (``choose_for``), "gemm" (im2col + GEMM; the direct kernel for
+                 depthwise) or "winograd" (3x3, stride 1, not depthwise; else a ValueError)
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
-    # The one dispatch point for other algorithms.
-    if algorithm == "winograd":
-        raise ValueError("algorithm='winograd' is not available for the forward convolution "
-                         "in this build; use algorithm='auto' or 'gemm'")
+    algorithm = check_algorithm(algorithm)
+    choice = _algorithm_choice("forward", x.shape, y.shape, geometry, groups, y.dtype,
+                               algorithm)
     n, h, w, c = x.shape
     f = y.shape[3]
     if y.size == 0:
@@ -372,8 +383,14 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
     if y.dtype == np.float16:  # accumulate in float32, store float16
         y32 = np.empty(y.shape, np.float32)
         forward(x.astype(np.float32), filter_hwio.astype(np.float32), y32, geometry, groups,
-                num_threads)
+                num_threads, algorithm)
         y[...] = y32
+        return y
+
+    if choice.algorithm == "winograd":  # the stride-1 correlation of x by the filter
+        pads = (geometry.pads[0][0], geometry.pads[1][0])
+        winograd_correlate(x, grouped_filter(filter_hwio, groups), y, pads, geometry.dilations,
+                           num_threads, choice.tile)
         return y
 
     if groups > 1 and c == groups:  # depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M)
@@ -504,6 +521,35 @@ def _reduce_in_order(partials, out):
 
 
 ALGORITHMS = ("auto", "gemm", "winograd")
+
+
+def choose_for(op, x_shape, y_shape, geometry, groups, dtype):
+    """The :class:`convbp._choose.Choice` that ``algorithm="auto"`` makes for ``op`` ("forward"
+    or "input") of the convolution of ``x_shape`` into ``y_shape`` (logical NHWC shapes):
+    deterministic in the geometry, dtype and machine.  Both ops are one stride-1 correlation:
+    of x by the filter (forward), or of y by the flipped, transposed filter (input gradient)."""
+    n, c, f = x_shape[0], x_shape[3], y_shape[3]
+    x_hw, y_hw = tuple(x_shape[1:3]), tuple(y_shape[1:3])
+    corr = (x_hw, y_hw, c, f) if op == "forward" else (y_hw, x_hw, f, c)
+    itemsize = 4 if np.dtype(dtype) == np.float16 else np.dtype(dtype).itemsize
+    return _choose.choose(n, corr[0], corr[1], geometry.kernel_hw, geometry.strides,
+                          geometry.dilations, corr[2], corr[3], groups, itemsize,
+                          depthwise=groups > 1 and c == groups)
+
+
+def _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm):
+    if algorithm == "auto":
+        return choose_for(op, x_shape, y_shape, geometry, groups, dtype)
+    if algorithm == "winograd":
+        c = x_shape[3]
+        why = _choose.winograd_applies(geometry.kernel_hw, geometry.strides,
+                                       groups > 1 and c == groups)
+        if why is not None:
+            raise ValueError(f"algorithm='winograd' does not apply: {why}; use "
+                             f"algorithm='auto' or 'gemm'")
+        auto = choose_for(op, x_shape, y_shape, geometry, groups, dtype)
+        return _choose.Choice("winograd", auto.tile or 4, "requested")
+    return _choose.Choice("gemm", None, "requested")
 
 
 def check_algorithm(algorithm):
@@ -695,6 +741,138 @@ def _padded(length):
     """A per-thread buffer row length: rounded up and padded by 16 elements (at least 64 bytes),
     so rows of different threads never share a cache line."""
     return -(-length // 16) * 16 + 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Winograd (3x3, stride 1): the correlation kernel in _winograd.pyx, shared by every op.
+
+# Per-thread scratch target of one chunk of tiles (transformed inputs and GEMM results): large
+# enough for GEMMs of up to 256 tiles at 64 channels (the GEMM rate rises with the tiles per
+# GEMM), small enough to stay near the cache at 512 channels (where 32-64 tiles suffice).
+_WINOGRAD_CHUNK_BYTES = 10 * 2**20
+_WINOGRAD_MAX_TILES = 256
+_WINOGRAD_MIN_TILES = 16
+# Output channels per part, at least, when units split the channels (see winograd_plan).
+_WINOGRAD_SPLIT_CHANNELS = 128
+# Share of the workspace the transformed filter may take (the rest: per-thread scratch).
+# Measured on 512 -> 512 layers (F(4x4), float32, 36 MiB of transformed filter): two blocks of
+# 256 channels (this share) 21 ms, one block 25 ms, three 23 ms, four 24 ms.
+_WINOGRAD_FILTER_SHARE = 0.5
+
+
+def winograd_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize, cores=None,
+                  limit=None):
+    """How ``winograd_correlate`` splits the work: a dict of the kernel's ``Plan`` fields plus
+    ``filter_block`` (output channels per pass), ``scratch`` (elements per thread) and
+    ``filter_bytes``.  Depends on the geometry, the machine and the workspace limit only."""
+    cores = machine_cores() if cores is None else cores
+    limit = _workspace_limit if limit is None else limit
+    m, a = tile, tile + 2
+    xi = a * a
+    (h, w), (oh, ow), (dh, dw) = in_hw, out_hw, dilations
+    tiles_h, tiles_w = -(-(-(-oh // dh)) // m), -(-(-(-ow // dw)) // m)
+    tiles = n * tiles_h * tiles_w
+    subs = groups * dh * dw
+    # The transformed filter takes at most _WINOGRAD_FILTER_SHARE of the workspace: else output
+    # channels in blocks (each block transforms the inputs again).
+    per_channel = groups * xi * c * itemsize
+    share = int(limit * _WINOGRAD_FILTER_SHARE)
+    block = f if per_channel * f <= share else max(1, share // per_channel)
+    if block < f and block > 16:
+        block -= block % 16
+    blocks = -(-f // block)
+    block = -(-f // blocks)  # equal blocks
+    per_tile = xi * (c + block) * itemsize
+    target = max(_WINOGRAD_MIN_TILES, min(_WINOGRAD_MAX_TILES,
+                                          _WINOGRAD_CHUNK_BYTES // per_tile))
+    chunks = max(1, -(-tiles // target))
+    # Balance: units (sub-problems x chunks x channel parts) a multiple of the cores while
+    # there are few.  Wide layers with few tiles split the output channels rather than shrink
+    # the GEMMs: each GEMM then repacks half the transformed filter for all the tiles (measured
+    # on 8x14x14x256: 15% faster than two chunks of half the tiles).
+    co_split = 1
+    if subs * chunks < 2 * cores and block >= _WINOGRAD_SPLIT_CHANNELS * cores:
+        co_split = cores // math.gcd(subs * chunks, cores)
+    while (subs * chunks * co_split) % cores and subs * chunks * co_split < 8 * cores and \
+            -(-tiles // (chunks + 1)) >= 4:
+        chunks += 1
+    chunk_tiles = max(1, -(-tiles // chunks))
+
+    def scratch(t):
+        band_w = min(t, tiles_w) * m + 2
+        return _winograd.scratch_elements(m, c, block, t, band_w), band_w
+
+    filter_bytes = groups * xi * c * block * itemsize
+    while chunk_tiles > 1 and filter_bytes + cores * scratch(chunk_tiles)[0] * itemsize > limit:
+        chunk_tiles = -(-chunk_tiles // 2)
+    chunks = max(1, -(-tiles // chunk_tiles))
+    elements, band_w = scratch(chunk_tiles)
+    return dict(m=m, alpha=a, xi=xi, N=n, H=h, W=w, C=c, OH=oh, OW=ow, F=block, co0=0,
+                dil_h=dh, dil_w=dw, tiles_h=tiles_h, tiles_w=tiles_w, chunk_tiles=chunk_tiles,
+                chunks=chunks, co_split=co_split, band_w=band_w, filter_block=block,
+                scratch=elements, filter_bytes=filter_bytes, units=subs * chunks * co_split,
+                f_total=f)
+
+
+def winograd_correlate(inp, filt, out, pads, dilations=(1, 1), num_threads=None, tile=4):
+    """``out[n, i, j, g*F + co] = sum inp[n, i + a*d_h - pad_top, j + b*d_w - pad_left, g*C + ci]
+    * filt[g, a, b, ci, co]`` (zero outside ``inp``) by Winograd F(tile x tile, 3 x 3).
+
+    inp   (N, H, W, groups*C) logical NHWC, any strides
+    filt  (groups, 3, 3, C, F), any strides (a flipped, transposed view is read in place)
+    out   (N, OH, OW, groups*F) writable, any strides; fully overwritten
+    pads  (pad_top, pad_left), any ints; dilations (d_h, d_w) >= 1
+    Same dtype (float32 or float64) throughout; the caller has checked the shapes.  The forward
+    stride-1 convolution is this with the HWIO filter as ``grouped_filter(filter, groups)``.
+    """
+    groups, kh, kw, c, f = filt.shape
+    n, oh, ow, _ = out.shape
+    if out.size == 0:
+        return out
+    if inp.size == 0 or filt.size == 0:
+        out[...] = 0
+        return out
+    plan = winograd_plan(n, inp.shape[1:3], (oh, ow), c, f, groups, dilations, tile,
+                         out.itemsize)
+    plan["pad_top"], plan["pad_left"] = (int(p) for p in pads)
+    if max(plan["xi"] * max(c, plan["F"]), plan["chunk_tiles"]) > _gemm.BLAS_INT_MAX:
+        raise ValueError(f"filter is too large for BLAS: {c} x {f} channels")
+    threads = thread_count(num_threads, plan["units"], 2 * n * oh * ow * groups * f * 9 * c)
+    scratch_bytes = plan["scratch"] * out.itemsize
+    threads = max(1, min(threads, (_workspace_limit - plan["filter_bytes"]) // scratch_bytes))
+    workspace = np.empty((threads, plan["scratch"]), out.dtype)
+    block = plan["filter_block"]
+    u = np.empty(plan["filter_bytes"] // out.itemsize, out.dtype)
+    # U[g, xi] as (C, F) when the filter's F axis is the denser, else (F, C): the transform
+    # reads and writes along one unit stride.
+    u_co_inner = abs(filt.strides[4]) <= abs(filt.strides[3])
+    kernel_plan = {k: plan[k] for k in ("m", "alpha", "xi", "N", "H", "W", "C", "OH", "OW",
+                                        "F", "co0", "pad_top", "pad_left", "dil_h", "dil_w",
+                                        "tiles_h", "tiles_w", "chunk_tiles", "chunks",
+                                        "co_split", "band_w")}
+    kernel_plan["u_co_inner"] = u_co_inner
+    with kernel_team(threads):
+        for co0 in range(0, f, block):
+            kernel_plan["co0"], kernel_plan["F"] = co0, min(block, f - co0)
+            ub = u[:groups * plan["xi"] * c * kernel_plan["F"]]
+            _winograd.transform_filter(filt, ub, tile, co0, kernel_plan["F"], u_co_inner,
+                                       threads)
+            _winograd.correlate(inp, ub, out, workspace, kernel_plan, groups, threads)
+    return out
+
+
+def grouped_filter(filter_hwio, groups):
+    """The (groups, KH, KW, C/groups, F/groups) view of an HWIO filter, for the forward pass."""
+    kh, kw, cg, f = filter_hwio.shape
+    return filter_hwio.reshape(kh, kw, cg, groups, f // groups).transpose(3, 0, 1, 2, 4)
+
+
+def flipped_filter(filter_hwio, groups):
+    """The input gradient's filter: spatially flipped, C_in and C_out swapped, per group --
+    a (groups, KH, KW, F/groups, C/groups) view, no copy."""
+    kh, kw, cg, f = filter_hwio.shape
+    return filter_hwio.reshape(kh, kw, cg, groups, f // groups)[::-1, ::-1].transpose(
+        3, 0, 1, 4, 2)
 
 
 def compute(op, x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):

@@ -16,7 +16,7 @@ from . import _engine
 from ._geometry import (check_data_format, forward_geometry, int_list, layout_axes,
                         spatial_pair, spatial_single, tf_padding)
 
-__all__ = ["conv1d", "conv1d_transpose", "conv2d", "conv2d_backprop_filter",
+__all__ = ["choose_algorithm", "conv1d", "conv1d_transpose", "conv2d", "conv2d_backprop_filter",
            "conv2d_backprop_input", "conv2d_transpose", "depthwise_conv2d",
            "depthwise_conv2d_backprop_filter", "depthwise_conv2d_backprop_input"]
 
@@ -367,7 +367,10 @@ def conv2d_backprop_input(input_sizes: Ints, filter: npt.ArrayLike,
     num_threads : int, optional
         Threads to use; default all cores this process may run on.
     algorithm : {"auto", "gemm", "winograd"}, default "auto"
-        Which kernel computes the result; "auto" picks one.
+        "gemm": GEMM + col2im.  "winograd": Winograd F(4x4, 3x3) or F(2x2, 3x3) tiles, for
+        3x3 filters at stride 1 (any dilation, padding, groups; not depthwise) -- faster on
+        wide layers, with an error a small multiple of GEMM's.  "auto" picks by geometry and
+        dtype (never by thread count); ``convbp.choose_algorithm`` says what and why.
 
     Returns
     -------
@@ -867,3 +870,59 @@ def conv1d_transpose(input: npt.ArrayLike, filters: npt.ArrayLike, output_shape:
     dx = tf_call("input", sizes, filt, x, strides, padding, fmt, dilations, None, out4,
                  num_threads, algorithm, names=("output_shape", "filters", "input")).run()
     return _without_height(dx, out, fmt)
+
+
+def choose_algorithm(input_sizes, filter_shape, strides, padding, *, data_format="NHWC",
+                     dilations=1, explicit_paddings=None, dtype="float32", op="input"):
+    """The algorithm ``algorithm="auto"`` would use for the input gradient (``op="input"``,
+    :func:`conv2d_backprop_input`) or the forward convolution (``op="forward"``,
+    :func:`conv2d`), and why.
+
+    Like ``scipy.signal.choose_conv_method``: the answer depends on the geometry, the dtype
+    and the machine only (never on the thread count, so results stay bitwise identical).
+
+    Parameters
+    ----------
+    input_sizes : sequence of 4 ints
+        Shape of the convolution's input in ``data_format`` order.
+    filter_shape : sequence of 4 ints (KH, KW, C_in, C_out)
+        The filter's shape (HWIO); C_in = C / groups.
+    strides, padding, data_format, dilations, explicit_paddings
+        As for :func:`conv2d_backprop_input`.
+    dtype : str or dtype, default "float32"
+    op : {"input", "forward"}, default "input"
+        Which op: the filter gradient has one algorithm (GEMM; depthwise: the direct kernel).
+
+    Returns
+    -------
+    Choice
+        ``algorithm`` ("gemm", "winograd" or "depthwise"), ``tile`` (the Winograd output tile
+        m of F(m x m, 3 x 3), else None) and ``reason`` (a sentence).
+
+    Examples
+    --------
+    >>> import convbp
+    >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 1, "SAME").algorithm
+    'winograd'
+    >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 2, "SAME").algorithm
+    'gemm'
+    """
+    data_format = check_data_format(data_format)
+    sizes = tuple(int_list(input_sizes, "input_sizes", minimum=0))
+    kh, kw, c_group, f = (int(v) for v in int_list(filter_shape, "filter_shape", minimum=0))
+    if len(sizes) != 4:
+        raise ValueError(f"input_sizes must have 4 ints ({data_format} order): {sizes}")
+    n, h, w, c = (sizes[i] for i in layout_axes(data_format))
+    if c_group < 1 or c % c_group or f % (c // c_group):
+        raise ValueError(f"filter_shape {tuple(filter_shape)} does not fit an input of {c} "
+                         f"channels")
+    geometry = forward_geometry((h, w), (kh, kw), spatial_pair(strides, "strides", data_format),
+                                spatial_pair(dilations, "dilations", data_format),
+                                tf_padding(padding, explicit_paddings, data_format))
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float16, np.float32, np.float64):
+        raise TypeError(f"dtype must be float16, float32 or float64, got {dtype}")
+    if op not in ("input", "forward"):
+        raise ValueError(f"op must be 'input' or 'forward', got {op!r}")
+    return _engine.choose_for(op, (n, h, w, c), (n,) + geometry.out_hw + (f,), geometry,
+                              c // c_group, dtype)

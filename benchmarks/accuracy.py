@@ -1,0 +1,82 @@
+"""Errors of each algorithm of conv2d_backprop_input against a float64 reference.
+
+Per (data, dtype, algorithm): rel = max|err| / max|ref| and cw = max |err| / (eps * |W| conv |dy|)
+(the componentwise error in units of eps times the condition scale), for standard-normal data
+and for data with a wide dynamic range (magnitudes log-uniform over 1e-3..1e3), on a
+8x28x28x64 -> 64 3x3 SAME layer (NHWC).  PyTorch's float32 error is shown beside convbp's.
+
+    python benchmarks/accuracy.py
+"""
+
+import numpy as np
+
+import convbp
+from convbp import _choose, _engine
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def reference(dy, w, pad):
+    """dx in float64 (PyTorch autograd when installed, else convbp's GEMM in float64)."""
+    if torch is None:
+        return convbp.conv2d_backprop_input((dy.shape[0], dy.shape[1], dy.shape[2], w.shape[2]),
+                                            w.astype(np.float64), dy.astype(np.float64), 1,
+                                            "SAME", algorithm="gemm")
+    dy_t = torch.from_numpy(np.asarray(dy, np.float64)).permute(0, 3, 1, 2)
+    w_t = torch.from_numpy(np.asarray(w, np.float64)).permute(3, 2, 0, 1)
+    x = torch.zeros((dy.shape[0], w.shape[2]) + dy.shape[1:3], dtype=w_t.dtype)
+    g = torch.ops.aten.convolution_backward(dy_t, x, w_t, None, [1, 1], [pad, pad], [1, 1],
+                                            False, [0, 0], 1, [True, False, False])[0]
+    return g.permute(0, 2, 3, 1).numpy()
+
+
+def torch_f32(dy, w, pad):
+    dy_t = torch.from_numpy(np.asarray(dy, np.float32)).permute(0, 3, 1, 2)
+    w_t = torch.from_numpy(np.asarray(w, np.float32)).permute(3, 2, 0, 1)
+    x = torch.zeros((dy.shape[0], w.shape[2]) + dy.shape[1:3], dtype=torch.float32)
+    g = torch.ops.aten.convolution_backward(dy_t, x, w_t, None, [1, 1], [pad, pad], [1, 1],
+                                            False, [0, 0], 1, [True, False, False])[0]
+    return g.permute(0, 2, 3, 1).numpy()
+
+
+def main():
+    rng = np.random.default_rng(0)
+    n, h, w, c, f = 8, 28, 28, 64, 64
+    print("| data | dtype | algorithm | rel = max|err|/max|ref| | cw = max |err|/(eps |W| conv |dy|) |")
+    print("|---|---|---|---|---|")
+    for data in ("normal", "wide range"):
+        if data == "normal":
+            dy = rng.standard_normal((n, h, w, f))
+            filt = rng.standard_normal((3, 3, c, f))
+        else:
+            dy = 10.0 ** rng.uniform(-3, 3, (n, h, w, f)) * rng.choice([-1, 1], (n, h, w, f))
+            filt = 10.0 ** rng.uniform(-3, 3, (3, 3, c, f)) * rng.choice([-1, 1], (3, 3, c, f))
+        for dtype in (np.float32, np.float64):
+            dy_d, f_d = dy.astype(dtype), filt.astype(dtype)
+            ref = reference(dy_d, f_d, 1)
+            scale = reference(np.abs(dy_d), np.abs(f_d), 1)
+            eps = np.finfo(dtype).eps
+            results = {}
+            for name, tile in (("gemm", None), ("winograd F(2x2)", 2), ("winograd F(4x4)", 4)):
+                if tile is None:
+                    dx = convbp.conv2d_backprop_input((n, h, w, c), f_d, dy_d, 1, "SAME",
+                                                      algorithm="gemm")
+                else:
+                    dx = np.empty((n, h, w, c), dtype)
+                    _engine.winograd_correlate(dy_d, _engine.flipped_filter(f_d, 1), dx, (1, 1),
+                                               (1, 1), None, tile)
+                results[name] = dx
+            if torch is not None and dtype == np.float32:
+                results["PyTorch"] = torch_f32(dy_d, f_d, 1)
+            for name, dx in results.items():
+                err = np.abs(dx.astype(np.float64) - ref)
+                rel = err.max() / np.abs(ref).max()
+                cw = (err / (eps * scale)).max()
+                print(f"| {data} | {np.dtype(dtype).name} | {name} | {rel:.1e} | {cw:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

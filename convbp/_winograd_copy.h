@@ -1,0 +1,120 @@
+/* Strided 2-D block copies for the Winograd kernel: moving tiles between strided arrays (NCHW
+ * memory, views) and its channels-last scratch.  Blocked so both sides stream whole cache lines;
+ * the inner loop runs along the destination's unit stride when it has one, else the source's,
+ * so GCC vectorises the contiguous side.  Compiled for AVX-512, AVX2 and the baseline. */
+#ifndef CONVBP_WINOGRAD_COPY_H
+#define CONVBP_WINOGRAD_COPY_H
+
+#include "_simd.h" /* CONVBP_CLONES */
+#include <stddef.h>
+
+#define CONVBP_COPY_BLOCK 8 /* rows of a block at a power-of-two stride fit an 8-way L1 set */
+
+typedef int convbp_i32x8 __attribute__((vector_size(32)));
+typedef long long convbp_i64x8 __attribute__((vector_size(64)));
+
+/* An 8 x 8 transpose in registers: r[j][i] -> o[i][j], three rounds of two-vector shuffles
+ * (pairs, then pairs of pairs, then halves), which GCC lowers to unpack/permute instructions. */
+#define CONVBP_TRANSPOSE8(V, M, r, o)                                                           \
+    do {                                                                                        \
+        const M lo1_ = {0, 8, 1, 9, 2, 10, 3, 11}, hi1_ = {4, 12, 5, 13, 6, 14, 7, 15};         \
+        const M lo2_ = {0, 1, 8, 9, 2, 3, 10, 11}, hi2_ = {4, 5, 12, 13, 6, 7, 14, 15};         \
+        const M lo4_ = {0, 1, 2, 3, 8, 9, 10, 11}, hi4_ = {4, 5, 6, 7, 12, 13, 14, 15};         \
+        V t_[8], u_[8];                                                                         \
+        for (int k_ = 0; k_ < 4; ++k_) {                                                        \
+            t_[2 * k_] = __builtin_shuffle(r[2 * k_], r[2 * k_ + 1], lo1_);                     \
+            t_[2 * k_ + 1] = __builtin_shuffle(r[2 * k_], r[2 * k_ + 1], hi1_);                 \
+        }                                                                                       \
+        for (int k_ = 0; k_ < 2; ++k_) {                                                        \
+            u_[4 * k_ + 0] = __builtin_shuffle(t_[4 * k_], t_[4 * k_ + 2], lo2_);               \
+            u_[4 * k_ + 1] = __builtin_shuffle(t_[4 * k_], t_[4 * k_ + 2], hi2_);               \
+            u_[4 * k_ + 2] = __builtin_shuffle(t_[4 * k_ + 1], t_[4 * k_ + 3], lo2_);           \
+            u_[4 * k_ + 3] = __builtin_shuffle(t_[4 * k_ + 1], t_[4 * k_ + 3], hi2_);           \
+        }                                                                                       \
+        for (int k_ = 0; k_ < 4; ++k_) {                                                        \
+            o[2 * k_] = __builtin_shuffle(u_[k_], u_[k_ + 4], lo4_);                            \
+            o[2 * k_ + 1] = __builtin_shuffle(u_[k_], u_[k_ + 4], hi4_);                        \
+        }                                                                                       \
+    } while (0)
+
+/* dst[i*d_i + j*d_j] = src[i*s_i + j*s_j] for i < ni, j < nj (zero when src is NULL). */
+#define CONVBP_COPY_2D_DEF(NAME, T, V, M)                                                       \
+    CONVBP_CLONES __attribute__((unused)) static void NAME(                                     \
+        T *restrict dst, ptrdiff_t d_i, ptrdiff_t d_j, const T *restrict src, ptrdiff_t s_i,    \
+        ptrdiff_t s_j, ptrdiff_t ni, ptrdiff_t nj)                                              \
+    {                                                                                           \
+        /* Make j the axis of the smaller destination stride (written innermost). */           \
+        const ptrdiff_t ad_i = d_i < 0 ? -d_i : d_i, ad_j = d_j < 0 ? -d_j : d_j;               \
+        int swap = ad_i < ad_j;                                                                 \
+        if (swap) {                                                                             \
+            ptrdiff_t t_;                                                                       \
+            t_ = d_i; d_i = d_j; d_j = t_;                                                      \
+            t_ = s_i; s_i = s_j; s_j = t_;                                                      \
+            t_ = ni; ni = nj; nj = t_;                                                          \
+        }                                                                                       \
+        if (src == NULL) {                                                                      \
+            for (ptrdiff_t i = 0; i < ni; ++i)                                                  \
+                for (ptrdiff_t j = 0; j < nj; ++j)                                              \
+                    dst[i * d_i + j * d_j] = 0;                                                 \
+            return;                                                                             \
+        }                                                                                       \
+        if (d_j == 1 && s_j == 1) {                                                             \
+            for (ptrdiff_t i = 0; i < ni; ++i) {                                                \
+                T *restrict d = dst + i * d_i;                                                  \
+                const T *restrict s = src + i * s_i;                                            \
+                for (ptrdiff_t j = 0; j < nj; ++j)                                              \
+                    d[j] = s[j];                                                                \
+            }                                                                                   \
+            return;                                                                             \
+        }                                                                                       \
+        ptrdiff_t i8 = 0;                                                                       \
+        if ((d_j == 1 || d_j == 2) && (s_i == 1 || s_i == 2)) {                                 \
+            /* A transpose (strides 2 for a polyphase component of a dilated convolution):      \
+             * 8 x 8 blocks through registers, the rest one by one.  A stride-2 side reads    \
+             * 16 elements and keeps the even ones, or writes lane by lane (never the          \
+             * interleaved elements, which another thread may be writing). */                 \
+            const ptrdiff_t j8 = nj - nj % 8;                                                   \
+            i8 = ni - ni % 8;                                                                   \
+            for (ptrdiff_t i0 = 0; i0 < i8; i0 += 8)                                            \
+                for (ptrdiff_t j0 = 0; j0 < j8; j0 += 8) {                                      \
+                    V r_[8], o_[8];                                                             \
+                    if (s_i == 1) {                                                             \
+                        for (int k = 0; k < 8; ++k)                                             \
+                            r_[k] = *(const V *)(src + i0 + (j0 + k) * s_j);                    \
+                    } else {                                                                    \
+                        const M even_ = {0, 2, 4, 6, 8, 10, 12, 14};                            \
+                        for (int k = 0; k < 8; ++k) {                                           \
+                            const T *p_ = src + 2 * i0 + (j0 + k) * s_j;                        \
+                            r_[k] = __builtin_shuffle(*(const V *)p_, *(const V *)(p_ + 8),     \
+                                                      even_);                                   \
+                        }                                                                       \
+                    }                                                                           \
+                    CONVBP_TRANSPOSE8(V, M, r_, o_);                                            \
+                    if (d_j == 1) {                                                             \
+                        for (int k = 0; k < 8; ++k)                                             \
+                            *(V *)(dst + (i0 + k) * d_i + j0) = o_[k];                          \
+                    } else {                                                                    \
+                        for (int k = 0; k < 8; ++k)                                             \
+                            for (int l = 0; l < 8; ++l)                                         \
+                                dst[(i0 + k) * d_i + (j0 + l) * d_j] = o_[k][l];                \
+                    }                                                                           \
+                }                                                                               \
+            for (ptrdiff_t i = 0; i < i8; ++i)                                                  \
+                for (ptrdiff_t j = j8; j < nj; ++j)                                             \
+                    dst[i * d_i + j * d_j] = src[i * s_i + j * s_j];                            \
+        }                                                                                       \
+        for (ptrdiff_t i0 = i8; i0 < ni; i0 += CONVBP_COPY_BLOCK) {                             \
+            const ptrdiff_t i1 = i0 + CONVBP_COPY_BLOCK < ni ? i0 + CONVBP_COPY_BLOCK : ni;     \
+            for (ptrdiff_t j0 = 0; j0 < nj; j0 += CONVBP_COPY_BLOCK) {                          \
+                const ptrdiff_t j1 = j0 + CONVBP_COPY_BLOCK < nj ? j0 + CONVBP_COPY_BLOCK : nj; \
+                for (ptrdiff_t i = i0; i < i1; ++i)                                             \
+                    for (ptrdiff_t j = j0; j < j1; ++j)                                         \
+                        dst[i * d_i + j * d_j] = src[i * s_i + j * s_j];                        \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+CONVBP_COPY_2D_DEF(convbp_copy_2d_f32, float, convbp_f32x8, convbp_i32x8)
+CONVBP_COPY_2D_DEF(convbp_copy_2d_f64, double, convbp_f64x8, convbp_i64x8)
+
+#endif
