@@ -388,9 +388,18 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
         return y
 
     if choice.algorithm == "winograd":  # the stride-1 correlation of x by the filter
-        pads = (geometry.pads[0][0], geometry.pads[1][0])
-        winograd_correlate(x, grouped_filter(filter_hwio, groups), y, pads, geometry.dilations,
-                           num_threads, choice.tile)
+        # Output rows (columns) whose window lies wholly in the padding are exactly zero;
+        # computed by Winograd they would be rounding noise from the tile's other pixels.
+        (pt, _), (pl, _) = geometry.pads
+        reach_h, reach_w = ((k - 1) * d for k, d in zip(geometry.kernel_hw, geometry.dilations))
+        rows = slice(min(max(0, pt - reach_h), y.shape[1]), max(0, min(y.shape[1], h + pt)))
+        cols = slice(min(max(0, pl - reach_w), y.shape[2]), max(0, min(y.shape[2], w + pl)))
+        inner = y[:, rows, cols]
+        if inner.size < y.size:
+            y[...] = 0
+        winograd_correlate(x, grouped_filter(filter_hwio, groups), inner,
+                           (pt - rows.start, pl - cols.start), geometry.dilations, num_threads,
+                           choice.tile)
         return y
 
     if groups > 1 and c == groups:  # depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M)

@@ -149,9 +149,45 @@ def test_bitwise_identical_for_any_thread_count(case, layout, limit):
             results[0]).tobytes()
 
 
-def test_winograd_is_a_value_error_naming_algorithm():
-    geometry = forward_geometry((5, 5), (3, 3), (1, 1), (1, 1), "SAME")
-    x, filt = make((1, 5, 5, 2), (3, 3, 2, 2), np.float32)
-    y = np.empty((1, 5, 5, 2), np.float32)
+@pytest.mark.parametrize("kernel, strides", [((5, 5), (1, 1)), ((3, 3), (2, 2)),
+                                              ((1, 3), (1, 1))])
+def test_winograd_where_it_does_not_apply_is_a_value_error_naming_algorithm(kernel, strides):
+    geometry = forward_geometry((6, 6), kernel, strides, (1, 1), "SAME")
+    x, filt = make((1, 6, 6, 2), kernel + (2, 2), np.float32)
+    y = np.empty((1,) + geometry.out_hw + (2,), np.float32)
     with pytest.raises(ValueError, match="algorithm"):
         _engine.forward(x, filt, y, geometry, algorithm="winograd")
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups, dilations, padding", [
+    (1, (1, 1), "SAME"), (1, (2, 1), "VALID"), (2, (1, 1), ((2, 0), (1, 3))),
+    (1, (2, 2), "SAME")])
+def test_winograd_forward_equals_the_direct_loop(layout, dtype, groups, dilations, padding):
+    # The forward 3x3 stride-1 convolution through the Winograd correlation, within the
+    # dot-product bound of the GEMM path (2*gamma_n of |x| conv |w|) on standard-normal data.
+    c, f = 16 * groups, 24 * groups
+    geometry = forward_geometry((13, 17), (3, 3), (1, 1), dilations, padding)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 13, 17, c)).astype(dtype)
+    filt = rng.standard_normal((3, 3, c // groups, f)).astype(dtype)
+    if layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    results = {}
+    for algorithm in ("winograd", "gemm"):
+        y = np.empty((2,) + geometry.out_hw + (f,), dtype)
+        if layout == "NCHW":
+            y = np.empty((2, f) + geometry.out_hw, dtype).transpose(0, 2, 3, 1)
+        results[algorithm] = _engine.forward(x, filt, y, geometry, groups,
+                                             algorithm=algorithm)
+    exact = reference(x, filt, geometry, groups)
+    magnitude = reference(np.abs(x), np.abs(filt), geometry, groups)
+    n = c // groups * 9
+    eps = np.finfo(dtype).eps
+    bound = 2 * n * eps / (1 - n * eps) * magnitude
+    for algorithm, y in results.items():
+        assert np.all(np.abs(y - exact) <= bound), algorithm
+    auto = _engine.forward(x, filt, np.empty_like(results["gemm"]), geometry, groups)
+    choice = _engine.choose_for("forward", x.shape, auto.shape, geometry, groups, dtype)
+    np.testing.assert_array_equal(auto, results[choice.algorithm])
