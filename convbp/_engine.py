@@ -498,7 +498,8 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
     fg = f // groups
     row_bytes = ((0 if x_ld else taps) + (0 if y_ld else fg)) * y.itemsize
     if row_bytes == 0:
-        chunk = min(h * w, 2**24)  # no buffer: one GEMM per unit, within BLAS ints
+        # No buffer; still cache-sized GEMMs: the operands' slices of a chunk fit in L2/L3.
+        chunk = min(_chunk_pixels((taps + fg) * y.itemsize, cores), 2**24)
     else:
         chunk = _chunk_pixels(row_bytes, cores)
     unit_pixels = _pixel_units(n * geometry.out_hw[0] * geometry.out_hw[1], chunk, cores)
@@ -567,7 +568,10 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     row_bytes = (0 if x_ld else taps) * dw.itemsize
     partial_bytes = taps * f * dw.itemsize
-    chunk = min(total, 2**24) if x_ld else _chunk_pixels(row_bytes, cores, partial_bytes)
+    # Cache-sized chunks even without a column buffer: a GEMM whose inner dimension (pixels)
+    # runs long is slower (measured: 910 pixels beat 3136 by 20-40% on 3x3x64 layers).
+    chunk = _chunk_pixels(row_bytes or (taps + f // groups) * dw.itemsize, cores,
+                          partial_bytes)
     # One unit a core, fewer when their partial sums would not fit in the workspace.
     units = max(1, min(cores, total,
                        (_workspace_limit - (cores * chunk * row_bytes if row_bytes else 0))
