@@ -586,9 +586,13 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     single = units == 1 and dw.flags.c_contiguous
     partials = dw.reshape(1, taps * f) if single else np.empty((units, taps * f), dw.dtype)
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
+    # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory).
+    p = geometry.out_hw[0] * geometry.out_hw[1]
+    across_images = (not x_ld and dy_pixel_major
+                     and (n == 1 or dy.strides[0] == p * dy_ld * dy.itemsize))
     with _single_threaded_blas():
         _gemm.backprop_filter(x, dy, partials, workspace, params, cols_pixel_major, x_ld,
-                              dy_pixel_major, dy_ld, threads)
+                              dy_pixel_major, dy_ld, across_images, threads)
     if not single:
         _reduce_in_order(partials, dw)
     return dw
