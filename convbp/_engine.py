@@ -1,8 +1,9 @@
 """The one path every entry point takes to the kernel: arrays, dtypes, threads, workspace.
 
 Entry points translate their API (TensorFlow or PyTorch conventions) into logical NHWC views and
-a :class:`ConvGeometry`; :func:`backprop_input` checks the arrays against each other, picks the
-memory orientations, bounds the workspace, holds BLAS to one thread and calls the kernel.
+a :class:`ConvGeometry`; :func:`forward`, :func:`backprop_input` and :func:`backprop_filter`
+pick the memory orientations, split the work into units, bound the workspace, hold BLAS to one
+thread and call the kernel (``_gemm``; ``_depthwise`` when every group has one input channel).
 """
 
 import ctypes

@@ -1,15 +1,26 @@
-"""Compute kernels for convbp: GEMM into a per-thread column buffer, then col2im through strides.
+"""The GEMM algorithm for all three ops of a 2-D convolution, through strides.
 
 Everything here trusts its arguments: shapes, strides, dtypes and sizes are validated by the
 Python front (``convbp/_engine.py``) before a kernel is called.  Arrays arrive in a *logical*
 NHWC order of axes -- an NCHW array is passed as ``arr.transpose(0, 2, 3, 1)``, a view -- and the
 kernels read or write them through their strides, so no layout is ever transposed in memory.
+Every GEMM is one single-threaded sgemm/dgemm call on a cache-sized chunk of output pixels, in
+the orientation that keeps the copy loops contiguous (channels for NHWC memory, width for NCHW).
 
-Work is split into units of (image, band of input rows).  Each unit zeroes its band of the input
-gradient, then walks the output pixels that touch the band in cache-sized chunks: one
-single-threaded GEMM builds the chunk's column buffer, col2im scatter-adds it into the band.
-Units never write the same memory, and how an image is split into bands depends only on the
-geometry, so results are bitwise identical for any number of threads.
+* input gradient (``backprop_input``): units of (image, band of input rows, band of input
+  columns).  Each unit zeroes its block of the input gradient, then walks the output pixels
+  that touch it in chunks: GEMM into the column buffer, col2im scatter-adds it into the block.
+  A band edge recomputes the GEMM of the output pixels it shares with its neighbour.
+* forward (``forward``): units of consecutive output pixels; per chunk, im2col gathers the
+  input into the column buffer and the GEMM writes the output (directly when its images are
+  BLAS matrices, else through a buffer copied out through strides).
+* filter gradient (``backprop_filter``): units of consecutive output pixels, each GEMM-adding
+  (beta = 1) its chunks into its own partial gradient; the caller sums the partials in unit
+  order.
+
+1x1, stride-1, unpadded convolutions skip im2col/col2im: the GEMM reads or writes the image.
+Units never write the same memory, and the split depends only on the geometry and the machine,
+so results are bitwise identical for any number of threads.
 """
 
 from cython cimport floating
