@@ -2,8 +2,9 @@
 
 Every contender runs in this one process, on the same arrays, with the same thread count.  Each
 (shape, layout, dtype) case is warmed up first, then timed interleaved -- convbp, torch, tf,
-numpy, convbp, torch, ... -- so that a burst of load from elsewhere on the machine hits all of
-them alike; the reported time is the median of ``--repeat`` rounds.
+convbp, torch, ... -- so that a burst of load from elsewhere on the machine hits all of them
+alike; the reported time is the median of ``--repeat`` rounds.  The NumPy reference is timed
+after them, apart: its BLAS threads keep spinning after each call.
 
 GFLOP/s counts the nominal work of the op, 2*N*OH*OW*C_out*KH*KW*C_in/groups per call, for every
 contender alike.  TensorFlow's SAME padding can be asymmetric (the odd extra row or column at the
@@ -458,8 +459,14 @@ def run_case(shape, layout, dtype, args, contenders, op="input"):
     converters.clear()  # release the results before timing
 
     warmups = {name: (args.warmup if name in ("torch", "tf") else 2) for name in runs}
-    warmups["numpy"] = 0
+    # The NumPy reference is timed apart, after the others: its multi-threaded BLAS leaves
+    # worker threads spinning after each call, which would slow whichever contender runs next
+    # (measured: convbp's mnist filter gradient 0.5 ms alone, 2.3 ms right after NumPy).
+    numpy_run = runs.pop("numpy", None)
     times = time_interleaved(runs, warmups, args.repeat)
+    if numpy_run is not None:
+        runs["numpy"] = numpy_run
+        times.update(time_interleaved({"numpy": numpy_run}, {"numpy": 0}, args.repeat))
     for name, ts in times.items():
         med = statistics.median(ts)
         record["times"][name] = ts

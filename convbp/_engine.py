@@ -32,6 +32,10 @@ _workspace_limit = 64 * 2**20
 # in cache (L2/L3); large enough that the GEMM, which repacks the filter for every chunk, runs
 # near its peak (measured: 2 MiB beats 1 MiB by up to 10% on 3x3 layers, 4 MiB gains nothing).
 _CHUNK_TARGET_BYTES = 2 * 2**20
+# Filter gradient: the GEMM sums over a chunk's pixels; OpenBLAS runs a small output (taps x
+# F/groups) fastest for a short sum (measured on 25 x 32: 101 GFLOP/s over 576 pixels, 58 over
+# 2048 or more; 576 x 64: 85 over 910 pixels, 72 over 3136).
+_FILTER_CHUNK_PIXELS = 1024
 
 
 def get_workspace_limit():
@@ -569,10 +573,11 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     row_bytes = (0 if x_ld else taps) * dw.itemsize
     partial_bytes = taps * f * dw.itemsize
-    # Cache-sized chunks even without a column buffer: a GEMM whose inner dimension (pixels)
-    # runs long is slower (measured: 910 pixels beat 3136 by 20-40% on 3x3x64 layers).
-    chunk = _chunk_pixels(row_bytes or (taps + f // groups) * dw.itemsize, cores,
-                          partial_bytes)
+    # Cache-sized chunks even without a column buffer, and at most _FILTER_CHUNK_PIXELS: the
+    # GEMM's inner dimension is the chunk's pixels, and a long one is slow.
+    chunk = min(_FILTER_CHUNK_PIXELS,
+                _chunk_pixels(row_bytes or (taps + f // groups) * dw.itemsize, cores,
+                              partial_bytes))
     # One unit a core, fewer when their partial sums would not fit in the workspace.
     units = max(1, min(cores, total,
                        (_workspace_limit - (cores * chunk * row_bytes if row_bytes else 0))
