@@ -2,8 +2,9 @@
 
 Every contender runs in this one process, on the same arrays, with the same thread count.  Each
 (shape, layout, dtype) case is warmed up first, then timed interleaved -- convbp, torch, tf,
-numpy, convbp, torch, ... -- so that a burst of load from elsewhere on the machine hits all of
-them alike; the reported time is the median of ``--repeat`` rounds.
+convbp, torch, ... -- so that a burst of load from elsewhere on the machine hits all of them
+alike; the reported time is the median of ``--repeat`` rounds.  The NumPy reference is timed
+after them, apart: its BLAS threads keep spinning after each call.
 
 GFLOP/s counts the nominal work of the op, 2*N*OH*OW*C_out*KH*KW*C_in/groups per call, for every
 contender alike.  TensorFlow's SAME padding can be asymmetric (the odd extra row or column at the
@@ -38,6 +39,8 @@ import scipy.linalg.blas
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import convbp
+import convbp._engine
+import convbp._geometry
 import convbp.reference
 
 try:
@@ -111,27 +114,12 @@ SHAPES = (
     Shape("vgg", 4, 112, 112, 128, 3, 3, 128, 1, "SAME"),
 )
 
-# Shapes the algorithm choice was not tuned on (--heldout): 3x3 stride 1 at 32-512 channels
-# and various image sizes, C_in != C_out, dilated wide layers, 5x5, 1x7, stride-2 VALID.
-HELDOUT = (
-    Shape("h_c32_64", 16, 56, 56, 32, 3, 3, 64, 1, "SAME"),
-    Shape("h_c128_256", 8, 28, 28, 128, 3, 3, 256, 1, "SAME"),
-    Shape("h_c512_14", 8, 14, 14, 512, 3, 3, 512, 1, "SAME"),
-    Shape("h_7x7x512", 32, 7, 7, 512, 3, 3, 512, 1, "SAME"),
-    Shape("h_img128", 2, 128, 128, 64, 3, 3, 32, 1, "SAME"),
-    Shape("h_dil_wide", 4, 32, 32, 256, 3, 3, 256, 1, "SAME", 2),
-    Shape("h_5x5", 8, 28, 28, 64, 5, 5, 64, 1, "SAME"),
-    Shape("h_1x7", 8, 17, 17, 128, 1, 7, 128, 1, "SAME"),
-    Shape("h_s2_valid", 8, 56, 56, 64, 3, 3, 128, 2, "VALID"),
-    Shape("h_c16", 8, 64, 64, 16, 3, 3, 16, 1, "SAME"),
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Contenders.  Each factory returns (run, to_nhwc): run() computes one gradient and returns it,
 # to_nhwc(result) turns that result into a logical-NHWC NumPy array for the cross-check.
 
-def make_convbp(shape, layout, dy, filt, threads, algorithm="auto"):
+def make_convbp(shape, layout, dy, filt, threads):
     if layout == "NHWC":
         sizes = (shape.n, shape.h, shape.w, shape.c_in)
     else:
@@ -140,25 +128,9 @@ def make_convbp(shape, layout, dy, filt, threads, algorithm="auto"):
     def run():
         return convbp.conv2d_backprop_input(sizes, filt, dy, shape.stride, shape.padding,
                                             data_format=layout, dilations=shape.dilation,
-                                            num_threads=threads, algorithm=algorithm)
+                                            num_threads=threads)
 
     return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
-
-
-def make_forced(algorithm):
-    """A contender: convbp with ``algorithm`` forced ("gemm", "winograd"); it raises (and is
-    skipped) where the algorithm does not apply."""
-    def factory(shape, layout, dy, filt, threads):
-        return make_convbp(shape, layout, dy, filt, threads, algorithm)
-    return factory
-
-
-def auto_choice(shape, dtype):
-    """What algorithm="auto" picks for the shape, e.g. "winograd F(4x4)"."""
-    choice = convbp.choose_algorithm((shape.n, shape.h, shape.w, shape.c_in),
-                                     (shape.kh, shape.kw, shape.c_in, shape.c_out), shape.stride,
-                                     shape.padding, dilations=shape.dilation, dtype=dtype)
-    return choice.algorithm + (f" F({choice.tile}x{choice.tile})" if choice.tile else "")
 
 
 def make_torch(shape, layout, dy, filt, threads):
@@ -225,6 +197,140 @@ def make_numpy(shape, layout, dy, filt, threads):
         return dx if layout == "NHWC" else dx.transpose(0, 3, 1, 2)
 
     return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
+
+
+# Forward convolution and filter gradient: convbp's engine (the public fronts are thin layers on
+# it), PyTorch's aten ops, the NumPy reference.  Factories take the op's two operands.
+
+def _geometry(shape):
+    return convbp._geometry.forward_geometry((shape.h, shape.w), (shape.kh, shape.kw),
+                                             (shape.stride,) * 2, (shape.dilation,) * 2,
+                                             shape.padding)
+
+
+def _nhwc(arr, layout):
+    return arr if layout == "NHWC" else arr.transpose(0, 2, 3, 1)  # a view
+
+
+def _to_nhwc(layout):
+    return (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
+
+
+def make_convbp_forward(shape, layout, x, filt, threads):
+    geometry = _geometry(shape)
+    x_nhwc = _nhwc(x, layout)
+    oh, ow = geometry.out_hw
+    sizes = (shape.n, oh, ow, shape.c_out) if layout == "NHWC" else (shape.n, shape.c_out, oh,
+                                                                      ow)
+
+    def run():
+        y = np.empty(sizes, x.dtype)
+        convbp._engine.forward(x_nhwc, filt, _nhwc(y, layout), geometry, 1, threads)
+        return y
+
+    return run, _to_nhwc(layout)
+
+
+def make_convbp_filter(shape, layout, x, dy, threads):
+    geometry = _geometry(shape)
+    x_nhwc, dy_nhwc = _nhwc(x, layout), _nhwc(dy, layout)
+    f_shape = (shape.kh, shape.kw, shape.c_in, shape.c_out)
+
+    def run():
+        dw = np.empty(f_shape, x.dtype)
+        convbp._engine.backprop_filter(x_nhwc, dy_nhwc, dw, geometry, 1, threads)
+        return dw
+
+    return run, lambda r: r
+
+
+def _torch_operands(shape, layout, x):
+    """channels_last (NHWC) or contiguous tensors; TF's asymmetric SAME padding as the smaller
+    symmetric padding on an input enlarged (with zeros) by the difference."""
+    fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+    x_t = torch.from_numpy(np.ascontiguousarray(_nhwc(x, layout))).permute(0, 3, 1, 2)
+    (top, bottom), (left, right) = shape.pads()
+    pad = (min(top, bottom), min(left, right))
+    extra = (left - pad[1], right - pad[1], top - pad[0], bottom - pad[0])
+    if any(extra):
+        x_t = torch.nn.functional.pad(x_t, extra)
+    return x_t.contiguous(memory_format=fmt), fmt, list(pad)
+
+
+def make_torch_forward(shape, layout, x, filt, threads):
+    x_t, fmt, pad = _torch_operands(shape, layout, x)
+    w_t = torch.from_numpy(filt).permute(3, 2, 0, 1).contiguous(memory_format=fmt)  # OIHW
+    stride, dilation = [shape.stride] * 2, [shape.dilation] * 2
+
+    def run():
+        return torch.ops.aten.convolution(x_t, w_t, None, stride, pad, dilation, False, [0, 0],
+                                          1)
+
+    return run, lambda r: r.permute(0, 2, 3, 1).numpy()
+
+
+def make_torch_filter(shape, layout, x, dy, threads):
+    x_t, fmt, pad = _torch_operands(shape, layout, x)
+    dy_t = torch.from_numpy(np.ascontiguousarray(_nhwc(dy, layout))).permute(0, 3, 1, 2)
+    dy_t = dy_t.contiguous(memory_format=fmt)
+    w_t = torch.empty((shape.c_out, shape.c_in, shape.kh, shape.kw),
+                      dtype=x_t.dtype).contiguous(memory_format=fmt)
+    stride, dilation = [shape.stride] * 2, [shape.dilation] * 2
+
+    def run():
+        return torch.ops.aten.convolution_backward(
+            dy_t, x_t, w_t, None, stride, pad, dilation, False, [0, 0], 1,
+            [False, True, False])[1]
+
+    return run, lambda r: r.permute(2, 3, 1, 0).numpy()
+
+
+def make_numpy_forward(shape, layout, x, filt, threads):
+    x_nhwc = _nhwc(x, layout)
+    strides, dilations = (shape.stride,) * 2, (shape.dilation,) * 2
+
+    def run():
+        return convbp.reference.conv2d_nhwc(x_nhwc, filt, shape.out_hw, strides, dilations,
+                                            shape.pads())
+
+    return run, lambda r: r
+
+
+def make_numpy_filter(shape, layout, x, dy, threads):
+    x_nhwc, dy_nhwc = _nhwc(x, layout), _nhwc(dy, layout)
+    strides, dilations = (shape.stride,) * 2, (shape.dilation,) * 2
+    f_shape = (shape.kh, shape.kw, shape.c_in, shape.c_out)
+
+    def run():
+        return convbp.reference.conv2d_backprop_filter_nhwc(x_nhwc, f_shape, dy_nhwc, strides,
+                                                            dilations, shape.pads())
+
+    return run, lambda r: r
+
+
+def contenders_for(op, torch_ok, tf):
+    """{name: factory} for one op; factories take the op's operands in OPERANDS[op] order."""
+    if op == "input":
+        contenders = {"convbp": make_convbp}
+        if torch_ok:
+            contenders["torch"] = make_torch
+        if tf is not None:
+            contenders["tf"] = make_tf
+        contenders["numpy"] = make_numpy
+        return contenders
+    table = {"forward": (make_convbp_forward, make_torch_forward, make_numpy_forward),
+             "filter": (make_convbp_filter, make_torch_filter, make_numpy_filter)}[op]
+    contenders = {"convbp": table[0]}
+    if torch_ok:
+        contenders["torch"] = table[1]
+    contenders["numpy"] = table[2]
+    return contenders
+
+
+OPS = ("input", "forward", "filter")
+OP_TITLES = {"input": "input gradient", "forward": "forward convolution",
+             "filter": "filter gradient"}
+OPERANDS = {"input": ("dy", "filt"), "forward": ("x", "filt"), "filter": ("x", "dy")}
 
 
 def setup_tf(threads):
@@ -302,25 +408,31 @@ def call_overhead(threads, repeat=2000):
     return float(np.median(timeit.repeat(call, number=repeat // 20, repeat=20))) / (repeat // 20)
 
 
-def run_case(shape, layout, dtype, args, contenders):
-    """Time one (shape, layout, dtype); returns the JSON record."""
+def run_case(shape, layout, dtype, args, contenders, op="input"):
+    """Time one (op, shape, layout, dtype); returns the JSON record."""
     rng = np.random.default_rng(0)
     oh, ow = shape.out_hw
     dy_shape = (shape.n, oh, ow, shape.c_out) if layout == "NHWC" else (shape.n, shape.c_out,
                                                                         oh, ow)
-    dy = rng.standard_normal(dy_shape, dtype=np.float64).astype(dtype)
-    filt = rng.standard_normal((shape.kh, shape.kw, shape.c_in, shape.c_out),
-                               dtype=np.float64).astype(dtype)
-    record = dict(shape=shape.name, geometry=shape.describe(), layout=layout, dtype=dtype,
+    x_shape = (shape.n, shape.h, shape.w, shape.c_in) if layout == "NHWC" else (
+        shape.n, shape.c_in, shape.h, shape.w)
+    operands = dict(
+        dy=rng.standard_normal(dy_shape, dtype=np.float64).astype(dtype),
+        filt=rng.standard_normal((shape.kh, shape.kw, shape.c_in, shape.c_out),
+                                 dtype=np.float64).astype(dtype),
+        x=rng.standard_normal(x_shape, dtype=np.float64).astype(dtype) if op != "input"
+        else None)
+    first, second = (operands[name] for name in OPERANDS[op])
+    record = dict(op=op, shape=shape.name, geometry=shape.describe(), layout=layout, dtype=dtype,
                   flops=shape.flops, pads=shape.pads(), out_hw=(oh, ow),
-                  times={}, median_s={}, gflops={}, skipped={}, auto=auto_choice(shape, dtype))
+                  times={}, median_s={}, gflops={}, skipped={})
 
     runs, converters = {}, {}
     for name, factory in contenders.items():
         if name == "numpy" and not (args.numpy or shape.flops <= NUMPY_AUTO_FLOPS):
             continue
         try:
-            run, to_nhwc = factory(shape, layout, dy, filt, args.threads)
+            run, to_nhwc = factory(shape, layout, first, second, args.threads)
             result = run()  # also the first warm-up call
         except Exception as exc:  # e.g. TensorFlow's "only supports NHWC" for NCHW on CPU
             record["skipped"][name] = f"{type(exc).__name__}: {error_summary(exc)}"
@@ -333,7 +445,7 @@ def run_case(shape, layout, dtype, args, contenders):
         to_a, a = converters["convbp"]
         a = to_a(a)
         errors = {}
-        for name in ("torch", "tf", "numpy", "gemm", "winograd"):
+        for name in ("torch", "tf", "numpy"):
             if name in converters:
                 to_b, b = converters[name]
                 errors[name] = rel_max_error(a, to_b(b))
@@ -347,8 +459,14 @@ def run_case(shape, layout, dtype, args, contenders):
     converters.clear()  # release the results before timing
 
     warmups = {name: (args.warmup if name in ("torch", "tf") else 2) for name in runs}
-    warmups["numpy"] = 0
+    # The NumPy reference is timed apart, after the others: its multi-threaded BLAS leaves
+    # worker threads spinning after each call, which would slow whichever contender runs next
+    # (measured: convbp's mnist filter gradient 0.5 ms alone, 2.3 ms right after NumPy).
+    numpy_run = runs.pop("numpy", None)
     times = time_interleaved(runs, warmups, args.repeat)
+    if numpy_run is not None:
+        runs["numpy"] = numpy_run
+        times.update(time_interleaved({"numpy": numpy_run}, {"numpy": 0}, args.repeat))
     for name, ts in times.items():
         med = statistics.median(ts)
         record["times"][name] = ts
@@ -434,16 +552,16 @@ def fmt(value, spec=".1f"):
 
 
 def print_table(records, contenders):
-    extra = [name for name in ("gemm", "winograd", "tf", "numpy") if name in contenders
+    extra = [name for name in ("tf", "numpy") if name in contenders
              and any(name in r["gflops"] or name in r["skipped"] for r in records)]
-    cols = (["shape", "layout", "dtype", "auto", "convbp", "torch", "speedup"] + extra
+    cols = (["op", "shape", "layout", "dtype", "convbp", "torch", "speedup"] + extra
             + ["ms", "spread", "rel err"])
     rows = []
     for r in records:
         err = max(r.get("verify", {}).get("errors", {}).values(), default=None)
         flag = "" if r.get("verify", {}).get("ok", True) else " FAIL"
         speedup = r.get("speedup_vs_torch")
-        row = [r["shape"], r["layout"], r["dtype"], r.get("auto", "-"),
+        row = [r.get("op", "input"), r["shape"], r["layout"], r["dtype"],
                fmt(r["gflops"].get("convbp")),
                fmt(r["gflops"].get("torch")) if "torch" in contenders else "-",
                fmt(speedup, ".2f") + "x" if speedup else ("n/a" if "torch" in contenders
@@ -455,10 +573,9 @@ def print_table(records, contenders):
                 (fmt(err, ".1e") if err is not None else "-") + flag]
         rows.append(row)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    print("GFLOP/s (median of the timed calls); convbp = algorithm \"auto\" (its pick in the auto "
-          "column), gemm / winograd = that\nalgorithm forced; speedup = torch time / convbp time; "
-          "ms = convbp median; spread = largest\ninterquartile range / median of any contender; "
-          "rel err = max|convbp - other| / max|other|,\nthe largest over the other contenders")
+    print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time; ms = convbp "
+          "median; spread = largest\ninterquartile range / median of any contender; rel err = "
+          "max|convbp - other| / max|other|,\nthe largest over the other contenders")
     print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
                     enumerate(zip(cols, widths))))
     for row in rows:
@@ -473,20 +590,20 @@ def summarize(records):
     groups = {}
     for r in records:
         if "speedup_vs_torch" in r:
-            groups.setdefault((r["layout"], r["dtype"]), []).append(
+            groups.setdefault((r.get("op", "input"), r["layout"], r["dtype"]), []).append(
                 (r["speedup_vs_torch"], r["shape"], r["speedup_vs_torch_best"]))
-    for (layout, dtype), values in groups.items():
+    for (op, layout, dtype), values in groups.items():
         low = min(values)
-        summary["speedup_vs_torch"][f"{layout} {dtype}"] = dict(
+        summary["speedup_vs_torch"][f"{op} {layout} {dtype}"] = dict(
             geomean=geomean([v[0] for v in values]), min=low[0], min_shape=low[1],
             cases=len(values), geomean_best_times=geomean([v[2] for v in values]))
-    by_key = {(r["shape"], r["layout"], r["dtype"]): r for r in records}
+    by_key = {(r.get("op", "input"), r["shape"], r["layout"], r["dtype"]): r for r in records}
     ratios = {}
-    for (name, layout, dtype), r in by_key.items():
-        other = by_key.get((name, "NHWC", dtype))
+    for (op, name, layout, dtype), r in by_key.items():
+        other = by_key.get((op, name, "NHWC", dtype))
         if layout == "NCHW" and other and "convbp" in r["median_s"] and \
                 "convbp" in other["median_s"]:
-            ratios.setdefault(dtype, {})[name] = (r["median_s"]["convbp"]
+            ratios.setdefault(f"{op} {dtype}", {})[name] = (r["median_s"]["convbp"]
                                                   / other["median_s"]["convbp"])
     for dtype, per_shape in ratios.items():
         summary["nchw_over_nhwc_time"][dtype] = dict(geomean=geomean(per_shape.values()),
@@ -526,25 +643,25 @@ def write_png(path, records, info):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    dtypes = [d for d in DTYPES if any(r["dtype"] == d and "speedup_vs_torch" in r
-                                       for r in records)]
-    if not dtypes:
+    panels = [(op, d) for op in OPS for d in DTYPES
+              if any(r.get("op", "input") == op and r["dtype"] == d and "speedup_vs_torch" in r
+                     for r in records)]
+    if not panels:
         return False
-    fig, axes = plt.subplots(len(dtypes), 1, figsize=(10, 3.6 * len(dtypes)), squeeze=False)
-    for ax, dtype in zip(axes[:, 0], dtypes):
-        names = [s.name for s in SHAPES + HELDOUT if any(r["shape"] == s.name and r["dtype"] == dtype
-                                               for r in records)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.6 * len(panels)), squeeze=False)
+    for ax, (op, dtype) in zip(axes[:, 0], panels):
+        mine = [r for r in records if r.get("op", "input") == op and r["dtype"] == dtype]
+        names = [s.name for s in SHAPES if any(r["shape"] == s.name for r in mine)]
         x = np.arange(len(names))
         for i, layout in enumerate(LAYOUTS):
-            values = [next((r.get("speedup_vs_torch", 0) for r in records
-                            if r["shape"] == n and r["dtype"] == dtype and r["layout"] == layout),
-                           0) for n in names]
+            values = [next((r.get("speedup_vs_torch", 0) for r in mine
+                            if r["shape"] == n and r["layout"] == layout), 0) for n in names]
             bars = ax.bar(x + (i - 0.5) * 0.38, values, 0.38, label=layout)
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(x, names, rotation=20, fontsize=8)
         ax.set_ylabel("speedup vs PyTorch")
-        ax.set_title(f"convbp conv2d_backprop_input, {dtype}", fontsize=10)
+        ax.set_title(f"convbp {OP_TITLES[op]}, {dtype}", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
                  f"{info['date']}", fontsize=9)
@@ -554,11 +671,51 @@ def write_png(path, records, info):
     return True
 
 
+def run_conv1d(args, dtype):
+    """conv_transpose1d with input (1, 1026, 224), weight (1026, 1, 1024), stride 256 -- one
+    image, one row: the case whose work must be split into bands of columns -- through the
+    engine's backprop_input with a 2-D geometry, against torch's F.conv_transpose1d."""
+    rng = np.random.default_rng(0)
+    dy_ncw = rng.standard_normal((1, 1026, 224)).astype(dtype)
+    weight = rng.standard_normal((1026, 1, 1024)).astype(dtype)
+    geometry = convbp._geometry.forward_geometry((1, 58112), (1, 1024), (1, 256), (1, 1),
+                                                 "VALID")
+    dy = dy_ncw[:, :, None, :].transpose(0, 2, 3, 1)             # (1, 1, 224, 1026), NCHW memory
+    filt = np.ascontiguousarray(weight.transpose(2, 1, 0))[None]  # (1, 1024, 1, 1026) HWIO
+
+    def run_convbp():
+        dx = np.empty((1, 1, 1, 58112), dtype)
+        convbp._engine.backprop_input(dy, filt, dx.transpose(0, 2, 3, 1), geometry, 1,
+                                      args.threads)
+        return dx[:, :, 0, :]
+
+    runs = {"convbp": run_convbp}
+    if torch is not None and not args.no_torch:
+        dy_t, w_t = torch.from_numpy(dy_ncw), torch.from_numpy(weight)
+        runs["torch"] = lambda: torch.nn.functional.conv_transpose1d(dy_t, w_t, stride=256)
+    results = {name: np.asarray(run()) for name, run in runs.items()}
+    err = rel_max_error(results["convbp"], results["torch"]) if "torch" in results else None
+    times = time_interleaved(runs, {name: 3 for name in runs}, max(args.repeat, 9))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    flops = 2 * 224 * 1026 * 1024
+    line = (f"conv_transpose1d (1, 1026, 224) * (1026, 1, 1024) stride 256, {dtype}, "
+            f"{args.threads} threads: convbp {med['convbp'] * 1e3:.2f} ms "
+            f"({flops / med['convbp'] / 1e9:.1f} GFLOP/s)")
+    if "torch" in med:
+        line += (f", torch {med['torch'] * 1e3:.2f} ms; speedup {med['torch'] / med['convbp']:.2f}x"
+                 f"; rel err {err:.1e}")
+    print(line, flush=True)
+    return dict(op="conv1d", dtype=dtype, median_s=med, times=times, rel_max_error=err)
+
+
 # ---------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--op", choices=OPS + ("conv1d", "all"), default="input",
+                   help="input gradient (default), forward convolution, filter gradient, the "
+                        "1-D conv_transpose1d case, or all of them")
     p.add_argument("--dtype", choices=DTYPES + ("all",), default="all")
     p.add_argument("--layout", choices=LAYOUTS + ("all",), default="all")
     p.add_argument("--shapes", default="",
@@ -570,16 +727,12 @@ def parse_args(argv=None):
                    help="warm-up calls for PyTorch and TensorFlow (default 20; 5 with "
                         "--quick); convbp gets 3 (with its verification call), numpy 1")
     p.add_argument("--quick", action="store_true", help="fewer rounds and warm-ups")
-    p.add_argument("--heldout", action="store_true",
-                   help="the held-out shapes instead of the public ones")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every contender (default: all cores available)")
     p.add_argument("--numpy", action="store_true",
                    help="time the NumPy reference on every shape (default: only small ones)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-tf", action="store_true", help="leave TensorFlow out")
-    p.add_argument("--no-forced", action="store_true",
-                   help="do not time convbp with each algorithm forced (gemm, winograd)")
     p.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"),
                    help="where to write the results (default %(default)s)")
     p.add_argument("--png", default=None,
@@ -603,20 +756,16 @@ def main(argv=None):
     if args.repeat < 5 and not args.quick:
         print(f"note: --repeat {args.repeat} < 5, medians will be noisy", file=sys.stderr)
     tf = None if args.no_tf else setup_tf(args.threads)
-    contenders = {"convbp": make_convbp}
-    if not args.no_forced:
-        contenders["gemm"] = make_forced("gemm")
-        contenders["winograd"] = make_forced("winograd")
-    if torch is not None and not args.no_torch:
+    torch_ok = torch is not None and not args.no_torch
+    if torch_ok:
         torch.set_num_threads(args.threads)
-        contenders["torch"] = make_torch
-    if tf is not None:
-        contenders["tf"] = make_tf
-    contenders["numpy"] = make_numpy
+    ops = OPS if args.op == "all" else (() if args.op == "conv1d" else (args.op,))
+    contenders = {}
+    for op in ops:
+        contenders.update(contenders_for(op, torch_ok, tf))
 
     wanted = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    shapes = [s for s in (HELDOUT if args.heldout else SHAPES)
-              if not wanted or any(w in s.name for w in wanted)]
+    shapes = [s for s in SHAPES if not wanted or any(w in s.name for w in wanted)]
     if not shapes:
         sys.exit(f"no shape matches --shapes {args.shapes!r}; names: "
                  + ", ".join(s.name for s in SHAPES))
@@ -635,25 +784,25 @@ def main(argv=None):
                   f"({args.threads} threads), {g['gflops_1_thread']:.1f} (1 thread)", flush=True)
 
         records = []
-        total = len(dtypes) * len(shapes) * len(layouts)
-        for dtype in dtypes:
-            for shape in shapes:
-                for layout in layouts:
-                    r = run_case(shape, layout, dtype, args, contenders)
-                    records.append(r)
-                    v = r.get("verify")
-                    check = ("rel err vs " + ", ".join(f"{k} {e:.1e}" for k, e in
-                                                       v["errors"].items())
-                             + ("" if v["ok"] else " FAIL")) if v else "not verified"
-                    others = ", ".join(f"{k} {fmt(g)}" for k, g in r["gflops"].items()
-                                       if k != "convbp")
-                    skipped = "".join(f"; {k} n/a ({why})" for k, why in r["skipped"].items())
-                    speed = (f" ({r['speedup_vs_torch']:.2f}x)" if "speedup_vs_torch" in r
-                             else "")
-                    print(f"[{len(records)}/{total}] {shape.name:<11} {layout} {dtype} "
-                          f"(auto: {r['auto']}): convbp "
-                          f"{fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
-                          f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
+        total = len(ops) * len(dtypes) * len(shapes) * len(layouts)
+        for op, dtype, shape, layout in ((o, d, s, l) for o in ops for d in dtypes
+                                         for s in shapes for l in layouts):
+            r = run_case(shape, layout, dtype, args, contenders_for(op, torch_ok, tf),
+                         op)
+            records.append(r)
+            v = r.get("verify")
+            check = ("rel err vs " + ", ".join(f"{k} {e:.1e}" for k, e in
+                                               v["errors"].items())
+                     + ("" if v["ok"] else " FAIL")) if v else "not verified"
+            others = ", ".join(f"{k} {fmt(g)}" for k, g in r["gflops"].items()
+                               if k != "convbp")
+            skipped = "".join(f"; {k} n/a ({why})" for k, why in r["skipped"].items())
+            speed = (f" ({r['speedup_vs_torch']:.2f}x)" if "speedup_vs_torch" in r
+                     else "")
+            print(f"[{len(records)}/{total}] {op:<7} {shape.name:<11} {layout} {dtype}: "
+                  f"convbp {fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
+                  f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
+        conv1d = [run_conv1d(args, d) for d in dtypes] if args.op in ("conv1d", "all") else []
         overhead = call_overhead(args.threads)
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         for d, g in gemm.items():  # again at the end: the load may have changed meanwhile
@@ -672,7 +821,7 @@ def main(argv=None):
 
     out = dict(machine=info, settings=dict(repeat=args.repeat, warmup=args.warmup,
                                            threads=args.threads, quick=args.quick),
-               gemm_ceiling=gemm, summary=summary, results=records)
+               gemm_ceiling=gemm, summary=summary, results=records, conv1d=conv1d)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)

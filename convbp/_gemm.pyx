@@ -1,15 +1,26 @@
-"""Compute kernels for convbp: GEMM into a per-thread column buffer, then col2im through strides.
+"""The GEMM algorithm for all three ops of a 2-D convolution, through strides.
 
 Everything here trusts its arguments: shapes, strides, dtypes and sizes are validated by the
 Python front (``convbp/_engine.py``) before a kernel is called.  Arrays arrive in a *logical*
 NHWC order of axes -- an NCHW array is passed as ``arr.transpose(0, 2, 3, 1)``, a view -- and the
 kernels read or write them through their strides, so no layout is ever transposed in memory.
+Every GEMM is one single-threaded sgemm/dgemm call on a cache-sized chunk of output pixels, in
+the orientation that keeps the copy loops contiguous (channels for NHWC memory, width for NCHW).
 
-Work is split into units of (image, band of input rows).  Each unit zeroes its band of the input
-gradient, then walks the output pixels that touch the band in cache-sized chunks: one
-single-threaded GEMM builds the chunk's column buffer, col2im scatter-adds it into the band.
-Units never write the same memory, and how an image is split into bands depends only on the
-geometry, so results are bitwise identical for any number of threads.
+* input gradient (``backprop_input``): units of (image, band of input rows, band of input
+  columns).  Each unit zeroes its block of the input gradient, then walks the output pixels
+  that touch it in chunks: GEMM into the column buffer, col2im scatter-adds it into the block.
+  A band edge recomputes the GEMM of the output pixels it shares with its neighbour.
+* forward (``forward``): units of consecutive output pixels; per chunk, im2col gathers the
+  input into the column buffer and the GEMM writes the output (directly when its images are
+  BLAS matrices, else through a buffer copied out through strides).
+* filter gradient (``backprop_filter``): units of consecutive output pixels, each GEMM-adding
+  (beta = 1) its chunks into its own partial gradient; the caller sums the partials in unit
+  order.
+
+1x1, stride-1, unpadded convolutions skip im2col/col2im: the GEMM reads or writes the image.
+Units never write the same memory, and the split depends only on the geometry and the machine,
+so results are bitwise identical for any number of threads.
 """
 
 from cython cimport floating
@@ -378,18 +389,17 @@ cdef inline void _zero_run(floating* dst, Py_ssize_t n) noexcept nogil:
 
 
 cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
-                  Py_ssize_t sxc, Py_ssize_t p0, Py_ssize_t m, floating* col,
+                  Py_ssize_t sxc, Py_ssize_t p0, Py_ssize_t m, floating* col, Py_ssize_t ld,
                   bint cols_pixel_major) noexcept nogil:
     """Column buffer of output pixels p0 .. p0+m-1 (flat oh*OW + ow) of one image and group.
 
     x points at the group's first input channel.  Element (local pixel i, tap k = (kh*KW +
     kw)*C_group + c) is x[ih, iw, c] (ih = oh*stride_h - pad_top + kh*dilation_h, likewise iw),
-    or 0 in the padding; it is stored at col[i*taps + k] when cols_pixel_major (runs of channels
-    copied, NHWC memory) else at col[i + k*m] (runs of output columns copied, NCHW memory).
+    or 0 in the padding; it is stored at col[i*ld + k] when cols_pixel_major (runs of channels
+    copied, NHWC memory) else at col[i + k*ld] (runs of output columns copied, NCHW memory).
     """
     cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, OW = g.OW, H = g.H
     cdef Py_ssize_t sw = g.stride_w, dw = g.dilation_w
-    cdef Py_ssize_t taps = g.KH * KW * Cg
     cdef Py_ssize_t p, oh, ow, ow_a, ow_b, ow_lo, ow_hi, ih, ih0, iw0, kh, kw, kw_lo, kw_hi, c, i0
     cdef bint merge_taps = dw * sxw == Cg * sxc
     cdef floating* dst
@@ -407,7 +417,7 @@ cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize
                 iw0 = ow * sw - g.pad_left
                 _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
                 for kh in range(g.KH):
-                    dst = col + (i0 + ow - ow_a) * taps + kh * KW * Cg
+                    dst = col + (i0 + ow - ow_a) * ld + kh * KW * Cg
                     ih = ih0 + kh * g.dilation_h
                     if ih < 0 or ih >= H or kw_lo >= kw_hi:
                         _zero_run(dst, KW * Cg)
@@ -431,7 +441,7 @@ cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize
                     if ih < 0 or ih >= H:
                         ow_lo = ow_hi = ow_b
                     for c in range(Cg):
-                        dst = col + ((kh * KW + kw) * Cg + c) * m + i0 - ow_a
+                        dst = col + ((kh * KW + kw) * Cg + c) * ld + i0 - ow_a
                         _zero_run(dst + ow_a, ow_lo - ow_a)
                         _copy_run(dst + ow_lo,
                                   x + ih * sxh + (ow_lo * sw - g.pad_left + kw * dw) * sxw
@@ -478,8 +488,8 @@ cdef inline const floating* _columns(const Geometry* g, const floating* x, Py_ss
         if cols_pixel_major:
             return x + p0 * x_ld + grp * Cg
         return x + p0 + grp * Cg * x_ld
-    _im2col(g, x + grp * Cg * sxc, sxh, sxw, sxc, p0, m, col, cols_pixel_major)
     ld[0] = g.KH * g.KW * Cg if cols_pixel_major else m
+    _im2col(g, x + grp * Cg * sxc, sxh, sxw, sxc, p0, m, col, ld[0], cols_pixel_major)
     return col
 
 
@@ -569,27 +579,52 @@ def forward(const floating[:, :, :, :] x,
             q = min((n + 1) * P, q_end)
 
 
-cdef void _filter_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
-                         Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t x_ld,
-                         const floating* dy, bint dy_pixel_major, Py_ssize_t dy_ld,
-                         Py_ssize_t p0, Py_ssize_t p_end, floating* col,
-                         floating* partial) noexcept nogil:
-    """Add the filter gradient of output pixels [p0, p_end) of one image into partial (taps x F,
-    row-major), chunk by chunk and group by group: dw^T (Fg x taps) += dy^T (Fg x m) .
-    columns (m x taps)."""
+cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_ssize_t sxh,
+                       Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t x_ld,
+                       const floating* dy, Py_ssize_t sdn, bint dy_pixel_major,
+                       Py_ssize_t dy_ld, bint across_images, Py_ssize_t q, Py_ssize_t q_end,
+                       floating* col, floating* partial) noexcept nogil:
+    """Add the filter gradient of output pixels [q, q_end) of the flat (image, row, column)
+    order into partial (taps x F, row-major), chunk by chunk and group by group:
+    dw^T (Fg x taps) += dy^T (Fg x m) . columns (m x taps).
+
+    With across_images (dy's images evenly spaced, one pixel-major BLAS matrix; columns from
+    im2col) a chunk may span images -- im2col fills it image piece by image piece -- so small
+    images still make large GEMMs.  Otherwise chunks stop at image boundaries.
+    """
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
-    cdef Py_ssize_t taps = g.KH * g.KW * Cg
-    cdef Py_ssize_t m, grp, lda
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg, P = g.OH * g.OW
+    cdef Py_ssize_t m, grp, lda, n, p, i, piece
     cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
     cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
     cdef const floating* a
-    while p0 < p_end:
-        m = min(g.chunk_pixels, p_end - p0)
+    while q < q_end:
+        n = q // P
+        p = q - n * P
+        m = min(g.chunk_pixels, q_end - q)
+        if not across_images:
+            m = min(m, P - p)
         for grp in range(g.groups):
-            a = _columns(g, x, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p0, m, col, &lda)
+            if across_images:
+                lda = taps if cols_pixel_major else m
+                i = 0
+                while i < m:
+                    n = (q + i) // P
+                    p = q + i - n * P
+                    piece = min(m - i, P - p)
+                    _im2col(g, x + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, p, piece,
+                            col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major)
+                    i += piece
+                a = col
+                n = q // P
+                p = q - n * P
+            else:
+                a = _columns(g, x + n * sxn, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p, m,
+                             col, &lda)
             _gemm(not dy_pixel_major, cols_pixel_major, Fg, taps, m,
-                  dy + p0 * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda, 1, partial + grp * Fg, g.F)
-        p0 += m
+                  dy + n * sdn + p * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda, 1,
+                  partial + grp * Fg, g.F)
+        q += m
 
 
 def backprop_filter(const floating[:, :, :, :] x,
@@ -601,6 +636,7 @@ def backprop_filter(const floating[:, :, :, :] x,
                     Py_ssize_t x_ld,
                     bint dy_pixel_major,
                     Py_ssize_t dy_ld,
+                    bint across_images,
                     int num_threads):
     """Filter gradient of a 2-D convolution, one partial sum per work unit.
 
@@ -612,22 +648,22 @@ def backprop_filter(const floating[:, :, :, :] x,
     workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, unless x_ld
     cols_pixel_major, x_ld  as for forward
     dy_pixel_major   True: image element (p, f) at p*dy_ld + f; False: at p + f*dy_ld
+    across_images    dy's images are one pixel-major matrix (image stride OH*OW*dy_ld) and
+                     x_ld == 0: chunks may span images
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = x.shape[0], P = g.OH * g.OW
     cdef Py_ssize_t total = N * P
-    cdef Py_ssize_t unit, q, q_end, n, j
-    cdef Py_ssize_t sxh = x.strides[1] // isz, sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
+    cdef Py_ssize_t unit, q, j
+    cdef Py_ssize_t sxn = x.strides[0] // isz, sxh = x.strides[1] // isz
+    cdef Py_ssize_t sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
+    cdef Py_ssize_t sdn = dy.strides[0] // isz
     for unit in prange(partials.shape[0], nogil=True, num_threads=num_threads,
                        schedule='dynamic'):
         for j in range(partials.shape[1]):
             partials[unit, j] = 0
         q = unit * g.unit_pixels
-        q_end = min(q + g.unit_pixels, total)
-        while q < q_end:
-            n = q // P
-            _filter_pixels(&g, &x[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, x_ld,
-                           &dy[n, 0, 0, 0], dy_pixel_major, dy_ld,
-                           q - n * P, min(P, q_end - n * P), &workspace[threadid(), 0],
-                           &partials[unit, 0])
-            q = min((n + 1) * P, q_end)
+        _filter_unit(&g, &x[0, 0, 0, 0], sxn, sxh, sxw, sxc, cols_pixel_major, x_ld,
+                     &dy[0, 0, 0, 0], sdn, dy_pixel_major, dy_ld, across_images,
+                     q, min(q + g.unit_pixels, total), &workspace[threadid(), 0],
+                     &partials[unit, 0])
