@@ -22,8 +22,12 @@ class Choice:
     reason: str
 
 
-def winograd_applies(kernel_hw, strides, depthwise=False):
-    """None if Winograd can compute this convolution, else why not."""
+def winograd_applies(kernel_hw, strides, depthwise=False, built=True):
+    """None if Winograd can compute this convolution, else why not (``built``: whether this
+    build has the kernel)."""
+    if not built:
+        return ("this build of convbp has no Winograd kernel (compiled without GNU C vector "
+                "extensions)")
     if tuple(kernel_hw) != (3, 3):
         return f"the filter is {kernel_hw[0]}x{kernel_hw[1]}; Winograd here takes 3x3 only"
     if tuple(strides) != (1, 1):
@@ -34,7 +38,7 @@ def winograd_applies(kernel_hw, strides, depthwise=False):
 
 
 def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsize,
-           depthwise=False):
+           depthwise=False, built=True):
     """The algorithm ``"auto"`` picks for a convolution read as a correlation.
 
     Logical sizes: ``in_hw``/``c`` the correlation's input (for the input gradient: dy and its
@@ -43,7 +47,7 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
     c_group, f_group = c // groups, f // groups
     if depthwise:
         return Choice("depthwise", None, "one input channel a group: the direct depthwise kernel")
-    why = winograd_applies(kernel_hw, strides)
+    why = winograd_applies(kernel_hw, strides, built=built)
     if why is not None:
         return Choice("gemm", None, why)
     # The rule, from forced-algorithm timings (2 threads, AMD EPYC Zen 4; gemm time / winograd

@@ -557,7 +557,7 @@ def choose_for(op, x_shape, y_shape, geometry, groups, dtype):
     itemsize = 4 if np.dtype(dtype) == np.float16 else np.dtype(dtype).itemsize
     return _choose.choose(n, corr[0], corr[1], geometry.kernel_hw, geometry.strides,
                           geometry.dilations, corr[2], corr[3], groups, itemsize,
-                          depthwise=groups > 1 and c == groups)
+                          depthwise=groups > 1 and c == groups, built=_winograd.AVAILABLE)
 
 
 def _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm):
@@ -566,7 +566,7 @@ def _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm):
     if algorithm == "winograd":
         c = x_shape[3]
         why = _choose.winograd_applies(geometry.kernel_hw, geometry.strides,
-                                       groups > 1 and c == groups)
+                                       groups > 1 and c == groups, _winograd.AVAILABLE)
         if why is not None:
             raise ValueError(f"algorithm='winograd' does not apply: {why}; use "
                              f"algorithm='auto' or 'gemm'")

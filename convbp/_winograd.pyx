@@ -40,6 +40,8 @@ include "_index.pxi"
 ctypedef Py_ssize_t ssize  # the header's ptrdiff_t
 
 cdef extern from "_winograd_transforms.h" nogil:
+    # 0 in a build without GNU C vector extensions: the kernel is left out.
+    int CONVBP_WINOGRAD_AVAILABLE
     # (src, s_row, s_col, dst, d_xi, n): v = B^T d B
     void convbp_wino2_input_f32(const float*, ssize, ssize, float*, ssize, ssize)
     void convbp_wino2_input_f64(const double*, ssize, ssize, double*, ssize, ssize)
@@ -60,6 +62,10 @@ cdef extern from "_winograd_copy.h" nogil:
     # (dst, d_i, d_j, src, s_i, s_j, ni, nj): dst[i*d_i + j*d_j] = src[i*s_i + j*s_j]
     void convbp_copy_2d_f32(float*, ssize, ssize, const float*, ssize, ssize, ssize, ssize)
     void convbp_copy_2d_f64(double*, ssize, ssize, const double*, ssize, ssize, ssize, ssize)
+
+
+# Whether this build has the Winograd kernel (the engine never calls it otherwise).
+AVAILABLE = bool(CONVBP_WINOGRAD_AVAILABLE)
 
 
 cdef struct Plan:

@@ -10,36 +10,44 @@
 
 #define CONVBP_COPY_BLOCK 8 /* rows of a block at a power-of-two stride fit an 8-way L1 set */
 
+#if CONVBP_VECTORS
 typedef int convbp_i32x8 __attribute__((vector_size(32)));
 typedef long long convbp_i64x8 __attribute__((vector_size(64)));
+
+/* Two-vector shuffles: __builtin_shufflevector (Clang, GCC >= 12) takes the lane indices,
+ * older GCC's __builtin_shuffle a mask vector of type M. */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define CONVBP_SHUF8(M, a, b, i0, i1, i2, i3, i4, i5, i6, i7)                                   \
+    __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#else
+#define CONVBP_SHUF8(M, a, b, i0, i1, i2, i3, i4, i5, i6, i7)                                   \
+    __builtin_shuffle(a, b, (M){i0, i1, i2, i3, i4, i5, i6, i7})
+#endif
 
 /* An 8 x 8 transpose in registers: r[j][i] -> o[i][j], three rounds of two-vector shuffles
  * (pairs, then pairs of pairs, then halves), which GCC lowers to unpack/permute instructions. */
 #define CONVBP_TRANSPOSE8(V, M, r, o)                                                           \
     do {                                                                                        \
-        const M lo1_ = {0, 8, 1, 9, 2, 10, 3, 11}, hi1_ = {4, 12, 5, 13, 6, 14, 7, 15};         \
-        const M lo2_ = {0, 1, 8, 9, 2, 3, 10, 11}, hi2_ = {4, 5, 12, 13, 6, 7, 14, 15};         \
-        const M lo4_ = {0, 1, 2, 3, 8, 9, 10, 11}, hi4_ = {4, 5, 6, 7, 12, 13, 14, 15};         \
         V t_[8], u_[8];                                                                         \
         for (int k_ = 0; k_ < 4; ++k_) {                                                        \
-            t_[2 * k_] = __builtin_shuffle(r[2 * k_], r[2 * k_ + 1], lo1_);                     \
-            t_[2 * k_ + 1] = __builtin_shuffle(r[2 * k_], r[2 * k_ + 1], hi1_);                 \
+            t_[2 * k_] = CONVBP_SHUF8(M, r[2 * k_], r[2 * k_ + 1], 0, 8, 1, 9, 2, 10, 3, 11);                     \
+            t_[2 * k_ + 1] = CONVBP_SHUF8(M, r[2 * k_], r[2 * k_ + 1], 4, 12, 5, 13, 6, 14, 7, 15);                 \
         }                                                                                       \
         for (int k_ = 0; k_ < 2; ++k_) {                                                        \
-            u_[4 * k_ + 0] = __builtin_shuffle(t_[4 * k_], t_[4 * k_ + 2], lo2_);               \
-            u_[4 * k_ + 1] = __builtin_shuffle(t_[4 * k_], t_[4 * k_ + 2], hi2_);               \
-            u_[4 * k_ + 2] = __builtin_shuffle(t_[4 * k_ + 1], t_[4 * k_ + 3], lo2_);           \
-            u_[4 * k_ + 3] = __builtin_shuffle(t_[4 * k_ + 1], t_[4 * k_ + 3], hi2_);           \
+            u_[4 * k_ + 0] = CONVBP_SHUF8(M, t_[4 * k_], t_[4 * k_ + 2], 0, 1, 8, 9, 2, 3, 10, 11);               \
+            u_[4 * k_ + 1] = CONVBP_SHUF8(M, t_[4 * k_], t_[4 * k_ + 2], 4, 5, 12, 13, 6, 7, 14, 15);               \
+            u_[4 * k_ + 2] = CONVBP_SHUF8(M, t_[4 * k_ + 1], t_[4 * k_ + 3], 0, 1, 8, 9, 2, 3, 10, 11);           \
+            u_[4 * k_ + 3] = CONVBP_SHUF8(M, t_[4 * k_ + 1], t_[4 * k_ + 3], 4, 5, 12, 13, 6, 7, 14, 15);           \
         }                                                                                       \
         for (int k_ = 0; k_ < 4; ++k_) {                                                        \
-            o[2 * k_] = __builtin_shuffle(u_[k_], u_[k_ + 4], lo4_);                            \
-            o[2 * k_ + 1] = __builtin_shuffle(u_[k_], u_[k_ + 4], hi4_);                        \
+            o[2 * k_] = CONVBP_SHUF8(M, u_[k_], u_[k_ + 4], 0, 1, 2, 3, 8, 9, 10, 11);                            \
+            o[2 * k_ + 1] = CONVBP_SHUF8(M, u_[k_], u_[k_ + 4], 4, 5, 6, 7, 12, 13, 14, 15);                        \
         }                                                                                       \
     } while (0)
 
 /* dst[i*d_i + j*d_j] = src[i*s_i + j*s_j] for i < ni, j < nj (zero when src is NULL). */
 #define CONVBP_COPY_2D_DEF(NAME, T, V, M)                                                       \
-    CONVBP_CLONES __attribute__((unused)) static void NAME(                                     \
+    CONVBP_CLONES CONVBP_UNUSED static void NAME(                                     \
         T *restrict dst, ptrdiff_t d_i, ptrdiff_t d_j, const T *restrict src, ptrdiff_t s_i,    \
         ptrdiff_t s_j, ptrdiff_t ni, ptrdiff_t nj)                                              \
     {                                                                                           \
@@ -82,11 +90,10 @@ typedef long long convbp_i64x8 __attribute__((vector_size(64)));
                         for (int k = 0; k < 8; ++k)                                             \
                             r_[k] = *(const V *)(src + i0 + (j0 + k) * s_j);                    \
                     } else {                                                                    \
-                        const M even_ = {0, 2, 4, 6, 8, 10, 12, 14};                            \
                         for (int k = 0; k < 8; ++k) {                                           \
                             const T *p_ = src + 2 * i0 + (j0 + k) * s_j;                        \
-                            r_[k] = __builtin_shuffle(*(const V *)p_, *(const V *)(p_ + 8),     \
-                                                      even_);                                   \
+                            r_[k] = CONVBP_SHUF8(M, *(const V *)p_, *(const V *)(p_ + 8),       \
+                                                 0, 2, 4, 6, 8, 10, 12, 14);                    \
                         }                                                                       \
                     }                                                                           \
                     CONVBP_TRANSPOSE8(V, M, r_, o_);                                            \
@@ -116,5 +123,12 @@ typedef long long convbp_i64x8 __attribute__((vector_size(64)));
 
 CONVBP_COPY_2D_DEF(convbp_copy_2d_f32, float, convbp_f32x8, convbp_i32x8)
 CONVBP_COPY_2D_DEF(convbp_copy_2d_f64, double, convbp_f64x8, convbp_i64x8)
+#else /* never called: the engine checks CONVBP_WINOGRAD_AVAILABLE */
+#include <stdlib.h>
+static void convbp_copy_2d_f32(float *d, ptrdiff_t a, ptrdiff_t b, const float *s, ptrdiff_t c,
+                               ptrdiff_t e, ptrdiff_t n, ptrdiff_t m) { abort(); }
+static void convbp_copy_2d_f64(double *d, ptrdiff_t a, ptrdiff_t b, const double *s, ptrdiff_t c,
+                               ptrdiff_t e, ptrdiff_t n, ptrdiff_t m) { abort(); }
+#endif
 
 #endif

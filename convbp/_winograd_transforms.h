@@ -9,6 +9,9 @@
 #include "_simd.h" /* CONVBP_CLONES */
 #include <stddef.h>
 
+#if CONVBP_VECTORS
+#define CONVBP_WINOGRAD_AVAILABLE 1
+
 /* ---- F(2x2, 3x3): alpha = 4, points {0, 1, -1, inf} ----
  *   A^T =
  *     [ 1  1  1  0]
@@ -27,7 +30,7 @@
 
 /* v = B^T d B for n channels: d[i][j] at src[i*s_row + j*s_col + c], v[k] (k = i*4 + j) at
  * dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f32(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino2_input_f32(
     const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -122,7 +125,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f32(
 }
 
 /* y = A^T x A for n channels: x[k] at src[k*s_xi + c], y[i][j] at dst[i*d_row + j*d_col + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f32(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino2_output_f32(
     const float *restrict src, ptrdiff_t s_xi, float *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -174,7 +177,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f32(
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
  * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f32(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino2_filter_f32(
     const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -290,7 +293,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f32(
 
 /* v = B^T d B for n channels: d[i][j] at src[i*s_row + j*s_col + c], v[k] (k = i*4 + j) at
  * dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f64(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino2_input_f64(
     const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -385,7 +388,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_input_f64(
 }
 
 /* y = A^T x A for n channels: x[k] at src[k*s_xi + c], y[i][j] at dst[i*d_row + j*d_col + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f64(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino2_output_f64(
     const double *restrict src, ptrdiff_t s_xi, double *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -437,7 +440,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_output_f64(
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
  * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f64(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino2_filter_f64(
     const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -575,7 +578,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino2_filter_f64(
 
 /* v = B^T d B for n channels: d[i][j] at src[i*s_row + j*s_col + c], v[k] (k = i*6 + j) at
  * dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f32(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino4_input_f32(
     const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -806,7 +809,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f32(
 }
 
 /* y = A^T x A for n channels: x[k] at src[k*s_xi + c], y[i][j] at dst[i*d_row + j*d_col + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f32(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino4_output_f32(
     const float *restrict src, ptrdiff_t s_xi, float *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -962,7 +965,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f32(
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
  * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f32(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino4_filter_f32(
     const float *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, float *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -1142,7 +1145,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f32(
 
 /* v = B^T d B for n channels: d[i][j] at src[i*s_row + j*s_col + c], v[k] (k = i*6 + j) at
  * dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f64(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino4_input_f64(
     const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -1373,7 +1376,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_input_f64(
 }
 
 /* y = A^T x A for n channels: x[k] at src[k*s_xi + c], y[i][j] at dst[i*d_row + j*d_col + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f64(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino4_output_f64(
     const double *restrict src, ptrdiff_t s_xi, double *restrict dst, ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -1529,7 +1532,7 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_output_f64(
 
 /* u = G w G^T for n filters, computed in double and rounded once: w[i][j] at
  * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */
-CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f64(
+CONVBP_CLONES CONVBP_UNUSED static void convbp_wino4_filter_f64(
     const double *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, ptrdiff_t s_c, double *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)
 {
     ptrdiff_t c = 0;
@@ -1706,5 +1709,22 @@ CONVBP_CLONES __attribute__((unused)) static void convbp_wino4_filter_f64(
         dst[30*d_xi + c] = (double)h50; dst[31*d_xi + c] = (double)h51; dst[32*d_xi + c] = (double)h52; dst[33*d_xi + c] = (double)h53; dst[34*d_xi + c] = (double)h54; dst[35*d_xi + c] = (double)h55;
     }
 }
+
+#else /* never called: the engine checks CONVBP_WINOGRAD_AVAILABLE */
+#include <stdlib.h>
+#define CONVBP_WINOGRAD_AVAILABLE 0
+static void convbp_wino2_input_f32(const float *s, ptrdiff_t a, ptrdiff_t b, float *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino2_input_f64(const double *s, ptrdiff_t a, ptrdiff_t b, double *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino2_output_f32(const float *s, ptrdiff_t a, float *d, ptrdiff_t b, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino2_output_f64(const double *s, ptrdiff_t a, double *d, ptrdiff_t b, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino2_filter_f32(const float *s, ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, float *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino2_filter_f64(const double *s, ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, double *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino4_input_f32(const float *s, ptrdiff_t a, ptrdiff_t b, float *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino4_input_f64(const double *s, ptrdiff_t a, ptrdiff_t b, double *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino4_output_f32(const float *s, ptrdiff_t a, float *d, ptrdiff_t b, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino4_output_f64(const double *s, ptrdiff_t a, double *d, ptrdiff_t b, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino4_filter_f32(const float *s, ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, float *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+static void convbp_wino4_filter_f64(const double *s, ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, double *d, ptrdiff_t e, ptrdiff_t n) { abort(); }
+#endif
 
 #endif

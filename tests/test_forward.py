@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from arrays import (LAYOUTS, MEMORY, arrange, conv_cases, float16_bound, out_array,
                     workspace_limit)
-from convbp import _engine
+from convbp import _engine, _winograd
 from convbp._geometry import forward_geometry
 from oracle import assert_close, direct_conv2d, torch, torch_conv2d
 
@@ -159,6 +159,7 @@ def test_winograd_where_it_does_not_apply_is_a_value_error_naming_algorithm(kern
         _engine.forward(x, filt, y, geometry, algorithm="winograd")
 
 
+@pytest.mark.skipif(not _winograd.AVAILABLE, reason="built without Winograd")
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("groups, dilations, padding", [
@@ -191,3 +192,18 @@ def test_winograd_forward_equals_the_direct_loop(layout, dtype, groups, dilation
     auto = _engine.forward(x, filt, np.empty_like(results["gemm"]), geometry, groups)
     choice = _engine.choose_for("forward", x.shape, auto.shape, geometry, groups, dtype)
     np.testing.assert_array_equal(auto, results[choice.algorithm])
+
+
+def test_without_the_winograd_kernel_it_is_refused_and_never_chosen(monkeypatch):
+    # As in a build without GNU C vector extensions (-DCONVBP_PLAIN_C, MSVC).
+    monkeypatch.setattr(_winograd, "AVAILABLE", False)
+    geometry = forward_geometry((16, 16), (3, 3), (1, 1), (1, 1), "SAME")
+    x, filt = make((2, 16, 16, 32), (3, 3, 32, 32), np.float32)
+    y = np.empty((2, 16, 16, 32), np.float32)
+    with pytest.raises(ValueError, match="algorithm.*no Winograd kernel"):
+        _engine.forward(x, filt, y, geometry, algorithm="winograd")
+    for op in ("forward", "input"):
+        assert _engine.choose_for(op, x.shape, y.shape, geometry, 1, np.float32).algorithm \
+            == "gemm"
+    assert_close(_engine.forward(x, filt, y, geometry), reference(x, filt, geometry, 1),
+                 np.float32, 9 * 32)

@@ -318,7 +318,7 @@ def emit_tile(m):
         lines.append("")
         lines.append(f"/* v = B^T d B for n channels: d[i][j] at src[i*s_row + j*s_col + c], "
                      f"v[k] (k = i*{a} + j) at\n * dst[k*d_xi + c]. */")
-        lines.append(f"CONVBP_CLONES __attribute__((unused)) static void "
+        lines.append(f"CONVBP_CLONES CONVBP_UNUSED static void "
                      f"convbp_wino{m}_input_{sfx}(")
         lines.append(f"    const {t} *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, "
                      f"{t} *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)")
@@ -339,7 +339,7 @@ def emit_tile(m):
         lines.append("")
         lines.append(f"/* y = A^T x A for n channels: x[k] at src[k*s_xi + c], y[i][j] at "
                      f"dst[i*d_row + j*d_col + c]. */")
-        lines.append(f"CONVBP_CLONES __attribute__((unused)) static void "
+        lines.append(f"CONVBP_CLONES CONVBP_UNUSED static void "
                      f"convbp_wino{m}_output_{sfx}(")
         lines.append(f"    const {t} *restrict src, ptrdiff_t s_xi, {t} *restrict dst, "
                      f"ptrdiff_t d_row, ptrdiff_t d_col, ptrdiff_t n)")
@@ -383,7 +383,7 @@ def emit_tile(m):
         lines.append("")
         lines.append(f"/* u = G w G^T for n filters, computed in double and rounded once: w[i][j] "
                      f"at\n * src[i*s_row + j*s_col + c*s_c], u[k] at dst[k*d_xi + c]. */")
-        lines.append(f"CONVBP_CLONES __attribute__((unused)) static void "
+        lines.append(f"CONVBP_CLONES CONVBP_UNUSED static void "
                      f"convbp_wino{m}_filter_{sfx}(")
         lines.append(f"    const {t} *restrict src, ptrdiff_t s_row, ptrdiff_t s_col, "
                      f"ptrdiff_t s_c, {t} *restrict dst, ptrdiff_t d_xi, ptrdiff_t n)")
@@ -415,10 +415,25 @@ def generate():
         "#include <stddef.h>",
         "",
     ]
+    # The transforms need GNU C vector extensions (GCC, Clang); without them (MSVC, or
+    # -DCONVBP_PLAIN_C) the kernel is left out and "auto" never picks it.
+    lines += ["#if CONVBP_VECTORS", "#define CONVBP_WINOGRAD_AVAILABLE 1", ""]
+    stubs = []
     for m in sorted(POINTS):
         lines += emit_tile(m)
         lines.append("")
-    lines.append("#endif")
+        for stage, args in (("input", "const T *s, ptrdiff_t a, ptrdiff_t b, T *d, ptrdiff_t e, "
+                                      "ptrdiff_t n"),
+                            ("output", "const T *s, ptrdiff_t a, T *d, ptrdiff_t b, ptrdiff_t e, "
+                                       "ptrdiff_t n"),
+                            ("filter", "const T *s, ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, T *d, "
+                                       "ptrdiff_t e, ptrdiff_t n")):
+            for suffix, t in (("f32", "float"), ("f64", "double")):
+                stubs.append(f"static void convbp_wino{m}_{stage}_{suffix}("
+                             f"{args.replace('T ', t + ' ')}) {{ abort(); }}")
+    lines += ["#else /* never called: the engine checks CONVBP_WINOGRAD_AVAILABLE */",
+              "#include <stdlib.h>", "#define CONVBP_WINOGRAD_AVAILABLE 0"] + stubs
+    lines += ["#endif", "", "#endif"]
     return "\n".join(lines) + "\n"
 
 
