@@ -18,6 +18,7 @@ from ._threads import (bounded_openmp_spinning, default_num_threads, kernel_team
 
 with bounded_openmp_spinning():  # libgomp is loaded, and reads its settings, here
     from . import _depthwise, _gemm, _winograd  # type: ignore[attr-defined]  # no stubs
+    _gemm.openmp_max_threads()  # a first OpenMP call: libomp reads its settings now
 from . import _choose
 
 __all__ = ["backprop_filter", "backprop_input", "compute", "depthwise_backprop_filter",

@@ -13,11 +13,11 @@ The rules, measured on the project's 2-core machines (see README "Threads"):
   member queued behind another process's thread -- a second process calling convbp, a busy
   process, NumPy's OpenBLAS threads spinning after a matmul -- holds the whole call up.
   Thread counts never change results (the work split does not depend on them).
-* GNU OpenMP's idle threads spin for a bounded time, not libgomp's default 300,000 rounds: with
-  a second process on the same cores, threads spinning in a barrier while their partner is
-  descheduled turned a 0.1 ms call into 10 ms.  The setting is made for convbp's own load of
-  libgomp only (the environment is restored at once), and a user's ``OMP_WAIT_POLICY`` or
-  ``GOMP_SPINCOUNT`` always wins.
+* Idle OpenMP threads spin for a bounded time, not libgomp's default 300,000 rounds (or
+  libomp's 200 ms): with a second process on the same cores, threads spinning in a barrier
+  while their partner is descheduled turned a 0.1 ms call into 10 ms.  The setting is made for
+  convbp's own load of the runtime only (the environment is restored at once), and a user's
+  ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` always wins.
 * BLAS is held to one thread while convbp's threads run, each of which calls a single-threaded
   GEMM; the caller's setting is restored afterwards.
 """
@@ -46,17 +46,26 @@ MIN_FLOPS_PER_THREAD = 6e6
 _GOMP_SPIN_COUNT = 10000
 
 
+# LLVM's libomp (a Clang build) spins KMP_BLOCKTIME milliseconds (default 200) instead.
+_KMP_BLOCKTIME_MS = 1
+
+
 @contextmanager
 def bounded_openmp_spinning():
-    """Around the import of the OpenMP extensions: libgomp reads its spin count when loaded."""
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+    """Around the import of the OpenMP extensions and a first OpenMP call: libgomp reads its
+    spin count when loaded, libomp its block time when first used."""
+    if "OMP_WAIT_POLICY" in os.environ:
         yield
         return
-    os.environ["GOMP_SPINCOUNT"] = str(_GOMP_SPIN_COUNT)
+    settings = {"GOMP_SPINCOUNT": str(_GOMP_SPIN_COUNT), "KMP_BLOCKTIME": str(_KMP_BLOCKTIME_MS)}
+    added = [name for name in settings if name not in os.environ]
+    for name in added:
+        os.environ[name] = settings[name]
     try:
         yield
     finally:
-        os.environ.pop("GOMP_SPINCOUNT", None)
+        for name in added:
+            os.environ.pop(name, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +178,8 @@ ADAPT_TO_LOAD = True
 # 0.1-0.3 ms) and show as runnable: they are convbp's own, not another program's.
 _OWN_SPIN_SECONDS = 5e-4
 _last_team = (0.0, 1)  # (time.monotonic() when the last multi-threaded call ended, its size)
-_user_wait_policy = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+_user_wait_policy = any(name in os.environ for name in
+                        ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"))
 try:
     _loadavg = os.open("/proc/loadavg", os.O_RDONLY)
 except (OSError, AttributeError):  # pragma: no cover - not Linux

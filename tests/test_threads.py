@@ -162,7 +162,8 @@ def test_idle_openmp_threads_stop_spinning_soon():
     # libgomp's default (300,000 spin rounds) keeps an idle team busy for milliseconds after
     # each call; convbp bounds it for its own load of libgomp, and leaves the environment as
     # it found it.
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     out = subprocess.run([sys.executable, "-P", "-c", _SPIN_PROBE], env=env,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "unset"
