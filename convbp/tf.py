@@ -902,10 +902,14 @@ def choose_algorithm(input_sizes, filter_shape, strides, padding, *, data_format
     Examples
     --------
     >>> import convbp
+    >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 2, "SAME").reason
+    'the stride is (2, 2); Winograd takes stride 1 only'
+
+    A 3x3 stride-1 layer takes Winograd in a build that has the kernel (GCC or Clang):
+
     >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 1, "SAME").algorithm
+    ... # doctest: +SKIP
     'winograd'
-    >>> convbp.choose_algorithm((8, 56, 56, 64), (3, 3, 64, 64), 2, "SAME").algorithm
-    'gemm'
     """
     data_format = check_data_format(data_format)
     sizes = tuple(int_list(input_sizes, "input_sizes", minimum=0))
