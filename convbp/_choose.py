@@ -25,15 +25,15 @@ class Choice:
 def winograd_applies(kernel_hw, strides, depthwise=False, built=True):
     """None if Winograd can compute this convolution, else why not (``built``: whether this
     build has the kernel)."""
-    if not built:
-        return ("this build of convbp has no Winograd kernel (compiled without GNU C vector "
-                "extensions)")
     if tuple(kernel_hw) != (3, 3):
         return f"the filter is {kernel_hw[0]}x{kernel_hw[1]}; Winograd here takes 3x3 only"
     if tuple(strides) != (1, 1):
         return f"the stride is {tuple(strides)}; Winograd takes stride 1 only"
     if depthwise:
         return "a depthwise convolution (one input channel a group) has its own direct kernel"
+    if not built:
+        return ("this build of convbp has no Winograd kernel (compiled without GNU C vector "
+                "extensions)")
     return None
 
 
