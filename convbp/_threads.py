@@ -71,7 +71,7 @@ def bounded_openmp_spinning():
 # ---------------------------------------------------------------------------------------------
 # How many threads.
 
-def _affinity_cores():
+def _affinity_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
@@ -180,6 +180,7 @@ _OWN_SPIN_SECONDS = 5e-4
 _last_team = (0.0, 1)  # (time.monotonic() when the last multi-threaded call ended, its size)
 _user_wait_policy = any(name in os.environ for name in
                         ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"))
+_loadavg: "int | None"
 try:
     _loadavg = os.open("/proc/loadavg", os.O_RDONLY)
 except (OSError, AttributeError):  # pragma: no cover - not Linux
