@@ -516,3 +516,66 @@ def test_example_runs_small():
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "equal the in-memory conv2d_backprop_input" in done.stdout
+
+
+# --- conv2d and conv2d_backprop_filter -------------------------------------------------------
+
+def x_problem(case, data_format, n=3, c=3, f=4):
+    in_hw, k, s, d, padding = case
+    x = to_layout(RNG.standard_normal((n,) + in_hw + (c,)), data_format)
+    filt = RNG.standard_normal(k + (c, f))
+    return x, filt
+
+
+def logical(shape, data_format):
+    return shape if data_format == "NHWC" else tuple(shape[i] for i in (0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", TF_CASES, ids=str)
+@pytest.mark.parametrize("chunking", ["ones", "uneven", "channels_split"])
+def test_conv2d_matches_in_memory(case, data_format, chunking):
+    x, filt = x_problem(case, data_format)
+    in_hw, k, s, d, padding = case
+    chunks = chunks_in_layout(DY_CHUNKINGS[chunking](logical(x.shape, data_format), RNG),
+                              data_format)
+    expected = convbp.tf.conv2d(x, filt, s, padding, data_format=data_format, dilations=d)
+    result = cdask.conv2d(da.from_array(x, chunks=chunks), filt, s, padding,
+                          data_format=data_format, dilations=d)
+    assert_matches(result, expected, k[0] * k[1] * x.shape[3 if data_format == "NHWC" else 1])
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", TF_CASES, ids=str)
+@pytest.mark.parametrize("chunking", ["ones", "uneven", "channels_split"])
+def test_conv2d_backprop_filter_matches_in_memory(case, data_format, chunking):
+    dy, filt, sizes, _ = tf_problem(case, data_format)
+    in_hw, k, s, d, padding = case
+    x = RNG.standard_normal(sizes)
+    chunks = chunks_in_layout(DY_CHUNKINGS[chunking](logical(dy.shape, data_format), RNG),
+                              data_format)
+    expected = convbp.tf.conv2d_backprop_filter(x, filt.shape, dy, s, padding,
+                                                data_format=data_format, dilations=d)
+    result = cdask.conv2d_backprop_filter(da.from_array(x, chunks=2), filt.shape,
+                                          da.from_array(dy, chunks=chunks), s, padding,
+                                          data_format=data_format, dilations=d)
+    assert result.chunks == tuple((size,) for size in filt.shape)
+    assert_matches(result, expected, int(np.prod(logical(dy.shape, data_format)[:3])))
+
+
+@pytest.mark.parametrize("function", ["conv2d", "conv2d_backprop_filter"])
+@pytest.mark.parametrize("kwargs, name", [({"algorithm": "fft"}, "algorithm"),
+                                          ({"algorithm": "winograd"}, "algorithm"),
+                                          ({"strides": 0}, "strides"),
+                                          ({"padding": "FULL"}, "padding")])
+def test_conv2d_and_filter_errors_are_raised_at_once(function, kwargs, name):
+    x = da.zeros((2, 9, 9, 3), chunks=3)
+    args = {"strides": 1, "padding": "SAME"}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        if function == "conv2d":
+            cdask.conv2d(x, np.zeros((3, 3, 3, 4)), args.pop("strides"), args.pop("padding"),
+                         **args)
+        else:
+            cdask.conv2d_backprop_filter(x, (3, 3, 3, 4), da.zeros((2, 9, 9, 4), chunks=3),
+                                         args.pop("strides"), args.pop("padding"), **args)
