@@ -579,3 +579,37 @@ def test_conv2d_and_filter_errors_are_raised_at_once(function, kwargs, name):
         else:
             cdask.conv2d_backprop_filter(x, (3, 3, 3, 4), da.zeros((2, 9, 9, 4), chunks=3),
                                          args.pop("strides"), args.pop("padding"), **args)
+
+
+@given(chunked_problems())
+def test_hypothesis_conv2d_and_filter_gradient(problem):
+    in_hw, k, s, d, padding, n, out_hw, dy_chunks, result_chunks, data_format = problem
+    rng = np.random.default_rng(2)
+    x = to_layout(rng.standard_normal((n,) + in_hw + (3,)), data_format)
+    dy = to_layout(rng.standard_normal((n,) + out_hw + (2,)), data_format)
+    filt = rng.standard_normal(k + (3, 2))
+    # x chunked as drawn for the input gradient's result; conv2d's result as dy is chunked.
+    x_chunks = -1 if result_chunks is None else chunks_in_layout(result_chunks, data_format)
+    with dask.config.set(scheduler="sync"):
+        assert_matches(cdask.conv2d(da.from_array(x, chunks=x_chunks), filt, s, padding,
+                                    data_format=data_format, dilations=d,
+                                    chunks=chunks_in_layout(dy_chunks[:3] + ((2,),),
+                                                            data_format)),
+                       convbp.tf.conv2d(x, filt, s, padding, data_format=data_format,
+                                        dilations=d), k[0] * k[1] * 3)
+        assert_matches(cdask.conv2d_backprop_filter(
+            da.from_array(x, chunks=x_chunks), filt.shape,
+            da.from_array(dy, chunks=chunks_in_layout(dy_chunks, data_format)), s, padding,
+            data_format=data_format, dilations=d),
+            convbp.tf.conv2d_backprop_filter(x, filt.shape, dy, s, padding,
+                                             data_format=data_format, dilations=d),
+            n * out_hw[0] * out_hw[1])
+
+
+def test_filter_gradient_is_deterministic():
+    dy, filt, sizes, _ = tf_problem(TF_CASES[1], "NHWC", n=4)
+    x = RNG.standard_normal(sizes)
+    dw = cdask.conv2d_backprop_filter(da.from_array(x, chunks=2), filt.shape,
+                                      da.from_array(dy, chunks=(1, 2, 2, 4)), (2, 3), "SAME")
+    first = dw.compute(scheduler="threads")
+    np.testing.assert_array_equal(dw.compute(scheduler="sync"), first)
