@@ -613,3 +613,32 @@ def test_filter_gradient_is_deterministic():
                                       da.from_array(dy, chunks=(1, 2, 2, 4)), (2, 3), "SAME")
     first = dw.compute(scheduler="threads")
     np.testing.assert_array_equal(dw.compute(scheduler="sync"), first)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_conv2d_tasks_read_only_their_window(data_format):
+    case = ((31, 20), (5, 3), (2, 3), (2, 1), ((4, 1), (0, 2)))
+    in_hw, k, s, d, pads = case
+    x, filt = x_problem(case, data_format, n=2)
+    h_axis, w_axis = (1, 2) if data_format == "NHWC" else (2, 3)
+    chunks = [-1] * 4
+    chunks[0], chunks[h_axis] = 1, 3
+    x = da.from_array(x, chunks=tuple(chunks))
+    result = cdask.conv2d(x, filt, s, pads, data_format=data_format, dilations=d,
+                          chunks={h_axis: 2, w_axis: 3})
+    bounds = [tuple(itertools.accumulate((0,) + c)) for c in result.chunks]
+    for index, pieces in task_regions(result, x).items():
+        lo = [bounds[a][i] for a, i in enumerate(index)]
+        hi = [bounds[a][i + 1] for a, i in enumerate(index)]
+        got = [set(), set()]
+        for piece in pieces:
+            for j, axis in enumerate((h_axis, w_axis)):
+                got[j].update(range(*piece[axis]))
+        taps = [{o * s[j] - pads[j][0] + t * d[j] for o in range(lo[axis], hi[axis])
+                 for t in range(k[j])} & set(range(in_hw[j]))  # brute force
+                for j, axis in enumerate((h_axis, w_axis))]
+        expected = [set(range(min(t), max(t) + 1)) if all(taps) else set() for t in taps]
+        assert got == expected  # the rows and columns from the first tap read to the last
+    oracle.assert_close(result.compute(), convbp.tf.conv2d(
+        x.compute(), filt, s, pads, data_format=data_format, dilations=d), np.float64,
+        k[0] * k[1] * 3)
