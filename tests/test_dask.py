@@ -505,9 +505,21 @@ def test_distributed_local_cluster_with_worker_processes():
         result = cdask.conv2d_backprop_input(sizes, filt, da.from_array(dy, chunks=(1, 4, 3, 4)),
                                              2, "SAME", data_format="NCHW", dilations=(2, 1))
         computed = result.compute()
+        x = RNG.standard_normal(sizes)
+        y, dw = dask.compute(
+            cdask.conv2d(da.from_array(x, chunks=(1, 3, 5, 4)), filt, 2, "SAME",
+                         data_format="NCHW", dilations=(2, 1)),
+            cdask.conv2d_backprop_filter(da.from_array(x, chunks=(2, 3, 5, 4)), filt.shape,
+                                         da.from_array(dy, chunks=(1, 4, 3, 4)), 2, "SAME",
+                                         data_format="NCHW", dilations=(2, 1)))
         # Two single-threaded worker processes share the cores: one convbp thread a task.
         assert client.submit(cdask.task_threads, pure=False).result() == 1
     oracle.assert_close(computed, expected, np.float64, 9 * 4)
+    oracle.assert_close(y, convbp.tf.conv2d(x, filt, 2, "SAME", data_format="NCHW",
+                                            dilations=(2, 1)), np.float64, 9 * 3)
+    oracle.assert_close(dw, convbp.tf.conv2d_backprop_filter(
+        x, filt.shape, dy, 2, "SAME", data_format="NCHW", dilations=(2, 1)), np.float64,
+        dy.size // dy.shape[1])
 
 
 def test_example_runs_small():
