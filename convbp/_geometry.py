@@ -381,7 +381,28 @@ def torch_transpose_geometry(in_hw, kernel_hw, strides, padding, output_padding,
 
 
 # =============================================================================================
-# Blocks of the input gradient (convbp.dask): which out_backprop rows one block of rows needs.
+# Blocks (convbp.dask): which rows of one operand a block of rows of another needs.
+
+class TapWindow(NamedTuple):
+    """The input rows ``[start, stop)`` that a run of output rows reads, and the explicit
+    padding (before, after) under which the convolution of exactly those input rows gives
+    exactly that run of output rows."""
+
+    start: int
+    stop: int
+    pads: tuple
+
+
+def tap_window(out_start, out_stop, kernel, stride, dilation, pad_before, lo, hi):
+    """The :class:`TapWindow` of output rows ``[out_start, out_stop)`` (non-empty) within input
+    rows ``[lo, hi)``: output row ``o`` reads input rows ``o*stride - pad_before + k*dilation``
+    for ``k < kernel``; the rows outside ``[lo, hi)`` become padding.  Empty (``stop <=
+    start``) when every tap of the run falls outside ``[lo, hi)``."""
+    first = out_start * stride - pad_before  # the run's taps cover input rows [first, last)
+    last = (out_stop - 1) * stride - pad_before + (kernel - 1) * dilation + 1
+    start, stop = max(lo, first), min(hi, last)
+    return TapWindow(start, stop, (start - first, last - stop))
+
 
 class AxisHalo(NamedTuple):
     """What rows ``[lo, hi)`` of the input gradient need along one axis.
@@ -407,8 +428,6 @@ def axis_halo(lo, hi, out_size, kernel, stride, dilation, pad_before):
     out_stop = min(out_size, (hi - 1 + pad_before) // stride + 1)  # past the last o, first tap < hi
     if hi <= lo or out_start >= out_stop:
         return AxisHalo(0, 0, 0, 0, (0, 0))
-    first = out_start * stride - pad_before  # the region's taps cover input rows [first, last)
-    last = (out_stop - 1) * stride - pad_before + reach + 1
-    start, stop = max(lo, first), min(hi, last)
-    # Padded to [first, last), the region's forward output is exactly out_stop - out_start rows.
-    return AxisHalo(out_start, out_stop, start - lo, stop - lo, (start - first, last - stop))
+    # Padded to the run's whole window, its forward output is exactly out_stop - out_start rows.
+    window = tap_window(out_start, out_stop, kernel, stride, dilation, pad_before, lo, hi)
+    return AxisHalo(out_start, out_stop, window.start - lo, window.stop - lo, window.pads)

@@ -505,9 +505,21 @@ def test_distributed_local_cluster_with_worker_processes():
         result = cdask.conv2d_backprop_input(sizes, filt, da.from_array(dy, chunks=(1, 4, 3, 4)),
                                              2, "SAME", data_format="NCHW", dilations=(2, 1))
         computed = result.compute()
+        x = RNG.standard_normal(sizes)
+        y, dw = dask.compute(
+            cdask.conv2d(da.from_array(x, chunks=(1, 3, 5, 4)), filt, 2, "SAME",
+                         data_format="NCHW", dilations=(2, 1)),
+            cdask.conv2d_backprop_filter(da.from_array(x, chunks=(2, 3, 5, 4)), filt.shape,
+                                         da.from_array(dy, chunks=(1, 4, 3, 4)), 2, "SAME",
+                                         data_format="NCHW", dilations=(2, 1)))
         # Two single-threaded worker processes share the cores: one convbp thread a task.
         assert client.submit(cdask.task_threads, pure=False).result() == 1
     oracle.assert_close(computed, expected, np.float64, 9 * 4)
+    oracle.assert_close(y, convbp.tf.conv2d(x, filt, 2, "SAME", data_format="NCHW",
+                                            dilations=(2, 1)), np.float64, 9 * 3)
+    oracle.assert_close(dw, convbp.tf.conv2d_backprop_filter(
+        x, filt.shape, dy, 2, "SAME", data_format="NCHW", dilations=(2, 1)), np.float64,
+        dy.size // dy.shape[1])
 
 
 def test_example_runs_small():
@@ -516,3 +528,129 @@ def test_example_runs_small():
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "equal the in-memory conv2d_backprop_input" in done.stdout
+
+
+# --- conv2d and conv2d_backprop_filter -------------------------------------------------------
+
+def x_problem(case, data_format, n=3, c=3, f=4):
+    in_hw, k, s, d, padding = case
+    x = to_layout(RNG.standard_normal((n,) + in_hw + (c,)), data_format)
+    filt = RNG.standard_normal(k + (c, f))
+    return x, filt
+
+
+def logical(shape, data_format):
+    return shape if data_format == "NHWC" else tuple(shape[i] for i in (0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", TF_CASES, ids=str)
+@pytest.mark.parametrize("chunking", ["ones", "uneven", "channels_split"])
+def test_conv2d_matches_in_memory(case, data_format, chunking):
+    x, filt = x_problem(case, data_format)
+    in_hw, k, s, d, padding = case
+    chunks = chunks_in_layout(DY_CHUNKINGS[chunking](logical(x.shape, data_format), RNG),
+                              data_format)
+    expected = convbp.tf.conv2d(x, filt, s, padding, data_format=data_format, dilations=d)
+    result = cdask.conv2d(da.from_array(x, chunks=chunks), filt, s, padding,
+                          data_format=data_format, dilations=d)
+    assert_matches(result, expected, k[0] * k[1] * x.shape[3 if data_format == "NHWC" else 1])
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", TF_CASES, ids=str)
+@pytest.mark.parametrize("chunking", ["ones", "uneven", "channels_split"])
+def test_conv2d_backprop_filter_matches_in_memory(case, data_format, chunking):
+    dy, filt, sizes, _ = tf_problem(case, data_format)
+    in_hw, k, s, d, padding = case
+    x = RNG.standard_normal(sizes)
+    chunks = chunks_in_layout(DY_CHUNKINGS[chunking](logical(dy.shape, data_format), RNG),
+                              data_format)
+    expected = convbp.tf.conv2d_backprop_filter(x, filt.shape, dy, s, padding,
+                                                data_format=data_format, dilations=d)
+    result = cdask.conv2d_backprop_filter(da.from_array(x, chunks=2), filt.shape,
+                                          da.from_array(dy, chunks=chunks), s, padding,
+                                          data_format=data_format, dilations=d)
+    assert result.chunks == tuple((size,) for size in filt.shape)
+    assert_matches(result, expected, int(np.prod(logical(dy.shape, data_format)[:3])))
+
+
+@pytest.mark.parametrize("function", ["conv2d", "conv2d_backprop_filter"])
+@pytest.mark.parametrize("kwargs, name", [({"algorithm": "fft"}, "algorithm"),
+                                          ({"algorithm": "winograd"}, "algorithm"),
+                                          ({"strides": 0}, "strides"),
+                                          ({"padding": "FULL"}, "padding")])
+def test_conv2d_and_filter_errors_are_raised_at_once(function, kwargs, name):
+    x = da.zeros((2, 9, 9, 3), chunks=3)
+    args = {"strides": 1, "padding": "SAME"}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        if function == "conv2d":
+            cdask.conv2d(x, np.zeros((3, 3, 3, 4)), args.pop("strides"), args.pop("padding"),
+                         **args)
+        else:
+            cdask.conv2d_backprop_filter(x, (3, 3, 3, 4), da.zeros((2, 9, 9, 4), chunks=3),
+                                         args.pop("strides"), args.pop("padding"), **args)
+
+
+@given(chunked_problems())
+def test_hypothesis_conv2d_and_filter_gradient(problem):
+    in_hw, k, s, d, padding, n, out_hw, dy_chunks, result_chunks, data_format = problem
+    rng = np.random.default_rng(2)
+    x = to_layout(rng.standard_normal((n,) + in_hw + (3,)), data_format)
+    dy = to_layout(rng.standard_normal((n,) + out_hw + (2,)), data_format)
+    filt = rng.standard_normal(k + (3, 2))
+    # x chunked as drawn for the input gradient's result; conv2d's result as dy is chunked.
+    x_chunks = -1 if result_chunks is None else chunks_in_layout(result_chunks, data_format)
+    with dask.config.set(scheduler="sync"):
+        assert_matches(cdask.conv2d(da.from_array(x, chunks=x_chunks), filt, s, padding,
+                                    data_format=data_format, dilations=d,
+                                    chunks=chunks_in_layout(dy_chunks[:3] + ((2,),),
+                                                            data_format)),
+                       convbp.tf.conv2d(x, filt, s, padding, data_format=data_format,
+                                        dilations=d), k[0] * k[1] * 3)
+        assert_matches(cdask.conv2d_backprop_filter(
+            da.from_array(x, chunks=x_chunks), filt.shape,
+            da.from_array(dy, chunks=chunks_in_layout(dy_chunks, data_format)), s, padding,
+            data_format=data_format, dilations=d),
+            convbp.tf.conv2d_backprop_filter(x, filt.shape, dy, s, padding,
+                                             data_format=data_format, dilations=d),
+            n * out_hw[0] * out_hw[1])
+
+
+def test_filter_gradient_is_deterministic():
+    dy, filt, sizes, _ = tf_problem(TF_CASES[1], "NHWC", n=4)
+    x = RNG.standard_normal(sizes)
+    dw = cdask.conv2d_backprop_filter(da.from_array(x, chunks=2), filt.shape,
+                                      da.from_array(dy, chunks=(1, 2, 2, 4)), (2, 3), "SAME")
+    first = dw.compute(scheduler="threads")
+    np.testing.assert_array_equal(dw.compute(scheduler="sync"), first)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_conv2d_tasks_read_only_their_window(data_format):
+    case = ((31, 20), (5, 3), (2, 3), (2, 1), ((4, 1), (0, 2)))
+    in_hw, k, s, d, pads = case
+    x, filt = x_problem(case, data_format, n=2)
+    h_axis, w_axis = (1, 2) if data_format == "NHWC" else (2, 3)
+    chunks = [-1] * 4
+    chunks[0], chunks[h_axis] = 1, 3
+    x = da.from_array(x, chunks=tuple(chunks))
+    result = cdask.conv2d(x, filt, s, pads, data_format=data_format, dilations=d,
+                          chunks={h_axis: 2, w_axis: 3})
+    bounds = [tuple(itertools.accumulate((0,) + c)) for c in result.chunks]
+    for index, pieces in task_regions(result, x).items():
+        lo = [bounds[a][i] for a, i in enumerate(index)]
+        hi = [bounds[a][i + 1] for a, i in enumerate(index)]
+        got = [set(), set()]
+        for piece in pieces:
+            for j, axis in enumerate((h_axis, w_axis)):
+                got[j].update(range(*piece[axis]))
+        taps = [{o * s[j] - pads[j][0] + t * d[j] for o in range(lo[axis], hi[axis])
+                 for t in range(k[j])} & set(range(in_hw[j]))  # brute force
+                for j, axis in enumerate((h_axis, w_axis))]
+        expected = [set(range(min(t), max(t) + 1)) if all(taps) else set() for t in taps]
+        assert got == expected  # the rows and columns from the first tap read to the last
+    oracle.assert_close(result.compute(), convbp.tf.conv2d(
+        x.compute(), filt, s, pads, data_format=data_format, dilations=d), np.float64,
+        k[0] * k[1] * 3)
