@@ -586,7 +586,8 @@ def test_conv2d_and_filter_errors_are_raised_at_once(function, kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         if function == "conv2d":
-            cdask.conv2d(x, np.zeros((3, 3, 3, 4)), args.pop("strides"), args.pop("padding"),
+            # Winograd takes 3x3 filters only (and never the filter gradient).
+            cdask.conv2d(x, np.zeros((5, 5, 3, 4)), args.pop("strides"), args.pop("padding"),
                          **args)
         else:
             cdask.conv2d_backprop_filter(x, (3, 3, 3, 4), da.zeros((2, 9, 9, 4), chunks=3),
