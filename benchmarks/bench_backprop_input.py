@@ -17,6 +17,11 @@ Run from the repository root with convbp installed::
     python benchmarks/bench_backprop_input.py                     # everything, ~5 minutes
     python benchmarks/bench_backprop_input.py --quick --dtype float32
     python benchmarks/bench_backprop_input.py --shapes r50 --layout NCHW --repeat 9
+    python benchmarks/bench_backprop_input.py --op all --heldout   # shapes the choice never saw
+
+For the ops with a choice of algorithm (input gradient, forward) the "auto" column names what
+``algorithm="auto"`` picked, and convbp is also timed with "gemm" and "winograd" forced ("n/a"
+where Winograd does not apply; ``--no-forced`` leaves them out).
 
 The JSON (default ``benchmarks/results/latest.json``) holds every timing; a PNG bar chart of the
 speedup over PyTorch is written next to it when matplotlib is installed.
@@ -114,12 +119,27 @@ SHAPES = (
     Shape("vgg", 4, 112, 112, 128, 3, 3, 128, 1, "SAME"),
 )
 
+# Shapes the algorithm choice was not tuned on (--heldout): 3x3 stride 1 at 32-512 channels
+# and various image sizes, C_in != C_out, dilated wide layers, 5x5, 1x7, stride-2 VALID.
+HELDOUT = (
+    Shape("h_c32_64", 16, 56, 56, 32, 3, 3, 64, 1, "SAME"),
+    Shape("h_c128_256", 8, 28, 28, 128, 3, 3, 256, 1, "SAME"),
+    Shape("h_c512_14", 8, 14, 14, 512, 3, 3, 512, 1, "SAME"),
+    Shape("h_7x7x512", 32, 7, 7, 512, 3, 3, 512, 1, "SAME"),
+    Shape("h_img128", 2, 128, 128, 64, 3, 3, 32, 1, "SAME"),
+    Shape("h_dil_wide", 4, 32, 32, 256, 3, 3, 256, 1, "SAME", 2),
+    Shape("h_5x5", 8, 28, 28, 64, 5, 5, 64, 1, "SAME"),
+    Shape("h_1x7", 8, 17, 17, 128, 1, 7, 128, 1, "SAME"),
+    Shape("h_s2_valid", 8, 56, 56, 64, 3, 3, 128, 2, "VALID"),
+    Shape("h_c16", 8, 64, 64, 16, 3, 3, 16, 1, "SAME"),
+)
+
 
 # ---------------------------------------------------------------------------------------------
 # Contenders.  Each factory returns (run, to_nhwc): run() computes one gradient and returns it,
 # to_nhwc(result) turns that result into a logical-NHWC NumPy array for the cross-check.
 
-def make_convbp(shape, layout, dy, filt, threads):
+def make_convbp(shape, layout, dy, filt, threads, algorithm="auto"):
     if layout == "NHWC":
         sizes = (shape.n, shape.h, shape.w, shape.c_in)
     else:
@@ -128,7 +148,7 @@ def make_convbp(shape, layout, dy, filt, threads):
     def run():
         return convbp.conv2d_backprop_input(sizes, filt, dy, shape.stride, shape.padding,
                                             data_format=layout, dilations=shape.dilation,
-                                            num_threads=threads)
+                                            num_threads=threads, algorithm=algorithm)
 
     return run, (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
 
@@ -216,7 +236,7 @@ def _to_nhwc(layout):
     return (lambda r: r) if layout == "NHWC" else (lambda r: r.transpose(0, 2, 3, 1))
 
 
-def make_convbp_forward(shape, layout, x, filt, threads):
+def make_convbp_forward(shape, layout, x, filt, threads, algorithm="auto"):
     geometry = _geometry(shape)
     x_nhwc = _nhwc(x, layout)
     oh, ow = geometry.out_hw
@@ -225,7 +245,8 @@ def make_convbp_forward(shape, layout, x, filt, threads):
 
     def run():
         y = np.empty(sizes, x.dtype)
-        convbp._engine.forward(x_nhwc, filt, _nhwc(y, layout), geometry, 1, threads)
+        convbp._engine.forward(x_nhwc, filt, _nhwc(y, layout), geometry, 1, threads,
+                               algorithm)
         return y
 
     return run, _to_nhwc(layout)
@@ -242,6 +263,26 @@ def make_convbp_filter(shape, layout, x, dy, threads):
         return dw
 
     return run, lambda r: r
+
+
+def make_forced(factory, algorithm):
+    """A contender: convbp's ``factory`` with ``algorithm`` forced ("gemm", "winograd"); it
+    raises (and the case shows "n/a") where the algorithm does not apply."""
+    def forced(shape, layout, first, second, threads):
+        return factory(shape, layout, first, second, threads, algorithm)
+    return forced
+
+
+def auto_choice(shape, dtype, op):
+    """What algorithm="auto" picks for ``op`` on the shape, e.g. "winograd F(4x4)"; the filter
+    gradient has one algorithm, im2col + GEMM."""
+    if op not in ("input", "forward"):
+        return "gemm"
+    oh, ow = shape.out_hw
+    choice = convbp._engine.choose_for(op, (shape.n, shape.h, shape.w, shape.c_in),
+                                       (shape.n, oh, ow, shape.c_out), _geometry(shape), 1,
+                                       np.dtype(dtype))
+    return choice.algorithm + (f" F({choice.tile}x{choice.tile})" if choice.tile else "")
 
 
 def _torch_operands(shape, layout, x):
@@ -308,10 +349,14 @@ def make_numpy_filter(shape, layout, x, dy, threads):
     return run, lambda r: r
 
 
-def contenders_for(op, torch_ok, tf):
-    """{name: factory} for one op; factories take the op's operands in OPERANDS[op] order."""
+def contenders_for(op, torch_ok, tf, forced=True):
+    """{name: factory} for one op; factories take the op's operands in OPERANDS[op] order.
+    ``forced``: also convbp with each algorithm forced, for the ops that have a choice."""
     if op == "input":
         contenders = {"convbp": make_convbp}
+        if forced:
+            contenders.update(gemm=make_forced(make_convbp, "gemm"),
+                              winograd=make_forced(make_convbp, "winograd"))
         if torch_ok:
             contenders["torch"] = make_torch
         if tf is not None:
@@ -321,6 +366,9 @@ def contenders_for(op, torch_ok, tf):
     table = {"forward": (make_convbp_forward, make_torch_forward, make_numpy_forward),
              "filter": (make_convbp_filter, make_torch_filter, make_numpy_filter)}[op]
     contenders = {"convbp": table[0]}
+    if forced and op == "forward":
+        contenders.update(gemm=make_forced(table[0], "gemm"),
+                          winograd=make_forced(table[0], "winograd"))
     if torch_ok:
         contenders["torch"] = table[1]
     contenders["numpy"] = table[2]
@@ -425,7 +473,8 @@ def run_case(shape, layout, dtype, args, contenders, op="input"):
     first, second = (operands[name] for name in OPERANDS[op])
     record = dict(op=op, shape=shape.name, geometry=shape.describe(), layout=layout, dtype=dtype,
                   flops=shape.flops, pads=shape.pads(), out_hw=(oh, ow),
-                  times={}, median_s={}, gflops={}, skipped={})
+                  times={}, median_s={}, gflops={}, skipped={},
+                  auto=auto_choice(shape, dtype, op))
 
     runs, converters = {}, {}
     for name, factory in contenders.items():
@@ -445,7 +494,7 @@ def run_case(shape, layout, dtype, args, contenders, op="input"):
         to_a, a = converters["convbp"]
         a = to_a(a)
         errors = {}
-        for name in ("torch", "tf", "numpy"):
+        for name in ("torch", "tf", "numpy", "gemm", "winograd"):
             if name in converters:
                 to_b, b = converters[name]
                 errors[name] = rel_max_error(a, to_b(b))
@@ -552,16 +601,16 @@ def fmt(value, spec=".1f"):
 
 
 def print_table(records, contenders):
-    extra = [name for name in ("tf", "numpy") if name in contenders
+    extra = [name for name in ("gemm", "winograd", "tf", "numpy") if name in contenders
              and any(name in r["gflops"] or name in r["skipped"] for r in records)]
-    cols = (["op", "shape", "layout", "dtype", "convbp", "torch", "speedup"] + extra
+    cols = (["op", "shape", "layout", "dtype", "auto", "convbp", "torch", "speedup"] + extra
             + ["ms", "spread", "rel err"])
     rows = []
     for r in records:
         err = max(r.get("verify", {}).get("errors", {}).values(), default=None)
         flag = "" if r.get("verify", {}).get("ok", True) else " FAIL"
         speedup = r.get("speedup_vs_torch")
-        row = [r.get("op", "input"), r["shape"], r["layout"], r["dtype"],
+        row = [r.get("op", "input"), r["shape"], r["layout"], r["dtype"], r.get("auto", "-"),
                fmt(r["gflops"].get("convbp")),
                fmt(r["gflops"].get("torch")) if "torch" in contenders else "-",
                fmt(speedup, ".2f") + "x" if speedup else ("n/a" if "torch" in contenders
@@ -573,13 +622,15 @@ def print_table(records, contenders):
                 (fmt(err, ".1e") if err is not None else "-") + flag]
         rows.append(row)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    print("GFLOP/s (median of the timed calls); speedup = torch time / convbp time; ms = convbp "
-          "median; spread = largest\ninterquartile range / median of any contender; rel err = "
-          "max|convbp - other| / max|other|,\nthe largest over the other contenders")
-    print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
+    print("GFLOP/s (median of the timed calls); convbp = algorithm \"auto\" (its pick in the auto "
+          "column), gemm / winograd =\nthat algorithm forced (n/a: it does not apply; -: the op "
+          "has no choice); speedup = torch time / convbp\ntime; ms = convbp median; spread = "
+          "largest interquartile range / median of any contender; rel err =\nmax|convbp - other| "
+          "/ max|other|, the largest over the other contenders")
+    print("  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in
                     enumerate(zip(cols, widths))))
     for row in rows:
-        print("  ".join(v.ljust(w) if i < 4 else v.rjust(w) for i, (v, w) in
+        print("  ".join(v.ljust(w) if i < 5 else v.rjust(w) for i, (v, w) in
                         enumerate(zip(row, widths))))
     print()
 
@@ -651,7 +702,7 @@ def write_png(path, records, info):
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.6 * len(panels)), squeeze=False)
     for ax, (op, dtype) in zip(axes[:, 0], panels):
         mine = [r for r in records if r.get("op", "input") == op and r["dtype"] == dtype]
-        names = [s.name for s in SHAPES if any(r["shape"] == s.name for r in mine)]
+        names = [s.name for s in SHAPES + HELDOUT if any(r["shape"] == s.name for r in mine)]
         x = np.arange(len(names))
         for i, layout in enumerate(LAYOUTS):
             values = [next((r.get("speedup_vs_torch", 0) for r in mine
@@ -727,12 +778,17 @@ def parse_args(argv=None):
                    help="warm-up calls for PyTorch and TensorFlow (default 20; 5 with "
                         "--quick); convbp gets 3 (with its verification call), numpy 1")
     p.add_argument("--quick", action="store_true", help="fewer rounds and warm-ups")
+    p.add_argument("--heldout", action="store_true",
+                   help="the held-out shapes (not used to tune the algorithm choice) instead of "
+                        "the public ones")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every contender (default: all cores available)")
     p.add_argument("--numpy", action="store_true",
                    help="time the NumPy reference on every shape (default: only small ones)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-tf", action="store_true", help="leave TensorFlow out")
+    p.add_argument("--no-forced", action="store_true",
+                   help="do not time convbp with each algorithm forced (gemm, winograd)")
     p.add_argument("--json", default=os.path.join(RESULTS_DIR, "latest.json"),
                    help="where to write the results (default %(default)s)")
     p.add_argument("--png", default=None,
@@ -762,13 +818,14 @@ def main(argv=None):
     ops = OPS if args.op == "all" else (() if args.op == "conv1d" else (args.op,))
     contenders = {}
     for op in ops:
-        contenders.update(contenders_for(op, torch_ok, tf))
+        contenders.update(contenders_for(op, torch_ok, tf, not args.no_forced))
 
     wanted = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    shapes = [s for s in SHAPES if not wanted or any(w in s.name for w in wanted)]
+    pool = HELDOUT if args.heldout else SHAPES
+    shapes = [s for s in pool if not wanted or any(w in s.name for w in wanted)]
     if not shapes:
         sys.exit(f"no shape matches --shapes {args.shapes!r}; names: "
-                 + ", ".join(s.name for s in SHAPES))
+                 + ", ".join(s.name for s in pool))
     dtypes = DTYPES if args.dtype == "all" else (args.dtype,)
     layouts = LAYOUTS if args.layout == "all" else (args.layout,)
 
@@ -787,8 +844,8 @@ def main(argv=None):
         total = len(ops) * len(dtypes) * len(shapes) * len(layouts)
         for op, dtype, shape, layout in ((o, d, s, l) for o in ops for d in dtypes
                                          for s in shapes for l in layouts):
-            r = run_case(shape, layout, dtype, args, contenders_for(op, torch_ok, tf),
-                         op)
+            r = run_case(shape, layout, dtype, args,
+                         contenders_for(op, torch_ok, tf, not args.no_forced), op)
             records.append(r)
             v = r.get("verify")
             check = ("rel err vs " + ", ".join(f"{k} {e:.1e}" for k, e in
@@ -799,8 +856,8 @@ def main(argv=None):
             skipped = "".join(f"; {k} n/a ({why})" for k, why in r["skipped"].items())
             speed = (f" ({r['speedup_vs_torch']:.2f}x)" if "speedup_vs_torch" in r
                      else "")
-            print(f"[{len(records)}/{total}] {op:<7} {shape.name:<11} {layout} {dtype}: "
-                  f"convbp {fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
+            print(f"[{len(records)}/{total}] {op:<7} {shape.name:<11} {layout} {dtype} "
+                  f"(auto: {r['auto']}): convbp {fmt(r['gflops'].get('convbp'))} GFLOP/s{speed}"
                   f"{', ' + others if others else ''}; {check}{skipped}", flush=True)
         conv1d = [run_conv1d(args, d) for d in dtypes] if args.op in ("conv1d", "all") else []
         overhead = call_overhead(args.threads)
@@ -820,7 +877,8 @@ def main(argv=None):
     print_summary(summary, gemm, info)
 
     out = dict(machine=info, settings=dict(repeat=args.repeat, warmup=args.warmup,
-                                           threads=args.threads, quick=args.quick),
+                                           threads=args.threads, quick=args.quick,
+                                           heldout=args.heldout, forced=not args.no_forced),
                gemm_ceiling=gemm, summary=summary, results=records, conv1d=conv1d)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
