@@ -411,6 +411,12 @@ def rel_max_error(actual, expected):
     return float(np.max(np.abs(actual - expected))) / scale
 
 
+# Each timed call follows this pause: the previous contender's idle OpenMP threads (PyTorch's
+# spin for milliseconds after a call) must not run beside the next -- convbp would count them
+# as busy CPUs and take fewer threads, and any contender would share its cores with them.
+GAP_SECONDS = 0.02
+
+
 def time_interleaved(runs, warmups, repeat):
     """{name: [seconds per call]}: warm-up calls first, then ``repeat`` interleaved rounds."""
     for name, run in runs.items():
@@ -419,6 +425,7 @@ def time_interleaved(runs, warmups, repeat):
     times = {name: [] for name in runs}
     for _ in range(repeat):
         for name, run in runs.items():
+            time.sleep(GAP_SECONDS)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
