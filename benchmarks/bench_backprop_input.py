@@ -628,7 +628,7 @@ def print_table(records, contenders):
                 fmt(max(r.get("spread", {}).values(), default=float("nan")) * 100, ".0f") + "%",
                 (fmt(err, ".1e") if err is not None else "-") + flag]
         rows.append(row)
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
     print("GFLOP/s (median of the timed calls); convbp = algorithm \"auto\" (its pick in the auto "
           "column), gemm / winograd =\nthat algorithm forced (n/a: it does not apply; -: the op "
           "has no choice); speedup = torch time / convbp\ntime; ms = convbp median; spread = "
