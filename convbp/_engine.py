@@ -279,6 +279,26 @@ def _cols_pixel_major(arr, groups):
     return sc < sw or (sc == sw and arr.shape[3] // groups > 1)
 
 
+def _needs_no_kernel(a, b, result, recompute):
+    """Handle what the kernels never see; True if ``result`` is done.
+
+    An empty result; an empty operand ``a`` or ``b`` (the result is zeros); float16, computed
+    by ``recompute(a32, b32, result32)`` in float32 in the result's own memory order (so the
+    loops run the same way) and rounded once.
+    """
+    if result.size == 0:
+        return True
+    if a.size == 0 or b.size == 0:
+        result[...] = 0
+        return True
+    if result.dtype == np.float16:
+        result32 = np.empty_like(result, dtype=np.float32)
+        recompute(a.astype(np.float32), b.astype(np.float32), result32)
+        result[...] = result32
+        return True
+    return False
+
+
 def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, algorithm="auto"):
     """Write the input gradient into ``dx``; all arrays in logical NHWC axis order.
 
@@ -294,16 +314,8 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
                                algorithm)
     n, h, w, c = dx.shape
     f = dy.shape[3]
-    if dx.size == 0:
-        return dx
-    if dy.size == 0 or filter_hwio.size == 0:
-        dx[...] = 0
-        return dx
-    if dx.dtype == np.float16:  # accumulate in float32, store float16
-        dx32 = np.empty(dx.shape, np.float32)
-        backprop_input(dy.astype(np.float32), filter_hwio.astype(np.float32), dx32, geometry,
-                       groups, num_threads, algorithm)
-        dx[...] = dx32
+    if _needs_no_kernel(dy, filter_hwio, dx, lambda a, b, r: backprop_input(
+            a, b, r, geometry, groups, num_threads, algorithm)):
         return dx
 
     if choice.algorithm == "winograd":
@@ -380,17 +392,9 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
                                algorithm)
     n, h, w, c = x.shape
     f = y.shape[3]
-    if y.size == 0:
-        return y
     kh, kw = geometry.kernel_hw
-    if x.size == 0 or filter_hwio.size == 0:
-        y[...] = 0
-        return y
-    if y.dtype == np.float16:  # accumulate in float32, store float16
-        y32 = np.empty(y.shape, np.float32)
-        forward(x.astype(np.float32), filter_hwio.astype(np.float32), y32, geometry, groups,
-                num_threads, algorithm)
-        y[...] = y32
+    if _needs_no_kernel(x, filter_hwio, y, lambda a, b, r: forward(
+            a, b, r, geometry, groups, num_threads, algorithm)):
         return y
 
     if choice.algorithm == "winograd":  # the stride-1 correlation of x by the filter
@@ -469,16 +473,8 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
                          "algorithm='auto' or 'gemm'")
     n, h, w, c = x.shape
     kh, kw, _, f = dw.shape
-    if dw.size == 0:
-        return dw
-    if x.size == 0 or dy.size == 0:
-        dw[...] = 0
-        return dw
-    if dw.dtype == np.float16:  # accumulate in float32, store float16
-        dw32 = np.empty(dw.shape, np.float32)
-        backprop_filter(x.astype(np.float32), dy.astype(np.float32), dw32, geometry, groups,
-                        num_threads)
-        dw[...] = dw32
+    if _needs_no_kernel(x, dy, dw, lambda a, b, r: backprop_filter(
+            a, b, r, geometry, groups, num_threads)):
         return dw
 
     if groups > 1 and c == groups:  # depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M)
@@ -609,16 +605,9 @@ def depthwise_backprop_input(dy, filter, dx, geometry, num_threads=None):
     """
     n, h, w, c = dx.shape
     kh, kw, _, m = filter.shape
-    if dx.size == 0:
-        return dx
-    if dy.size == 0:  # multiplier 0: no output channel reads the input
-        dx[...] = 0
-        return dx
-    if dx.dtype == np.float16:  # accumulate in float32, store float16
-        dx32 = np.empty_like(dx, dtype=np.float32)  # same memory order, same loop order
-        depthwise_backprop_input(dy.astype(np.float32), filter.astype(np.float32), dx32,
-                                 geometry, num_threads)
-        dx[...] = dx32
+    # An empty dy: multiplier 0, no output channel reads the input.
+    if _needs_no_kernel(dy, filter, dx, lambda a, b, r: depthwise_backprop_input(
+            a, b, r, geometry, num_threads)):
         return dx
 
     # Loop order follows dx's memory: channels innermost for NHWC memory, width for NCHW.
@@ -678,16 +667,8 @@ def depthwise_forward(x, filter, y, geometry, num_threads=None):
     """
     n, h, w, c = x.shape
     kh, kw, _, m = filter.shape
-    if y.size == 0:
-        return y
-    if x.size == 0 or filter.size == 0:
-        y[...] = 0
-        return y
-    if y.dtype == np.float16:  # accumulate in float32, store float16
-        y32 = np.empty(y.shape, np.float32)
-        depthwise_forward(x.astype(np.float32), filter.astype(np.float32), y32, geometry,
-                          num_threads)
-        y[...] = y32
+    if _needs_no_kernel(x, filter, y, lambda a, b, r: depthwise_forward(
+            a, b, r, geometry, num_threads)):
         return y
     # Loop order follows x's memory: channels innermost for NHWC memory, width for NCHW.
     channels_inner = abs(x.strides[3]) <= abs(x.strides[2])
@@ -715,16 +696,8 @@ def depthwise_backprop_filter(x, dy, dw, geometry, num_threads=None):
     """
     n, h, w, c = x.shape
     kh, kw, _, m = dw.shape
-    if dw.size == 0:
-        return dw
-    if x.size == 0 or dy.size == 0:
-        dw[...] = 0
-        return dw
-    if dw.dtype == np.float16:  # accumulate in float32, store float16
-        dw32 = np.empty(dw.shape, np.float32)
-        depthwise_backprop_filter(x.astype(np.float32), dy.astype(np.float32), dw32, geometry,
-                                  num_threads)
-        dw[...] = dw32
+    if _needs_no_kernel(x, dy, dw, lambda a, b, r: depthwise_backprop_filter(
+            a, b, r, geometry, num_threads)):
         return dw
     channels_inner = abs(x.strides[3]) <= abs(x.strides[2])
     cores = machine_cores()
