@@ -1,12 +1,16 @@
-"""Errors of each algorithm of conv2d_backprop_input against a float64 reference.
+"""Errors of each algorithm of conv2d_backprop_input (or, with ``--op filter``, of
+conv2d_backprop_filter) against a float64 reference.
 
-Per (data, dtype, algorithm): rel = max|err| / max|ref| and cw = max |err| / (eps * |W| conv |dy|)
-(the componentwise error in units of eps times the condition scale), for standard-normal data
-and for data with a wide dynamic range (magnitudes log-uniform over 1e-3..1e3), on a
-8x28x28x64 -> 64 3x3 SAME layer (NHWC).  PyTorch's float32 error is shown beside convbp's.
+Per (data, dtype, algorithm): rel = max|err| / max|ref| and cw = max |err| / (eps * scale), the
+componentwise error in units of eps times the condition scale -- |W| conv |dy| for the input
+gradient, |x| corr |dy| for the filter gradient -- for standard-normal data and for data with a
+wide dynamic range (magnitudes log-uniform over 1e-3..1e3), on a 8x28x28x64 -> 64 3x3 SAME layer
+(NHWC).  PyTorch's float32 error is shown beside convbp's.
 
-    python benchmarks/accuracy.py
+    python benchmarks/accuracy.py [--op input|filter]
 """
+
+import argparse
 
 import numpy as np
 
@@ -40,6 +44,54 @@ def torch_f32(dy, w, pad):
     g = torch.ops.aten.convolution_backward(dy_t, x, w_t, None, [1, 1], [pad, pad], [1, 1],
                                             False, [0, 0], 1, [True, False, False])[0]
     return g.permute(0, 2, 3, 1).numpy()
+
+
+def filter_reference(x, dy, pad, dtype=np.float64):
+    """dw (HWIO) in ``dtype`` by PyTorch (float64: convbp's GEMM without PyTorch)."""
+    if torch is None:
+        return convbp.tf.conv2d_backprop_filter(x.astype(dtype), (3, 3, x.shape[3], dy.shape[3]),
+                                                dy.astype(dtype), 1, "SAME", algorithm="gemm")
+    x_t = torch.from_numpy(np.asarray(x, dtype)).permute(0, 3, 1, 2)
+    dy_t = torch.from_numpy(np.asarray(dy, dtype)).permute(0, 3, 1, 2)
+    w = torch.zeros((dy.shape[3], x.shape[3], 3, 3), dtype=x_t.dtype)
+    g = torch.ops.aten.convolution_backward(dy_t, x_t, w, None, [1, 1], [pad, pad], [1, 1],
+                                            False, [0, 0], 1, [False, True, False])[1]
+    return g.permute(2, 3, 1, 0).numpy()
+
+
+def main_filter():
+    rng = np.random.default_rng(0)
+    n, h, w, c, f = 8, 28, 28, 64, 64
+    print("| data | dtype | algorithm | rel = max|err|/max|ref| | cw = max |err|/(eps |x| corr |dy|) |")
+    print("|---|---|---|---|---|")
+    for data in ("normal", "wide range"):
+        if data == "normal":
+            x = rng.standard_normal((n, h, w, c))
+            dy = rng.standard_normal((n, h, w, f))
+        else:
+            x = 10.0 ** rng.uniform(-3, 3, (n, h, w, c)) * rng.choice([-1, 1], (n, h, w, c))
+            dy = 10.0 ** rng.uniform(-3, 3, (n, h, w, f)) * rng.choice([-1, 1], (n, h, w, f))
+        for dtype in (np.float32, np.float64):
+            x_d, dy_d = x.astype(dtype), dy.astype(dtype)
+            ref = filter_reference(x_d, dy_d, 1)
+            scale = filter_reference(np.abs(x_d), np.abs(dy_d), 1)
+            eps = np.finfo(dtype).eps
+            results = {}
+            for name, tile in (("gemm", None), ("winograd F(2x2)", 2), ("winograd F(4x4)", 4)):
+                if tile is None:
+                    results[name] = convbp.tf.conv2d_backprop_filter(
+                        x_d, (3, 3, c, f), dy_d, 1, "SAME", algorithm="gemm")
+                else:
+                    dw = np.empty((3, 3, c, f), dtype)
+                    results[name] = _engine.winograd_filter_gradient(x_d, dy_d, dw, (1, 1),
+                                                                     (1, 1), None, tile)
+            if torch is not None and dtype == np.float32:
+                results["PyTorch"] = filter_reference(x_d, dy_d, 1, np.float32)
+            for name, dw in results.items():
+                err = np.abs(dw.astype(np.float64) - ref)
+                rel = err.max() / np.abs(ref).max()
+                cw = (err / (eps * scale)).max()
+                print(f"| {data} | {np.dtype(dtype).name} | {name} | {rel:.1e} | {cw:.2f} |")
 
 
 def main():
@@ -79,4 +131,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--op", choices=("input", "filter"), default="input")
+    main_filter() if parser.parse_args().op == "filter" else main()

@@ -252,14 +252,14 @@ def make_convbp_forward(shape, layout, x, filt, threads, algorithm="auto"):
     return run, _to_nhwc(layout)
 
 
-def make_convbp_filter(shape, layout, x, dy, threads):
+def make_convbp_filter(shape, layout, x, dy, threads, algorithm="auto"):
     geometry = _geometry(shape)
     x_nhwc, dy_nhwc = _nhwc(x, layout), _nhwc(dy, layout)
     f_shape = (shape.kh, shape.kw, shape.c_in, shape.c_out)
 
     def run():
         dw = np.empty(f_shape, x.dtype)
-        convbp._engine.backprop_filter(x_nhwc, dy_nhwc, dw, geometry, 1, threads)
+        convbp._engine.backprop_filter(x_nhwc, dy_nhwc, dw, geometry, 1, threads, algorithm)
         return dw
 
     return run, lambda r: r
@@ -274,9 +274,8 @@ def make_forced(factory, algorithm):
 
 
 def auto_choice(shape, dtype, op):
-    """What algorithm="auto" picks for ``op`` on the shape, e.g. "winograd F(4x4)"; the filter
-    gradient has one algorithm, im2col + GEMM."""
-    if op not in ("input", "forward"):
+    """What algorithm="auto" picks for ``op`` on the shape, e.g. "winograd F(4x4)"."""
+    if op not in ("input", "forward", "filter"):
         return "gemm"
     oh, ow = shape.out_hw
     choice = convbp._engine.choose_for(op, (shape.n, shape.h, shape.w, shape.c_in),
@@ -366,7 +365,7 @@ def contenders_for(op, torch_ok, tf, forced=True):
     table = {"forward": (make_convbp_forward, make_torch_forward, make_numpy_forward),
              "filter": (make_convbp_filter, make_torch_filter, make_numpy_filter)}[op]
     contenders = {"convbp": table[0]}
-    if forced and op == "forward":
+    if forced:
         contenders.update(gemm=make_forced(table[0], "gemm"),
                           winograd=make_forced(table[0], "winograd"))
     if torch_ok:

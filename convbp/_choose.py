@@ -38,11 +38,13 @@ def winograd_applies(kernel_hw, strides, depthwise=False, built=True):
 
 
 def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsize,
-           depthwise=False, built=True):
-    """The algorithm ``"auto"`` picks for a convolution read as a correlation.
+           depthwise=False, built=True, op="forward"):
+    """The algorithm ``"auto"`` picks for ``op`` ("forward", "input" or "filter") of a
+    convolution read as a correlation.
 
     Logical sizes: ``in_hw``/``c`` the correlation's input (for the input gradient: dy and its
-    F channels), ``out_hw``/``f`` its output (dx and its C channels), ``itemsize`` 4 or 8.
+    F channels), ``out_hw``/``f`` its output (dx and its C channels), ``itemsize`` 4 or 8.  The
+    filter gradient correlates x (``in_hw``, ``c``) with dy (``out_hw``, ``f``).
     """
     c_group, f_group = c // groups, f // groups
     if depthwise:
@@ -81,7 +83,7 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
     # dot-product bound 2*gamma_n (n = 9 x the correlation's input channels) only from n = 144
     # on; shorter reductions take F(2x2), whose error is ~1.5 eps x |W| conv |dy| (and which
     # still beats GEMM there: 64->3 1.08/1.65, 64->8 1.22/1.73, 32->12 1.31/1.43).
-    if c_group < 16:
+    if c_group < 16 and op != "filter":  # the filter gradient reduces over pixels instead
         tile = 2
     return Choice("winograd", tile, f"3x3 stride 1, {c_group} -> {f_group} channels per group, "
                                     f"{pixels} output pixels: Winograd F({tile}x{tile}, 3x3)")

@@ -462,19 +462,33 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     x            (N, H, W, C), any strides
     dy           (N, OH, OW, F), any strides
     dw           (KH, KW, C/groups, F) writable, any strides; fully overwritten
-    algorithm    "auto" or "gemm": im2col + GEMM (direct kernel for depthwise)
+    algorithm    "auto" (``choose_for``), "gemm" (im2col + GEMM; the direct kernel for
+                 depthwise) or "winograd" (3x3, stride 1, not depthwise; else a ValueError)
     The caller has checked shapes against ``geometry`` and dtypes against each other.
 
     The output pixels are split into work units, each summing its own partial gradient; the
     partials are added in unit order, so the result is the same for any num_threads.
     """
-    if algorithm == "winograd":
-        raise ValueError("algorithm='winograd' does not apply to the filter gradient; use "
-                         "algorithm='auto' or 'gemm'")
+    algorithm = check_algorithm(algorithm)
+    choice = _algorithm_choice("filter", x.shape, dy.shape, geometry, groups, dw.dtype,
+                               algorithm)
     n, h, w, c = x.shape
     kh, kw, _, f = dw.shape
     if _needs_no_kernel(x, dy, dw, lambda a, b, r: backprop_filter(
-            a, b, r, geometry, groups, num_threads)):
+            a, b, r, geometry, groups, num_threads, algorithm)):
+        return dw
+
+    if choice.algorithm == "winograd":  # the stride-1 correlation of x by dy
+        (pt, _), (pl, _) = geometry.pads
+        winograd_filter_gradient(x, dy, dw, (pt, pl), geometry.dilations, num_threads,
+                                 choice.tile)
+        # Taps that only ever meet the padding are exactly zero; computed by Winograd they
+        # would be rounding noise from the tile's other taps.
+        for axis, (size, out, pad, dil) in enumerate(zip((h, w), geometry.out_hw, (pt, pl),
+                                                         geometry.dilations)):
+            for tap in range(3):
+                if tap * dil - pad > size - 1 or out - 1 + tap * dil - pad < 0:
+                    dw[(slice(None),) * axis + (tap,)] = 0
         return dw
 
     if groups > 1 and c == groups:  # depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M)
@@ -544,17 +558,19 @@ ALGORITHMS = ("auto", "gemm", "winograd")
 
 
 def choose_for(op, x_shape, y_shape, geometry, groups, dtype):
-    """The :class:`convbp._choose.Choice` that ``algorithm="auto"`` makes for ``op`` ("forward"
-    or "input") of the convolution of ``x_shape`` into ``y_shape`` (logical NHWC shapes):
-    deterministic in the geometry, dtype and machine.  Both ops are one stride-1 correlation:
-    of x by the filter (forward), or of y by the flipped, transposed filter (input gradient)."""
+    """The :class:`convbp._choose.Choice` that ``algorithm="auto"`` makes for ``op`` ("forward",
+    "input" or "filter") of the convolution of ``x_shape`` into ``y_shape`` (logical NHWC
+    shapes): deterministic in the geometry, dtype and machine.  Each op is one stride-1
+    correlation: of x by the filter (forward), of y by the flipped, transposed filter (input
+    gradient), of x by y (filter gradient)."""
     n, c, f = x_shape[0], x_shape[3], y_shape[3]
     x_hw, y_hw = tuple(x_shape[1:3]), tuple(y_shape[1:3])
-    corr = (x_hw, y_hw, c, f) if op == "forward" else (y_hw, x_hw, f, c)
+    corr = (x_hw, y_hw, c, f) if op != "input" else (y_hw, x_hw, f, c)
     itemsize = 4 if np.dtype(dtype) == np.float16 else np.dtype(dtype).itemsize
     return _choose.choose(n, corr[0], corr[1], geometry.kernel_hw, geometry.strides,
                           geometry.dilations, corr[2], corr[3], groups, itemsize,
-                          depthwise=groups > 1 and c == groups, built=_winograd.AVAILABLE)
+                          depthwise=groups > 1 and c == groups, built=_winograd.AVAILABLE,
+                          op=op)
 
 
 def _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm):
@@ -856,6 +872,84 @@ def winograd_correlate(inp, filt, out, pads, dilations=(1, 1), num_threads=None,
                                        threads)
             _winograd.correlate(inp, ub, out, workspace, kernel_plan, groups, threads)
     return out
+
+
+# Filter gradient by Winograd: each work unit transforms chunks of tiles of about this many
+# bytes (V and Z, kept in L2 for the GEMMs that read them back), but no fewer than
+# _WINOGRAD_GRAD_MIN_TILES tiles (the GEMMs' reduction length).  The units' partial sums take
+# at most _WINOGRAD_FILTER_SHARE of the workspace; output channels go in blocks beyond it
+# (each block transforms the inputs again).
+_WINOGRAD_GRAD_CHUNK_BYTES = 512 * 2**10
+_WINOGRAD_GRAD_MIN_TILES = 32
+
+
+def winograd_filter_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize,
+                         cores=None, limit=None):
+    """How ``winograd_filter_gradient`` splits the work: the kernel's ``Plan`` fields plus
+    ``parts`` (partial sums per group), ``filter_block``, ``scratch`` (elements per thread) and
+    ``m_bytes``.  Depends on the geometry, the machine and the workspace limit only."""
+    cores = machine_cores() if cores is None else cores
+    limit = _workspace_limit if limit is None else limit
+    m, a = tile, tile + 2
+    xi = a * a
+    (h, w), (oh, ow), (dh, dw) = in_hw, out_hw, dilations
+    tiles_h, tiles_w = -(-(-(-oh // dh)) // m), -(-(-(-ow // dw)) // m)
+    tiles = n * tiles_h * tiles_w * dh * dw  # per group, all phases (an upper bound)
+    parts = max(1, min(-(-cores // groups), tiles))
+    per_channel = groups * parts * xi * c * itemsize
+    share = int(limit * _WINOGRAD_FILTER_SHARE)
+    block = f if per_channel * f <= share else max(1, share // per_channel)
+    if block < f and block > 16:
+        block -= block % 16
+    block = -(-f // -(-f // block))  # equal blocks
+    per_tile = xi * (c + block) * itemsize
+    chunk_tiles = max(1, min(-(-tiles // parts),
+                             max(_WINOGRAD_GRAD_MIN_TILES, _WINOGRAD_GRAD_CHUNK_BYTES // per_tile)))
+    band_w = min(chunk_tiles, tiles_w) * m + 2
+    return dict(m=m, alpha=a, xi=xi, N=n, H=h, W=w, C=c, OH=oh, OW=ow, F=block, co0=0,
+                dil_h=dh, dil_w=dw, tiles_h=tiles_h, tiles_w=tiles_w, chunk_tiles=chunk_tiles,
+                chunks=0, co_split=1, band_w=band_w, u_co_inner=False, parts=parts,
+                filter_block=block,
+                scratch=_winograd.filter_scratch_elements(m, c, block, chunk_tiles, band_w),
+                m_bytes=per_channel * block)
+
+
+def winograd_filter_gradient(x, dy, dw, pads, dilations=(1, 1), num_threads=None, tile=4):
+    """``dw[a, b, ci, g*F + co] = sum x[n, i + a*d_h - pad_top, j + b*d_w - pad_left, g*C + ci]
+    * dy[n, i, j, g*F + co]`` (zero outside ``x``) by Winograd F(tile x tile, 3 x 3).
+
+    x   (N, H, W, groups*C) logical NHWC, any strides
+    dy  (N, OH, OW, groups*F) logical NHWC, any strides
+    dw  (3, 3, C, groups*F) writable, any strides; fully overwritten
+    pads (pad_top, pad_left), any ints; dilations (d_h, d_w) >= 1
+    Same dtype (float32 or float64) throughout; the caller has checked the shapes.
+    """
+    n, oh, ow, f_all = dy.shape
+    c = dw.shape[2]
+    groups = x.shape[3] // c
+    f = f_all // groups
+    plan = winograd_filter_plan(n, x.shape[1:3], (oh, ow), c, f, groups, dilations, tile,
+                                dw.itemsize)
+    plan["pad_top"], plan["pad_left"] = (int(p) for p in pads)
+    if max(plan["xi"] * max(c, plan["F"]), plan["chunk_tiles"] * max(c, plan["F"])) > \
+            _gemm.BLAS_INT_MAX:
+        raise ValueError(f"filter is too large for BLAS: {c} x {f} channels")
+    threads = thread_count(num_threads, groups * plan["parts"], 2 * n * oh * ow * f_all * 9 * c)
+    scratch_bytes = plan["scratch"] * dw.itemsize
+    threads = max(1, min(threads, (_workspace_limit - plan["m_bytes"]) // scratch_bytes))
+    workspace = np.empty((threads, plan["scratch"]), dw.dtype)
+    block = plan["filter_block"]
+    partials = np.empty(plan["m_bytes"] // dw.itemsize, dw.dtype)
+    kernel_plan = {k: plan[k] for k in ("m", "alpha", "xi", "N", "H", "W", "C", "OH", "OW",
+                                        "F", "co0", "pad_top", "pad_left", "dil_h", "dil_w",
+                                        "tiles_h", "tiles_w", "chunk_tiles", "chunks",
+                                        "co_split", "band_w", "u_co_inner")}
+    with kernel_team(threads):
+        for co0 in range(0, f, block):
+            kernel_plan["co0"], kernel_plan["F"] = co0, min(block, f - co0)
+            _winograd.filter_gradient(x, dy, dw, partials, workspace, kernel_plan, groups,
+                                      plan["parts"], threads)
+    return dw
 
 
 def grouped_filter(filter_hwio, groups):

@@ -58,6 +58,17 @@ cdef extern from "_winograd_transforms.h" nogil:
     void convbp_wino4_filter_f32(const float*, ssize, ssize, ssize, float*, ssize, ssize)
     void convbp_wino4_filter_f64(const double*, ssize, ssize, ssize, double*, ssize, ssize)
 
+    # (src, s_row, s_col, dst, d_xi, n): z = A d A^T (an m x m output-gradient tile)
+    void convbp_wino2_gradout_f32(const float*, ssize, ssize, float*, ssize, ssize)
+    void convbp_wino2_gradout_f64(const double*, ssize, ssize, double*, ssize, ssize)
+    void convbp_wino4_gradout_f32(const float*, ssize, ssize, float*, ssize, ssize)
+    void convbp_wino4_gradout_f64(const double*, ssize, ssize, double*, ssize, ssize)
+    # (src, s_xi, dst, d_row, d_col, d_c, n): w = G^T x G (the 3 x 3 filter gradient)
+    void convbp_wino2_gradfilter_f32(const float*, ssize, float*, ssize, ssize, ssize, ssize)
+    void convbp_wino2_gradfilter_f64(const double*, ssize, double*, ssize, ssize, ssize, ssize)
+    void convbp_wino4_gradfilter_f32(const float*, ssize, float*, ssize, ssize, ssize, ssize)
+    void convbp_wino4_gradfilter_f64(const double*, ssize, double*, ssize, ssize, ssize, ssize)
+
 cdef extern from "_winograd_copy.h" nogil:
     # (dst, d_i, d_j, src, s_i, s_j, ni, nj): dst[i*d_i + j*d_j] = src[i*s_i + j*s_j]
     void convbp_copy_2d_f32(float*, ssize, ssize, const float*, ssize, ssize, ssize, ssize)
@@ -122,6 +133,21 @@ cdef inline void _output_transform(Py_ssize_t m, const floating* src, Py_ssize_t
             convbp_wino4_output_f64(src, s_xi, dst, d_row, d_col, n)
 
 
+cdef inline void _gradout_transform(Py_ssize_t m, const floating* src, Py_ssize_t s_row,
+                                    Py_ssize_t s_col, floating* dst, Py_ssize_t d_xi,
+                                    Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        if m == 2:
+            convbp_wino2_gradout_f32(src, s_row, s_col, dst, d_xi, n)
+        else:
+            convbp_wino4_gradout_f32(src, s_row, s_col, dst, d_xi, n)
+    else:
+        if m == 2:
+            convbp_wino2_gradout_f64(src, s_row, s_col, dst, d_xi, n)
+        else:
+            convbp_wino4_gradout_f64(src, s_row, s_col, dst, d_xi, n)
+
+
 cdef inline void _copy_2d(floating* dst, Py_ssize_t d_i, Py_ssize_t d_j, const floating* src,
                           Py_ssize_t s_i, Py_ssize_t s_j, Py_ssize_t ni,
                           Py_ssize_t nj) noexcept nogil:
@@ -134,19 +160,17 @@ cdef inline void _copy_2d(floating* dst, Py_ssize_t d_i, Py_ssize_t d_j, const f
         convbp_copy_2d_f64(dst, d_i, d_j, src, s_i, s_j, ni, nj)
 
 
-cdef inline void _gemm(bint trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+cdef inline void _gemm(char ta, char tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                        const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
-                       floating* c, Py_ssize_t ldc) noexcept nogil:
-    """Column-major C (m x n) = op(A) B, beta = 0."""
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'N'
+                       floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """Column-major C (m x n) = op(A) op(B) + beta C."""
     cdef blas_int bm = <blas_int>m, bn = <blas_int>n, bk = <blas_int>k
     cdef blas_int blda = <blas_int>lda, bldb = <blas_int>ldb, bldc = <blas_int>ldc
-    cdef floating one = 1, zero = 0
+    cdef floating one = 1
     if floating is float:
-        sgemm(&ta, &tb, &bm, &bn, &bk, &one, <float*>a, &blda, <float*>b, &bldb, &zero, c, &bldc)
+        sgemm(&ta, &tb, &bm, &bn, &bk, &one, <float*>a, &blda, <float*>b, &bldb, &beta, c, &bldc)
     else:
-        dgemm(&ta, &tb, &bm, &bn, &bk, &one, <double*>a, &blda, <double*>b, &bldb, &zero, c, &bldc)
+        dgemm(&ta, &tb, &bm, &bn, &bk, &one, <double*>a, &blda, <double*>b, &bldb, &beta, c, &bldc)
 
 
 cdef void _gather_tile(const Plan* p, const View* v, const floating* img, Py_ssize_t y0,
@@ -164,6 +188,51 @@ cdef void _gather_tile(const Plan* p, const View* v, const floating* img, Py_ssi
         _copy_2d(tile + (i * a + x_lo) * C, C, 1, img + y * v.in_h + (x0 + x_lo) * v.in_w,
                  v.in_w, v.in_c, x_hi - x_lo, C)
         _copy_2d(tile + (i * a + x_hi) * C, C, 1, <const floating*>NULL, 0, 0, a - x_hi, C)
+
+
+cdef void _transform_inputs(const Plan* p, const View* v, Py_ssize_t s, Py_ssize_t s_end,
+                            floating* Vt, Py_ssize_t ld_tile, Py_ssize_t ld_xi, floating* tile,
+                            floating* band) noexcept nogil:
+    """V = B^T d B of tiles [s, s_end) (flat over n, tile row, tile column; one run within one
+    tile row) into Vt: tile s + t, point xi, channel c at Vt[t*ld_tile + xi*ld_xi + c]; tile and
+    band are scratch."""
+    cdef Py_ssize_t m = p.m, a = p.alpha, XI = p.xi, C = p.C
+    cdef Py_ssize_t per_image = v.tiles_h * v.tiles_w
+    cdef Py_ssize_t n = s // per_image
+    cdef Py_ssize_t ty = (s % per_image) // v.tiles_w
+    cdef Py_ssize_t tx = s % v.tiles_w
+    cdef Py_ssize_t tx_end = tx + (s_end - s)
+    cdef const floating* img = <const floating*>v.inp + n * v.in_n
+    cdef Py_ssize_t y0 = ty * m - v.pad_top
+    cdef Py_ssize_t t, x0, x_lo, x_hi, bw, i, y
+    if v.in_c == 1:  # channels-last: read in place, gather only tiles over an edge
+        for t in range(s, s_end):
+            x0 = (tx + t - s) * m - v.pad_left
+            if y0 >= 0 and y0 + a <= v.H and x0 >= 0 and x0 + a <= v.W:
+                _input_transform(m, img + y0 * v.in_h + x0 * v.in_w, v.in_h, v.in_w,
+                                 Vt + (t - s) * ld_tile, ld_xi, C)
+            else:
+                _gather_tile(p, v, img, y0, x0, tile)
+                _input_transform(m, tile, a * C, C, Vt + (t - s) * ld_tile, ld_xi, C)
+        return
+    # The band of input rows [y0, y0 + alpha) under the run, channels-last, zero outside the
+    # image: a blocked transposing copy per row.
+    x_lo = tx * m - v.pad_left
+    bw = (tx_end - tx) * m + a - m
+    for i in range(a):
+        y = y0 + i
+        x0 = max(x_lo, <Py_ssize_t>0)
+        x_hi = min(x_lo + bw, v.W)
+        if y < 0 or y >= v.H or x0 >= x_hi:
+            _copy_2d(band + i * bw * C, C, 1, <const floating*>NULL, 0, 0, bw, C)
+            continue
+        _copy_2d(band + i * bw * C, C, 1, <const floating*>NULL, 0, 0, x0 - x_lo, C)
+        _copy_2d(band + (i * bw + x0 - x_lo) * C, C, 1, img + y * v.in_h + x0 * v.in_w,
+                 v.in_w, v.in_c, x_hi - x0, C)
+        _copy_2d(band + (i * bw + x_hi - x_lo) * C, C, 1, <const floating*>NULL, 0, 0,
+                 x_lo + bw - x_hi, C)
+    for t in range(s, s_end):
+        _input_transform(m, band + (t - s) * m * C, bw * C, C, Vt + (t - s) * ld_tile, ld_xi, C)
 
 
 cdef void _correlate_chunk(const Plan* p, const View* v, const floating* U, Py_ssize_t t0,
@@ -191,52 +260,18 @@ cdef void _correlate_chunk(const Plan* p, const View* v, const floating* U, Py_s
     # Stage 2: input transform, one segment (a run of tiles in one tile row) at a time.
     s = t0
     while s < t1:
-        n = s // per_image
-        ty = (s % per_image) // v.tiles_w
-        tx = s % v.tiles_w
-        tx_end = min(v.tiles_w, tx + (t1 - s))
-        s_end = s + (tx_end - tx)
-        img = inp + n * v.in_n
-        y0 = ty * m - v.pad_top
-        if in_channels_last:
-            for t in range(s, s_end):
-                x0 = (tx + t - s) * m - v.pad_left
-                if y0 >= 0 and y0 + a <= v.H and x0 >= 0 and x0 + a <= v.W:
-                    _input_transform(m, img + y0 * v.in_h + x0 * v.in_w, v.in_h, v.in_w,
-                                     Vt + (t - t0) * XI * C, C, C)
-                else:
-                    _gather_tile(p, v, img, y0, x0, tile)
-                    _input_transform(m, tile, a * C, C, Vt + (t - t0) * XI * C, C, C)
-        else:
-            # The band of input rows [y0, y0 + alpha) under the segment, channels-last, zero
-            # outside the image: a blocked transposing copy per row.
-            x_lo = tx * m - v.pad_left
-            bw = (tx_end - tx) * m + a - m
-            for i in range(a):
-                y = y0 + i
-                x0 = max(x_lo, <Py_ssize_t>0)
-                x_hi = min(x_lo + bw, v.W)
-                if y < 0 or y >= v.H or x0 >= x_hi:
-                    _copy_2d(band + i * bw * C, C, 1, <const floating*>NULL, 0, 0, bw, C)
-                    continue
-                _copy_2d(band + i * bw * C, C, 1, <const floating*>NULL, 0, 0, x0 - x_lo, C)
-                _copy_2d(band + (i * bw + x0 - x_lo) * C, C, 1, img + y * v.in_h + x0 * v.in_w,
-                         v.in_w, v.in_c, x_hi - x0, C)
-                _copy_2d(band + (i * bw + x_hi - x_lo) * C, C, 1, <const floating*>NULL, 0, 0,
-                         x_lo + bw - x_hi, C)
-            for t in range(s, s_end):
-                _input_transform(m, band + (t - s) * m * C, bw * C, C, Vt + (t - t0) * XI * C,
-                                 C, C)
+        s_end = s + min(v.tiles_w - s % v.tiles_w, t1 - s)
+        _transform_inputs(p, v, s, s_end, Vt + (s - t0) * XI * C, XI * C, C, tile, band)
         s = s_end
 
     # Stage 3: one GEMM per transform point, over every tile of the chunk.
     for xi in range(XI):
         if p.u_co_inner:
-            _gemm(False, F, t1 - t0, C, U + xi * C * p.F + co_lo, p.F, Vt + xi * C, XI * C,
-                  Mt + xi * F, XI * F)
+            _gemm(c'N', c'N', F, t1 - t0, C, U + xi * C * p.F + co_lo, p.F, Vt + xi * C, XI * C,
+                  0, Mt + xi * F, XI * F)
         else:
-            _gemm(True, F, t1 - t0, C, U + xi * C * p.F + co_lo * C, C, Vt + xi * C, XI * C,
-                  Mt + xi * F, XI * F)
+            _gemm(c'T', c'N', F, t1 - t0, C, U + xi * C * p.F + co_lo * C, C, Vt + xi * C,
+                  XI * C, 0, Mt + xi * F, XI * F)
 
     # Stage 4: output transform, scattered into out.
     s = t0
@@ -398,6 +433,184 @@ def transform_filter(const floating[:, :, :, :, :] filt,
 def scratch_elements(Py_ssize_t m, Py_ssize_t C, Py_ssize_t F, Py_ssize_t chunk_tiles,
                      Py_ssize_t band_w):
     """Per-thread scratch (elements) of ``correlate``: V, M, one tile, one band, padded."""
+    cdef Py_ssize_t a = m + 2, xi = a * a
+    cdef Py_ssize_t band = max(a * band_w * C, m * band_w * F)
+    return (chunk_tiles * xi * (C + F) + xi * max(C, F) + band + 15) // 16 * 16 + 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter gradient.  The forward tile is Y = A^T [(G w G^T) * (B^T d B)] A, so a tile's share of
+# the filter gradient is G^T [(A dY A^T) * (B^T d B)] G: the products are summed over all tiles
+# in the transformed domain, M[xi] = sum_t V[t, xi]^T Z[t, xi] (C x F per transform point, one
+# GEMM per point and chunk of tiles), and G^T M G runs once per filter at the end.
+
+cdef inline void _gradfilter_transform(Py_ssize_t m, const floating* src, Py_ssize_t s_xi,
+                                       floating* dst, Py_ssize_t d_row, Py_ssize_t d_col,
+                                       Py_ssize_t d_c, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        if m == 2:
+            convbp_wino2_gradfilter_f32(src, s_xi, dst, d_row, d_col, d_c, n)
+        else:
+            convbp_wino4_gradfilter_f32(src, s_xi, dst, d_row, d_col, d_c, n)
+    else:
+        if m == 2:
+            convbp_wino2_gradfilter_f64(src, s_xi, dst, d_row, d_col, d_c, n)
+        else:
+            convbp_wino4_gradfilter_f64(src, s_xi, dst, d_row, d_col, d_c, n)
+
+
+cdef void _transform_grads(const Plan* p, const View* v, Py_ssize_t s, Py_ssize_t s_end,
+                           floating* Zt, Py_ssize_t ld_tile, Py_ssize_t ld_xi, floating* tile,
+                           floating* band) noexcept nogil:
+    """Z = A dY A^T of the output-gradient tiles [s, s_end) (one run within one tile row; dY is
+    v.out, zero beyond OH x OW) into Zt[t*ld_tile + xi*ld_xi + c]."""
+    cdef Py_ssize_t m = p.m, XI = p.xi, F = p.F
+    cdef Py_ssize_t per_image = v.tiles_h * v.tiles_w
+    cdef Py_ssize_t n = s // per_image
+    cdef Py_ssize_t ty = (s % per_image) // v.tiles_w
+    cdef Py_ssize_t tx = s % v.tiles_w
+    cdef const floating* img = <const floating*>v.out + n * v.out_n
+    cdef Py_ssize_t y0 = ty * m
+    cdef Py_ssize_t rows = min(m, v.OH - y0)
+    cdef Py_ssize_t t, i, x0, cols, bw
+    if v.out_c == 1:  # channels-last: read in place, copy only tiles over an edge
+        for t in range(s, s_end):
+            x0 = (tx + t - s) * m
+            cols = min(m, v.OW - x0)
+            if rows == m and cols == m:
+                _gradout_transform(m, img + y0 * v.out_h + x0 * v.out_w, v.out_h, v.out_w,
+                                   Zt + (t - s) * ld_tile, ld_xi, F)
+            else:
+                _copy_2d(tile, F, 1, <const floating*>NULL, 0, 0, m * m, F)
+                for i in range(rows):
+                    _copy_2d(tile + i * m * F, F, 1, img + (y0 + i) * v.out_h + x0 * v.out_w,
+                             v.out_w, 1, cols, F)
+                _gradout_transform(m, tile, m * F, F, Zt + (t - s) * ld_tile, ld_xi, F)
+        return
+    # The band of m output-gradient rows under the run, channels-last, zero beyond the image.
+    bw = (s_end - s) * m
+    x0 = tx * m
+    cols = min(bw, v.OW - x0)
+    for i in range(m):
+        if i < rows:
+            _copy_2d(band + i * bw * F, F, 1, img + (y0 + i) * v.out_h + x0 * v.out_w,
+                     v.out_w, v.out_c, cols, F)
+            _copy_2d(band + (i * bw + cols) * F, F, 1, <const floating*>NULL, 0, 0,
+                     bw - cols, F)
+        else:
+            _copy_2d(band + i * bw * F, F, 1, <const floating*>NULL, 0, 0, bw, F)
+    for t in range(s, s_end):
+        _gradout_transform(m, band + (t - s) * m * F, bw * F, F, Zt + (t - s) * ld_tile, ld_xi,
+                           F)
+
+
+cdef void _filter_gradient_part(const Plan* p, const floating* inp, const Py_ssize_t* s_in,
+                                const floating* dy, const Py_ssize_t* s_dy, Py_ssize_t part,
+                                Py_ssize_t parts, floating* Mp,
+                                floating* scratch) noexcept nogil:
+    """Mp[xi] (C x F row-major) = sum Z[t, xi]^T V[t, xi] over part ``part`` of ``parts`` equal
+    ranges of the tiles (flat over phase, n, tile row, tile column) of one group: chunks of
+    p.chunk_tiles tiles, each transformed into scratch and reduced by one GEMM per point."""
+    cdef Py_ssize_t XI = p.xi, C = p.C, F = p.F
+    cdef floating* Vt = scratch
+    cdef floating* Zt = Vt + p.chunk_tiles * XI * C
+    cdef floating* tile = Zt + p.chunk_tiles * XI * F
+    cdef floating* band = tile + XI * max(C, F)
+    cdef Py_ssize_t phases = p.dil_h * p.dil_w
+    cdef Py_ssize_t total = 0, offset = 0, phase, lo, hi, t0, t1, T, s, s_end, xi, k
+    cdef floating beta = 0
+    cdef View v
+    for phase in range(phases):
+        v = _sub_problem(p, phase // p.dil_w, phase % p.dil_w, inp, s_in, <floating*>dy, s_dy)
+        total += p.N * v.tiles_h * v.tiles_w
+    lo = _ceil_div(total, parts) * part
+    hi = min(total, lo + _ceil_div(total, parts))
+    for phase in range(phases):
+        v = _sub_problem(p, phase // p.dil_w, phase % p.dil_w, inp, s_in, <floating*>dy, s_dy)
+        T = p.N * v.tiles_h * v.tiles_w  # this phase's tiles [offset, offset + T) of the group
+        t0 = max(lo - offset, <Py_ssize_t>0)
+        t1 = min(hi - offset, T)
+        offset += T
+        while t0 < t1:
+            T = min(p.chunk_tiles, t1 - t0)
+            # Each point's tiles one contiguous (T, C) or (T, F) block: the GEMM reads it whole.
+            s = t0
+            while s < t0 + T:
+                s_end = s + min(v.tiles_w - s % v.tiles_w, t0 + T - s)
+                _transform_inputs(p, &v, s, s_end, Vt + (s - t0) * C, C, T * C, tile, band)
+                _transform_grads(p, &v, s, s_end, Zt + (s - t0) * F, F, T * F, tile, band)
+                s = s_end
+            for xi in range(XI):  # Mp[xi] (column-major F x C) += Z[xi]^T V[xi]
+                _gemm(c'N', c'T', F, C, T, Zt + xi * T * F, F, Vt + xi * T * C, C, beta,
+                      Mp + xi * C * F, F)
+            beta = 1
+            t0 += T
+    if beta == 0:  # no tile at all: a zero partial
+        for k in range(XI * C * F):
+            Mp[k] = 0
+
+
+def filter_gradient(const floating[:, :, :, :] inp,
+                    const floating[:, :, :, :] dy,
+                    floating[:, :, :, :] dw,
+                    floating[::1] M,
+                    floating[:, ::1] workspace,
+                    Plan p,
+                    Py_ssize_t groups,
+                    Py_ssize_t parts,
+                    int num_threads):
+    """dw[a, b, ci, g*F_total + co0 + co] = sum inp[n, i + a*d_h - pad_top, j + b*d_w - pad_left,
+    g*C + ci] * dy[n, i, j, g*F_total + co0 + co] for the block of p.F output channels at p.co0.
+
+    inp        IN   (N, H, W, groups*C) logical axes, any strides
+    dy         IN   (N, OH, OW, groups*F_total) logical axes, any strides
+    dw         OUT  (3, 3, C, groups*F_total) logical axes, any strides; this block written
+    M          --   (groups, parts, xi, C, F) partial sums
+    workspace  --   (num_threads, per-thread scratch) rows, see ``filter_scratch_elements``
+
+    Work units are (group, part): each sums its share of the tiles into its own partial, one
+    unit at a time per thread; the partials are then added in part order, fused with the final
+    transform dw = G^T M G.  The split depends on the plan only: results are bitwise identical
+    for any num_threads.
+    """
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t s_in[4]
+    cdef Py_ssize_t s_dy[4]
+    cdef Py_ssize_t F_total = dy.shape[3] // groups
+    cdef Py_ssize_t XI = p.xi, C = p.C, F = p.F
+    cdef Py_ssize_t part_size = XI * C * F
+    cdef Py_ssize_t unit, g, row, k, q, xi, c
+    cdef floating* dst
+    cdef const floating* src
+    for k in range(4):
+        s_in[k] = inp.strides[k] // isz
+        s_dy[k] = dy.strides[k] // isz
+    if p.N == 0 or C == 0 or F == 0:
+        return
+    for unit in prange(groups * parts, nogil=True, num_threads=num_threads, schedule='dynamic'):
+        g = unit // parts
+        _filter_gradient_part(&p, &inp[0, 0, 0, g * C], s_in,
+                              &dy[0, 0, 0, g * F_total + p.co0], s_dy, unit % parts, parts,
+                              &M[unit * part_size], &workspace[threadid(), 0])
+    # Per (group, input channel): the partials added in order, then dw = G^T M G.
+    for row in prange(groups * C, nogil=True, num_threads=num_threads, schedule='static'):
+        g = row // C
+        k = row % C
+        dst = &M[g * parts * part_size + k * F]
+        for q in range(1, parts):
+            src = &M[(g * parts + q) * part_size + k * F]
+            for xi in range(XI):
+                for c in range(F):
+                    dst[xi * C * F + c] = dst[xi * C * F + c] + src[xi * C * F + c]
+        _gradfilter_transform(p.m, dst, C * F, &dw[0, 0, k, g * F_total + p.co0],
+                              dw.strides[0] // isz, dw.strides[1] // isz, dw.strides[3] // isz,
+                              F)
+
+
+def filter_scratch_elements(Py_ssize_t m, Py_ssize_t C, Py_ssize_t F, Py_ssize_t chunk_tiles,
+                            Py_ssize_t band_w):
+    """Per-thread scratch (elements) of ``filter_gradient``: one chunk's V and Z, one tile and
+    one band, padded."""
     cdef Py_ssize_t a = m + 2, xi = a * a
     cdef Py_ssize_t band = max(a * band_w * C, m * band_w * F)
     return (chunk_tiles * xi * (C + F) + xi * max(C, F) + band + 15) // 16 * 16 + 16

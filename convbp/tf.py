@@ -445,7 +445,11 @@ def conv2d_backprop_filter(input: npt.ArrayLike, filter_sizes: Ints, out_backpro
     num_threads : int, optional
         Threads to use; default all cores this process may run on.
     algorithm : {"auto", "gemm", "winograd"}, default "auto"
-        Which kernel computes the result; "auto" picks one.
+        "gemm": im2col + GEMM.  "winograd": Winograd F(4x4, 3x3) or F(2x2, 3x3) tiles, for
+        3x3 filters at stride 1 (any dilation, padding, groups; not depthwise) -- each tile's
+        products summed in the transformed domain, with an error within a few eps of GEMM's.
+        "auto" picks by geometry and dtype (never by thread count);
+        ``convbp.choose_algorithm(..., op="filter")`` says what and why.
 
     Returns
     -------
@@ -875,8 +879,8 @@ def conv1d_transpose(input: npt.ArrayLike, filters: npt.ArrayLike, output_shape:
 def choose_algorithm(input_sizes, filter_shape, strides, padding, *, data_format="NHWC",
                      dilations=1, explicit_paddings=None, dtype="float32", op="input"):
     """The algorithm ``algorithm="auto"`` would use for the input gradient (``op="input"``,
-    :func:`conv2d_backprop_input`) or the forward convolution (``op="forward"``,
-    :func:`conv2d`), and why.
+    :func:`conv2d_backprop_input`), the forward convolution (``op="forward"``, :func:`conv2d`)
+    or the filter gradient (``op="filter"``, :func:`conv2d_backprop_filter`), and why.
 
     Like ``scipy.signal.choose_conv_method``: the answer depends on the geometry, the dtype
     and the machine only (never on the thread count, so results stay bitwise identical).
@@ -890,8 +894,9 @@ def choose_algorithm(input_sizes, filter_shape, strides, padding, *, data_format
     strides, padding, data_format, dilations, explicit_paddings
         As for :func:`conv2d_backprop_input`.
     dtype : str or dtype, default "float32"
-    op : {"input", "forward"}, default "input"
-        Which op: the filter gradient has one algorithm (GEMM; depthwise: the direct kernel).
+    op : {"input", "forward", "filter"}, default "input"
+        Which op: the input gradient, the forward convolution or the filter gradient
+        (:func:`conv2d_backprop_filter`).
 
     Returns
     -------
@@ -926,7 +931,7 @@ def choose_algorithm(input_sizes, filter_shape, strides, padding, *, data_format
     dtype = np.dtype(dtype)
     if dtype not in (np.float16, np.float32, np.float64):
         raise TypeError(f"dtype must be float16, float32 or float64, got {dtype}")
-    if op not in ("input", "forward"):
-        raise ValueError(f"op must be 'input' or 'forward', got {op!r}")
+    if op not in ("input", "forward", "filter"):
+        raise ValueError(f"op must be 'input', 'forward' or 'filter', got {op!r}")
     return _engine.choose_for(op, (n, h, w, c), (n,) + geometry.out_hw + (f,), geometry,
                               c // c_group, dtype)

@@ -467,7 +467,11 @@ def conv2d_weight(input: npt.ArrayLike, weight_size: Ints, grad_output: npt.Arra
     num_threads : int, optional
         Threads to use; default all cores this process may run on.
     algorithm : {"auto", "gemm", "winograd"}, default "auto"
-        Which kernel computes the result; "auto" picks one.
+        "gemm": im2col + GEMM.  "winograd": Winograd F(4x4, 3x3) or F(2x2, 3x3) tiles, for
+        3x3 filters at stride 1 (any dilation, padding, groups; not depthwise) -- each tile's
+        products summed in the transformed domain, with an error within a few eps of GEMM's.
+        "auto" picks by geometry and dtype (never by thread count);
+        ``convbp.choose_algorithm(..., op="filter")`` says what and why.
 
     Returns
     -------

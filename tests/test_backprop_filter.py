@@ -162,11 +162,3 @@ def test_partials_fit_a_tiny_workspace():
     with workspace_limit(1):
         dw = run(x, dy, (3, 3, 6, 7), geometry, 1, np.float64, num_threads=2)
     assert_close(dw, reference(x, dy, geometry, 1), np.float64, reduction(x, geometry))
-
-
-def test_winograd_is_a_value_error_naming_algorithm():
-    geometry = forward_geometry((5, 5), (3, 3), (1, 1), (1, 1), "SAME")
-    x, dy = make((1, 5, 5, 2), (3, 3, 2, 2), geometry, np.float32)
-    dw = np.empty((3, 3, 2, 2), np.float32)
-    with pytest.raises(ValueError, match="algorithm"):
-        _engine.backprop_filter(x, dy, dw, geometry, algorithm="winograd")

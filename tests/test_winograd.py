@@ -70,6 +70,33 @@ def test_transforms_compute_the_correlation_exactly(m):
             assert y == direct
 
 
+@pytest.mark.parametrize("m", TILES)
+def test_filter_gradient_transforms_compute_the_correlation_exactly(m):
+    """G^T [(A dY A^T) * (B^T d B)] G equals the filter gradient of one tile, sum_ij
+    d[i + s][j + t] dY[i][j], for every pair of basis tiles, in exact rational arithmetic."""
+    gen = _generator()
+    at, g, bt = gen.matrices(m)
+    a, r = m + 2, 3
+
+    def mat(x, y):
+        return [[sum(x[i][k] * y[k][j] for k in range(len(y))) for j in range(len(y[0]))]
+                for i in range(len(x))]
+
+    def tr(x):
+        return [list(row) for row in zip(*x)]
+
+    for p in range(a * a):
+        d = [[Fr(int(i * a + j == p)) for j in range(a)] for i in range(a)]
+        v = mat(mat(bt, d), tr(bt))
+        for q in range(m * m):
+            dy = [[Fr(int(i * m + j == q)) for j in range(m)] for i in range(m)]
+            z = mat(mat(tr(at), dy), at)
+            dw = mat(mat(tr(g), [[z[i][j] * v[i][j] for j in range(a)] for i in range(a)]), g)
+            direct = [[sum(d[i + s][j + t] * dy[i][j] for i in range(m) for j in range(m))
+                       for t in range(r)] for s in range(r)]
+            assert dw == direct
+
+
 def test_points_and_scaling():
     """F(4x4) uses {0, 1, -1, 1/2, -2, inf}; B^T rows are coprime integers."""
     gen = _generator()
