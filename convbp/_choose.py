@@ -52,6 +52,8 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
     why = winograd_applies(kernel_hw, strides, built=built)
     if why is not None:
         return Choice("gemm", None, why)
+    if op == "filter":
+        return _choose_filter(n, out_hw, dilations, c_group, f_group, itemsize)
     # The rule, from forced-algorithm timings (2 threads, AMD EPYC Zen 4; gemm time / winograd
     # time in brackets, float32 / float64):
     # - Few output pixels: the per-call filter transform (alpha^2 x C x F) and small GEMMs
@@ -71,19 +73,53 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
     if small < lanes and not (small >= 3 and large >= 32):
         return Choice("gemm", None, f"{c_group} -> {f_group} channels per group: too few for "
                                     "Winograd's transforms to pay")
-    dh, dw = dilations
-    oh, ow = -(-out_hw[0] // dh), -(-out_hw[1] // dw)
-    # F(4x4) (36/16 multiplies an output) unless its tiles overhang a small image so far that
-    # it comes within 3/4 of F(2x2) (16/4): the two measured level at 14x14 and 7x7 (within
-    # 5%), F(4x4) 1.3-1.6x ahead from 28x28 up.
-    waste4 = (-(-oh // 4) * 4) * (-(-ow // 4) * 4) / (oh * ow)
-    waste2 = (-(-oh // 2) * 2) * (-(-ow // 2) * 2) / (oh * ow)
-    tile = 4 if 36 / 16 * waste4 < 16 / 4 * waste2 * 0.75 else 2
+    # F(4x4) unless its tiles overhang a small image: the two measured level at 14x14 and 7x7
+    # (within 5%), F(4x4) 1.3-1.6x ahead from 28x28 up.
+    tile = _overhang_tile(out_hw, dilations)
     # Accuracy: F(4x4)'s error (~10-14 eps x |W| conv |dy| on normal data) stays within the
     # dot-product bound 2*gamma_n (n = 9 x the correlation's input channels) only from n = 144
     # on; shorter reductions take F(2x2), whose error is ~1.5 eps x |W| conv |dy| (and which
     # still beats GEMM there: 64->3 1.08/1.65, 64->8 1.22/1.73, 32->12 1.31/1.43).
-    if c_group < 16 and op != "filter":  # the filter gradient reduces over pixels instead
+    if c_group < 16:
         tile = 2
+    return Choice("winograd", tile, f"3x3 stride 1, {c_group} -> {f_group} channels per group, "
+                                    f"{pixels} output pixels: Winograd F({tile}x{tile}, 3x3)")
+
+
+def _overhang_tile(out_hw, dilations):
+    """4 unless F(4x4)'s tiles overhang the (polyphase) output so far that it comes within 3/4
+    of F(2x2) (36/16 multiplies an output against 16/4); then 2."""
+    dh, dw = dilations
+    oh, ow = -(-out_hw[0] // dh), -(-out_hw[1] // dw)
+    waste4 = (-(-oh // 4) * 4) * (-(-ow // 4) * 4) / (oh * ow)
+    waste2 = (-(-oh // 2) * 2) * (-(-ow // 2) * 2) / (oh * ow)
+    return 4 if 36 / 16 * waste4 < 16 / 4 * waste2 * 0.75 else 2
+
+
+def _choose_filter(n, dy_hw, dilations, c_group, f_group, itemsize):
+    """The filter gradient's rule: the correlation of x (C channels) with dy (F channels)."""
+    # From forced-algorithm timings (2 threads, AMD EPYC Zen 4; gemm time / winograd time,
+    # float32 NHWC, NCHW):
+    # - Channels: both transforms run along channels in 64-byte vectors.  8x28x28: 16->16
+    #   3.5/2.2, 12->12 1.5/0.96 (float64 2.7/1.7), 8->8 0.70/0.57 (float64 1.7/1.4); one
+    #   narrow side pays when the other is wide: 4->64 1.5/1.2, 8->64 1.8/1.4, 64->8 4.0/2.8,
+    #   3->32 1.0/0.68, 1->32 0.56/0.45.
+    # - Pixels: each work unit's accumulators (alpha^2 x C x F) are written and reduced once
+    #   whatever the tile count, so few pixels do not pay.  64->64: 1x8x8 (64 px) F(2x2)
+    #   1.07/1.21, F(4x4) 0.62/0.70; 2x8x8 (128 px) 1.23/1.56 and 0.95/1.01; 1x16x16 (256 px)
+    #   1.46/1.18 and 1.05/0.75; 4x16x16 (1024 px) 2.2/2.0 and 2.4/2.2.  512->512 1x7x7 (49
+    #   px) 0.53/0.57 and 0.26/0.28; 256->256 2x8x8 1.25/1.12 and 0.58/0.40.
+    # The reduction runs over pixels, so either tile is accurate (|err| within a few eps of
+    # |x| corr |dy|: benchmarks/accuracy.py --op filter).
+    lanes = 64 // itemsize
+    small, large = min(c_group, f_group), max(c_group, f_group)
+    pixels = n * dy_hw[0] * dy_hw[1]
+    if small < lanes and not (small >= 4 and large >= 32):
+        return Choice("gemm", None, f"{c_group} -> {f_group} channels per group: too few for "
+                                    "Winograd's transforms to pay")
+    if pixels < 128:
+        return Choice("gemm", None, f"{pixels} output pixels: too few for Winograd's "
+                                    "accumulators to pay")
+    tile = 2 if pixels < 1024 else _overhang_tile(dy_hw, dilations)
     return Choice("winograd", tile, f"3x3 stride 1, {c_group} -> {f_group} channels per group, "
                                     f"{pixels} output pixels: Winograd F({tile}x{tile}, 3x3)")
