@@ -905,13 +905,19 @@ def winograd_filter_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsi
     per_tile = xi * (c + block) * itemsize
     chunk_tiles = max(1, min(-(-tiles // parts),
                              max(_WINOGRAD_GRAD_MIN_TILES, _WINOGRAD_GRAD_CHUNK_BYTES // per_tile)))
-    band_w = min(chunk_tiles, tiles_w) * m + 2
+
+    def scratch(t):
+        band_w = min(t, tiles_w) * m + 2
+        return _winograd.filter_scratch_elements(m, c, block, t, band_w), band_w
+
+    # The partials and one thread's scratch within the limit.
+    while chunk_tiles > 1 and per_channel * block + scratch(chunk_tiles)[0] * itemsize > limit:
+        chunk_tiles = -(-chunk_tiles // 2)
+    elements, band_w = scratch(chunk_tiles)
     return dict(m=m, alpha=a, xi=xi, N=n, H=h, W=w, C=c, OH=oh, OW=ow, F=block, co0=0,
                 dil_h=dh, dil_w=dw, tiles_h=tiles_h, tiles_w=tiles_w, chunk_tiles=chunk_tiles,
                 chunks=0, co_split=1, band_w=band_w, u_co_inner=False, parts=parts,
-                filter_block=block,
-                scratch=_winograd.filter_scratch_elements(m, c, block, chunk_tiles, band_w),
-                m_bytes=per_channel * block)
+                filter_block=block, scratch=elements, m_bytes=per_channel * block)
 
 
 def winograd_filter_gradient(x, dy, dw, pads, dilations=(1, 1), num_threads=None, tile=4):

@@ -290,3 +290,66 @@ def test_depthwise_refuses_winograd():
     with pytest.raises(ValueError, match="algorithm"):
         convbp.tf.depthwise_conv2d_backprop_filter(x, (3, 3, 4, 2), dy, [1, 1, 1, 1], "SAME",
                                                    algorithm="winograd")
+
+
+@pytest.mark.parametrize("x_shape, c_out, expected", [
+    ((8, 28, 28, 64), 64, ("winograd", 4)),
+    ((2, 8, 8, 64), 64, ("winograd", 2)),      # 128 pixels: F(2x2)
+    ((1, 8, 8, 64), 64, ("gemm", None)),        # 64 pixels
+    ((8, 28, 28, 1), 32, ("gemm", None)),       # one input channel
+    ((8, 28, 28, 4), 64, ("winograd", 4)),      # a narrow side beside a wide one
+])
+def test_choice_for_the_filter_gradient(x_shape, c_out, expected):
+    choice = convbp.choose_algorithm(x_shape, (3, 3, x_shape[3], c_out), 1, "SAME",
+                                     op="filter")
+    assert (choice.algorithm, choice.tile) == expected, choice.reason
+    assert choice.reason
+
+
+def test_choice_for_the_filter_gradient_at_stride_2():
+    choice = convbp.choose_algorithm((8, 28, 28, 64), (3, 3, 64, 64), 2, "SAME", op="filter")
+    assert choice.algorithm == "gemm" and "stride" in choice.reason
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("limit", [2**20, 8 * 2**20])
+def test_extra_memory_within_the_workspace_limit(layout, limit):
+    """Partial sums, per-thread chunks and scratch: the call's traced peak (beyond its result)
+    stays within the workspace limit, x and dy read in place."""
+    import tracemalloc
+    rng = np.random.default_rng(14)
+    x, dy, pads = case(rng, 4, 20, 20, 128, 96, 1)
+    x_l, dy_l = to_layout(x, layout), to_layout(dy, layout)
+    previous = convbp.set_workspace_limit(limit)
+    tracemalloc.start()
+    try:
+        dw = convbp.tf.conv2d_backprop_filter(x_l, (3, 3, 128, 96), dy_l, 1, "SAME",
+                                              data_format=layout, algorithm="winograd")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        convbp.set_workspace_limit(previous)
+    assert peak - dw.nbytes <= limit
+    exact, scale = bounds(x, dy, pads, 1, 1)
+    assert_bounded(dw, exact, scale, pixels(dy), np.float32)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_negative_strides(layout):
+    """x, dy and out reversed along an axis (views, no copies)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 12, 10, 18))[:, ::-1]
+    dy = rng.standard_normal((2, 12, 10, 20))[:, :, ::-1]
+    pads = ((1, 1), (1, 1))
+    exact, scale = bounds(x, dy, pads, 1, 1)
+    out = np.empty((3, 3, 18, 20))[:, :, ::-1]
+    if layout == "NHWC":
+        res = convbp.tf.conv2d_backprop_filter(x, (3, 3, 18, 20), dy, 1, "SAME", out=out,
+                                               algorithm="winograd")
+    else:
+        res = convbp.tf.conv2d_backprop_filter(x.transpose(0, 3, 1, 2), (3, 3, 18, 20),
+                                               dy.transpose(0, 3, 1, 2), 1, "SAME",
+                                               data_format="NCHW", out=out,
+                                               algorithm="winograd")
+    assert res is out or np.shares_memory(res, out)
+    assert_bounded(res, exact, scale, pixels(dy), np.float64)
