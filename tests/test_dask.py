@@ -586,11 +586,11 @@ def test_conv2d_and_filter_errors_are_raised_at_once(function, kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         if function == "conv2d":
-            # Winograd takes 3x3 filters only (and never the filter gradient).
+            # Winograd takes 3x3 filters only.
             cdask.conv2d(x, np.zeros((5, 5, 3, 4)), args.pop("strides"), args.pop("padding"),
                          **args)
         else:
-            cdask.conv2d_backprop_filter(x, (3, 3, 3, 4), da.zeros((2, 9, 9, 4), chunks=3),
+            cdask.conv2d_backprop_filter(x, (5, 5, 3, 4), da.zeros((2, 9, 9, 4), chunks=3),
                                          args.pop("strides"), args.pop("padding"), **args)
 
 
