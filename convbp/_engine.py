@@ -72,6 +72,8 @@ def as_float_array(value, name, dtype=None):
     float64 when the values are integers; booleans, complex numbers, strings and ragged or
     object nestings are refused.
     """
+    if type(value) is np.ndarray and value.dtype in _STORAGE_DTYPES and value.flags.aligned:
+        return value  # the common case, nothing to convert (dtype equality includes byte order)
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if not isinstance(value, np.ndarray):
@@ -173,9 +175,9 @@ def _physical_memory():
 def check_result_size(shape, dtype, name, what="result"):
     """Refuse an array (the result, or an operand that may be copied) that could not be
     allocated, naming the argument that set its size."""
-    nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
-    if np.dtype(dtype) == np.float16:
-        nbytes *= 2  # computed in float32
+    dtype = np.dtype(dtype)
+    # float16 is computed in float32
+    nbytes = math.prod(map(int, shape)) * (4 if dtype == np.float16 else dtype.itemsize)
     memory = _physical_memory()
     if nbytes > memory:
         raise ValueError(f"{name} {tuple(shape)} asks for a {nbytes / 2**30:.3g} GiB {what}, "
@@ -244,7 +246,9 @@ def _chunk_pixels(row_bytes, cores, reserved=0):
     return max(1, min(_CHUNK_TARGET_BYTES, budget // cores) // row_bytes)
 
 
+@functools.lru_cache(maxsize=256)
 def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1):
+    """The kernels' Geometry struct as a dict (remembered: shared, never modified)."""
     (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel_hw
     return dict(H=geometry.in_hw[0], W=geometry.in_hw[1], C=c, OH=oh, OW=ow, F=f, KH=kh, KW=kw,
                 groups=groups, stride_h=geometry.strides[0], stride_w=geometry.strides[1],
@@ -548,6 +552,12 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
 
 def _reduce_in_order(partials, out):
     """out = partials[0] + partials[1] + ... , always in that order (bitwise reproducible)."""
+    if len(partials) > 1 and out.flags.c_contiguous:  # summed straight into out
+        total = out.reshape(-1)
+        np.add(partials[0], partials[1], out=total)
+        for part in partials[2:]:
+            total += part
+        return
     total = partials[0]
     for part in partials[1:]:
         total += part
@@ -563,14 +573,20 @@ def choose_for(op, x_shape, y_shape, geometry, groups, dtype):
     shapes): deterministic in the geometry, dtype and machine.  Each op is one stride-1
     correlation: of x by the filter (forward), of y by the flipped, transposed filter (input
     gradient), of x by y (filter gradient)."""
+    return _choice(op, tuple(x_shape), tuple(y_shape), geometry, groups, np.dtype(dtype),
+                   _winograd.AVAILABLE)
+
+
+@functools.lru_cache(maxsize=256)
+def _choice(op, x_shape, y_shape, geometry, groups, dtype, built):
+    """:func:`choose_for`, remembered: it is a function of its arguments only."""
     n, c, f = x_shape[0], x_shape[3], y_shape[3]
     x_hw, y_hw = tuple(x_shape[1:3]), tuple(y_shape[1:3])
     corr = (x_hw, y_hw, c, f) if op != "input" else (y_hw, x_hw, f, c)
     itemsize = 4 if np.dtype(dtype) == np.float16 else np.dtype(dtype).itemsize
     return _choose.choose(n, corr[0], corr[1], geometry.kernel_hw, geometry.strides,
                           geometry.dilations, corr[2], corr[3], groups, itemsize,
-                          depthwise=groups > 1 and c == groups, built=_winograd.AVAILABLE,
-                          op=op)
+                          depthwise=groups > 1 and c == groups, built=built, op=op)
 
 
 def _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm):

@@ -4,6 +4,7 @@ Everything is computed in Python integers and checked before any allocation, so 
 raises a ``ValueError`` naming the argument instead of overflowing in a kernel.
 """
 
+import functools
 import operator
 from typing import NamedTuple
 
@@ -49,6 +50,8 @@ def layout_axes(data_format):
 
 def as_int(value, name, *, minimum=None, maximum=MAX_DIM, _item=False):
     """``value`` as a Python int, refusing bools, floats and other non-integers."""
+    if type(value) is int and (minimum is None or value >= minimum) and value <= maximum:
+        return value  # the common case, without the checks' cost (bool is not exactly int)
     what = f"{name} must contain only integers" if _item else f"{name} must be an integer"
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what}, got a bool ({value!r})")
@@ -63,8 +66,22 @@ def as_int(value, name, *, minimum=None, maximum=MAX_DIM, _item=False):
     return result
 
 
+def _plain_ints(value, minimum, maximum):
+    """``value`` as a list if it is a short tuple or list of in-range Python ints, else None
+    (then the general checks run, and raise where something is wrong)."""
+    if type(value) in (tuple, list) and len(value) <= _MAX_LIST:
+        for v in value:
+            if type(v) is not int or v > maximum or (minimum is not None and v < minimum):
+                return None
+        return list(value)
+    return None
+
+
 def int_list(value, name, *, minimum=None, maximum=MAX_DIM):
     """A flat sequence (list, tuple or 1-D integer array) of ints."""
+    plain = _plain_ints(value, minimum, maximum)
+    if plain is not None:
+        return plain
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a sequence of integers, got {value!r}")
     if isinstance(value, np.ndarray):
@@ -183,6 +200,10 @@ def _four_pairs(padding):
 
 def explicit_pairs(padding, name):
     """((top, bottom), (left, right)) from that nesting or from 4 ints top, bottom, left, right."""
+    if type(padding) in (tuple, list) and len(padding) == 2:  # the common nesting, checked fast
+        pairs = [_plain_ints(pair, 0, MAX_DIM) for pair in padding]
+        if all(pair is not None and len(pair) == 2 for pair in pairs):
+            return tuple(pairs[0]), tuple(pairs[1])
     if padding is None or isinstance(padding, (bytes, bool)):
         raise TypeError(f"{name} must be a string or ((top, bottom), (left, right)); "
                         f"got {padding!r}")
@@ -204,6 +225,20 @@ def explicit_pairs(padding, name):
 
 
 def forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
+    """:func:`_forward_geometry` of the arguments as tuples of Python ints, remembered: a
+    training loop asks for the same few geometries at every step."""
+    if not isinstance(padding, str):
+        padding = tuple(_ints(pair) for pair in padding)
+    return _forward_geometry(_ints(in_hw), _ints(kernel_hw), _ints(strides), _ints(dilations),
+                             padding)
+
+
+def _ints(values):
+    return tuple(map(operator.index, values))
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_geometry(in_hw, kernel_hw, strides, dilations, padding):
     """Geometry of the forward convolution over ``in_hw`` (TensorFlow's size rules).
 
     ``padding`` is "VALID", "SAME" (output ceil(in/stride), the odd extra pad at the bottom and

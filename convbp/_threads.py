@@ -187,6 +187,12 @@ except (OSError, AttributeError):  # pragma: no cover - not Linux
     _loadavg = None
 
 
+@functools.lru_cache(maxsize=None)
+def _online_cpus():
+    """The machine's online CPUs, read once (``os.cpu_count`` reads /sys, ~10 us a call)."""
+    return os.cpu_count() or 1
+
+
 def _busy_cpus_elsewhere():
     """Runnable tasks other than this thread and convbp's own spinning team, or 0 if unknown."""
     try:
@@ -207,15 +213,16 @@ def thread_count(num_threads, units, flops=None):
     child forked after OpenMP ran.  Pair it with :func:`team_finished` after the call.
     """
     global _openmp_started
-    if _forked_after_openmp:
-        return 1
+    if _forked_after_openmp or units <= 1 or (
+            flops is not None and MIN_FLOPS_PER_THREAD > 0 and flops < 2 * MIN_FLOPS_PER_THREAD):
+        return 1  # whatever the request: decided without reading the defaults or the load
     if num_threads is None:
         num_threads = default_num_threads()
     threads = min(num_threads, units)
     if flops is not None and MIN_FLOPS_PER_THREAD > 0:
         threads = min(threads, int(flops // MIN_FLOPS_PER_THREAD))
     if threads > 1 and ADAPT_TO_LOAD and _loadavg is not None:
-        threads = min(threads, (os.cpu_count() or 1) - _busy_cpus_elsewhere())
+        threads = min(threads, _online_cpus() - _busy_cpus_elsewhere())
     threads = max(1, threads)
     _openmp_started = _openmp_started or threads > 1
     return threads
@@ -264,33 +271,53 @@ def _blas_thread_controls():
     return controls
 
 
-@contextmanager
-def kernel_team(threads):
+class kernel_team:
     """Around a kernel call on ``threads`` OpenMP threads: BLAS held to one thread meanwhile,
-    and the team's end recorded for :func:`thread_count`."""
-    with single_threaded_blas():
-        yield
-    team_finished(threads)
+    and the team's end recorded for :func:`thread_count` (a class, not a generator: it runs
+    around every call)."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def __enter__(self):
+        _SINGLE_THREADED_BLAS.__enter__()
+
+    def __exit__(self, *exc_info):
+        _SINGLE_THREADED_BLAS.__exit__(*exc_info)
+        team_finished(self.threads)
 
 
-@contextmanager
-def single_threaded_blas():
-    global _blas_users, _blas_saved, _blas_controls
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_controls is None:
-                _blas_controls = _blas_thread_controls()
-            _blas_saved = [get() for get, _ in _blas_controls]
-            for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                if threads != 1:
-                    set_(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
+class _SingleThreadedBlas:
+    """BLAS held to one thread until the last concurrent user leaves."""
+
+    def __enter__(self):
+        global _blas_users, _blas_saved, _blas_controls
+        with _blas_lock:
+            if _blas_users == 0:
+                if _blas_controls is None:
+                    _blas_controls = _blas_thread_controls()
+                _blas_saved = [get() for get, _ in _blas_controls]
+                for (_, set_), threads in zip(_blas_controls, _blas_saved):
+                    if threads != 1:
+                        set_(1)
+            _blas_users += 1
+
+    def __exit__(self, *exc_info):
+        global _blas_users
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
                 for (_, set_), threads in zip(_blas_controls, _blas_saved):
                     if threads != 1:
                         set_(threads)
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+
+def single_threaded_blas():
+    """A context manager: BLAS on one thread inside it (process-wide, shared by concurrent
+    users; the caller's setting restored when the last leaves)."""
+    return _SINGLE_THREADED_BLAS

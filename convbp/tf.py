@@ -131,7 +131,7 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
     operands = {0: input, 1: filter, 2: out_backprop}
     given = _ARRAYS[op]
     operands[given[0]], operands[given[1]] = _engine.common_dtype(
-        operands[given[0]], operands[given[1]], tuple(names[i] for i in given))
+        operands[given[0]], operands[given[1]], (names[given[0]], names[given[1]]))
     input, filter, out_backprop = operands[0], operands[1], operands[2]
     filter_axes = "(KH, KW, C, multiplier)" if depthwise else "(KH, KW, C_in, C_out)"
     for i in given:
@@ -172,16 +172,19 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
                                   f"shape", "output")
     else:
         y = out_backprop.transpose(axes)  # logical NHWC view, no copy
-        for axis, what in enumerate(("batch", "height", "width", "depth")):
-            if y.shape[axis] != y_shape[axis]:
-                raise ValueError(
-                    f"Size of {names[2]} doesn't match computed: {what}: actual = "
-                    f"{y.shape[axis]}, computed = {y_shape[axis]} ({names[0]} "
-                    f"{(n, h, w, c)} NHWC, filter {filter_shape} {filter_axes}, strides "
-                    f"{strides}, dilations {dilations}, padding {padding!r})")
+        if y.shape != y_shape:
+            axis = next(i for i in range(4) if y.shape[i] != y_shape[i])
+            what = ("batch", "height", "width", "depth")[axis]
+            raise ValueError(
+                f"Size of {names[2]} doesn't match computed: {what}: actual = "
+                f"{y.shape[axis]}, computed = {y_shape[axis]} ({names[0]} "
+                f"{(n, h, w, c)} NHWC, filter {filter_shape} {filter_axes}, strides "
+                f"{strides}, dilations {dilations}, padding {padding!r})")
 
-    shape = {"forward": _in_order(y_shape, axes), "input": _in_order((n, h, w, c), axes),
-             "filter": tuple(filter_shape)}[op]
+    if op == "filter":
+        shape = tuple(filter_shape)
+    else:
+        shape = _in_order(y_shape if op == "forward" else (n, h, w, c), axes)
     if out is None:
         out = np.empty(shape, dtype)
     else:
