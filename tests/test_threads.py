@@ -86,10 +86,24 @@ def test_cgroup_cpu_quota(monkeypatch, restore_quota_cache, files, quota):
 
 def test_work_threshold_keeps_small_calls_on_one_thread(monkeypatch):
     monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 6e6)
+    monkeypatch.setattr(_threads, "_last_team", (0.0, 1))  # no team ran lately
     assert _threads.thread_count(8, units=100, flops=1e6) == 1
     assert _threads.thread_count(8, units=100, flops=13e6) == 2
     assert _threads.thread_count(8, units=3, flops=1e12) == 3
     assert _threads.thread_count(None, units=100, flops=1e12) == convbp.default_num_threads()
+
+
+def test_a_team_still_awake_takes_smaller_calls(monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_FLOPS_PER_THREAD", 6e6)
+    monkeypatch.setattr(_threads, "WARM_TEAM_SECONDS", 60.0)  # "just now", even on a slow CI
+    monkeypatch.setattr(_threads, "_last_team", (0.0, 1))
+    assert _threads.thread_count(2, units=100, flops=3e6) == 1      # cold: 12 MFLOP for two
+    _threads.team_finished(2)
+    assert _threads.thread_count(2, units=100, flops=3e6) == 2      # warm: 2 MFLOP for two
+    assert _threads.thread_count(8, units=100, flops=3e6) == 3
+    assert _threads.thread_count(2, units=100, flops=1.5e6) == 1
+    monkeypatch.setattr(_threads, "WARM_TEAM_SECONDS", 0.0)
+    assert _threads.thread_count(2, units=100, flops=3e6) == 1
 
 
 def test_busy_cpus_are_left_alone(monkeypatch):
