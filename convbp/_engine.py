@@ -177,7 +177,7 @@ def check_result_size(shape, dtype, name, what="result"):
     allocated, naming the argument that set its size."""
     dtype = np.dtype(dtype)
     # float16 is computed in float32
-    nbytes = math.prod(map(int, shape)) * (4 if dtype == np.float16 else dtype.itemsize)
+    nbytes = math.prod(map(int, shape)) * (4 if dtype.char == "e" else dtype.itemsize)
     memory = _physical_memory()
     if nbytes > memory:
         raise ValueError(f"{name} {tuple(shape)} asks for a {nbytes / 2**30:.3g} GiB {what}, "
@@ -606,6 +606,8 @@ def _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm):
 
 def check_algorithm(algorithm):
     """``algorithm`` checked: one of ``ALGORITHMS`` (case-insensitive) -> its lower-case name."""
+    if type(algorithm) is str and algorithm in ALGORITHMS:
+        return algorithm
     if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(map(repr, ALGORITHMS))}; "
                          f"got {algorithm!r}")

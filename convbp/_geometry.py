@@ -109,6 +109,8 @@ def int_list(value, name, *, minimum=None, maximum=MAX_DIM):
 def spatial_pair(value, name, data_format, *, minimum=1):
     """An int, 1 int, an (h, w) pair, or 4 ints in ``data_format`` order with 1 at N and C ->
     (h, w), as ``tf.nn.conv2d`` takes its strides and dilations."""
+    if type(value) is int and minimum <= value <= MAX_DIM:
+        return value, value
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         v = as_int(value, name, minimum=minimum)
         return v, v
