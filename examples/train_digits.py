@@ -211,7 +211,9 @@ def loss_and_grads(params, x, labels, ops, layout, input_grad=False):
     loss, dlogits = softmax_cross_entropy(logits, labels)
     grads = {"w3": flat.T @ dlogits, "b3": dlogits.sum(axis=0)}
 
-    dz2 = (dlogits @ params["w3"].T).reshape(a2.shape)
+    # w3's transpose copied (10x1024, small): OpenBLAS runs this thin product twice as fast
+    # with a contiguous right operand.
+    dz2 = (dlogits @ np.ascontiguousarray(params["w3"].T)).reshape(a2.shape)
     np.multiply(dz2, z2 > 0, out=dz2)
     grads["w2"] = ops.backprop_filter(a1, params["w2"].shape, dz2, STRIDES[1], layout)
     grads["b2"] = channel_sums(dz2, layout)
