@@ -237,12 +237,13 @@ class Adam:
 
     def __init__(self, params, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr, self.beta1, self.beta2, self.eps, self.t = lr, beta1, beta2, eps, 0
-        sizes = [params[k].size for k in TRAINED]
-        self.slices = dict(zip(TRAINED, (slice(end - size, end) for size, end
-                                         in zip(sizes, np.cumsum(sizes)))))
+        self.slices, size = {}, 0           # where each parameter sits in the flat vectors
+        for k in TRAINED:
+            self.slices[k] = slice(size, size + params[k].size)
+            size += params[k].size
         dtype = np.result_type(*(params[k] for k in TRAINED))
-        self.m = np.zeros(sum(sizes), dtype)
-        self.v = np.zeros(sum(sizes), dtype)
+        self.m = np.zeros(size, dtype)
+        self.v = np.zeros(size, dtype)
 
     def step(self, params, grads):
         self.t += 1
