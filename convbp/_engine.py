@@ -247,7 +247,7 @@ def _chunk_pixels(row_bytes, cores, reserved=0):
 
 
 @functools.lru_cache(maxsize=256)
-def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1):
+def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1, unit_images=1):
     """The kernels' Geometry struct as a dict (remembered: shared, never modified)."""
     (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel_hw
     return dict(H=geometry.in_hw[0], W=geometry.in_hw[1], C=c, OH=oh, OW=ow, F=f, KH=kh, KW=kw,
@@ -255,7 +255,7 @@ def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1):
                 dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                 pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                 band_rows=band[0], band_cols=band[1], unit_pixels=unit_pixels,
-                chunk_pixels=chunk)
+                unit_images=unit_images, chunk_pixels=chunk)
 
 
 def _check_blas_sizes(taps, f):
@@ -375,7 +375,17 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
         threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
         workspace = np.empty((threads, chunk * taps), dx.dtype)
 
-    params = _gemm_params(geometry, c, f, groups, band=band, chunk=chunk)
+    # Small whole images whose dy forms one pixel-major matrix (NHWC memory): units of several
+    # images, so a GEMM spans them (the units stay at least two a core).
+    p = dy.shape[1] * dy.shape[2]
+    unit_images = 1
+    if (not direct_ld and band == (h, w) and dy_pixel_major
+            and (n == 1 or dy.strides[0] == p * dy_ld * dy.itemsize)):
+        unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
+        if unit_images > 1:
+            threads = min(threads, -(-n // unit_images))
+    params = _gemm_params(geometry, c, f, groups, band=band, chunk=chunk,
+                          unit_images=unit_images)
     with kernel_team(threads):
         _gemm.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
                                 cols_pixel_major, direct_ld, threads)
@@ -454,9 +464,13 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
         threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
     workspace = np.empty((threads, max(1, chunk * row_bytes // y.itemsize)), y.dtype)
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
+    # Chunks may span images when y's images form one pixel-major matrix (NHWC memory).
+    p = geometry.out_hw[0] * geometry.out_hw[1]
+    across_images = (not x_ld and y_ld and y_pixel_major
+                     and (n == 1 or y.strides[0] == p * y_ld * y.itemsize))
     with kernel_team(threads):
         _gemm.forward(x, wmat, y, workspace, params, cols_pixel_major, x_ld, y_pixel_major,
-                      y_ld, threads)
+                      y_ld, across_images, threads)
     return y
 
 

@@ -50,6 +50,7 @@ cdef struct Geometry:
     Py_ssize_t band_rows      # input gradient: input rows per work unit
     Py_ssize_t band_cols      # input gradient: input columns per work unit
     Py_ssize_t unit_pixels    # forward, filter gradient: output pixels per work unit
+    Py_ssize_t unit_images    # input gradient over whole images: images per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
 
 
@@ -324,6 +325,37 @@ cdef void _backprop_block(const Geometry* g,
             p0 += m
 
 
+cdef void _backprop_images(const Geometry* g, const floating* dy, Py_ssize_t sdn,
+                           Py_ssize_t dy_ld, const floating* wmat, floating* dx, Py_ssize_t sxn,
+                           Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
+                           bint cols_pixel_major, Py_ssize_t n0, Py_ssize_t n1,
+                           floating* col) noexcept nogil:
+    """Whole images [n0, n1) of the input gradient, dy's images one pixel-major matrix (image
+    stride sdn = OH*OW*dy_ld): a chunk's GEMM runs over the pixels of several small images
+    (OpenBLAS packs the filter once a GEMM, not once an image), col2im image piece by piece."""
+    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups, P = g.OH * g.OW
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg
+    cdef Py_ssize_t q = n0 * P, q_end = n1 * P, m, grp, col_sp, col_sk, i, n, p, piece
+    for n in range(n0, n1):
+        _zero_block(dx + n * sxn, 0, g.H, 0, g.W, g.C, sxh, sxw, sxc)
+    while q < q_end:
+        m = min(g.chunk_pixels, q_end - q)
+        col_sp = taps if cols_pixel_major else 1
+        col_sk = 1 if cols_pixel_major else m
+        for grp in range(g.groups):
+            _gemm_columns(g, dy + q * dy_ld + grp * Fg, True, dy_ld, wmat + grp * Fg, taps, m,
+                          col, col_sp * col_sk, cols_pixel_major)
+            i = 0
+            while i < m:
+                n = (q + i) // P
+                p = q + i - n * P
+                piece = min(m - i, P - p)
+                _col2im(g, col + i * col_sp, col_sp, col_sk, p, piece,
+                        dx + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, 0, g.H, 0, g.W)
+                i += piece
+        q += m
+
+
 def backprop_input(const floating[:, :, :, :] dy,
                    const floating[:, ::1] wmat,
                    floating[:, :, :, :] dx,
@@ -345,7 +377,9 @@ def backprop_input(const floating[:, :, :, :] dy,
     direct_ld        > 0: a 1x1/stride-1/unpadded convolution whose dx images are BLAS matrices
                      in the cols_pixel_major orientation with this leading dimension: the GEMM
                      writes dx directly, no column buffer
-    A work unit is one (image, band of band_rows rows, band of band_cols columns) block of dx.
+    A work unit is one (image, band of band_rows rows, band of band_cols columns) block of dx,
+    or unit_images whole images when that is more than one (dy pixel-major, its images one
+    matrix, direct_ld == 0).
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
@@ -353,6 +387,14 @@ def backprop_input(const floating[:, :, :, :] dy,
     cdef Py_ssize_t unit, n, b, row_lo, col_lo
     cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz, sxc = dx.strides[3] // isz
     if N == 0 or n_rows == 0 or n_cols == 0:
+        return
+    if g.unit_images > 1:
+        for unit in prange(_ceil_div(N, g.unit_images), nogil=True, num_threads=num_threads,
+                           schedule='dynamic'):
+            _backprop_images(&g, &dy[0, 0, 0, 0], dy.strides[0] // isz, dy_ld, &wmat[0, 0],
+                             &dx[0, 0, 0, 0], dx.strides[0] // isz, sxh, sxw, sxc,
+                             cols_pixel_major, unit * g.unit_images,
+                             min(N, (unit + 1) * g.unit_images), &workspace[threadid(), 0])
         return
     for unit in prange(N * n_rows * n_cols, nogil=True, num_threads=num_threads,
                        schedule='dynamic'):
@@ -532,6 +574,35 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
         p0 += m
 
 
+cdef void _forward_across(const Geometry* g, const floating* x, Py_ssize_t sxn,
+                          Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major,
+                          const floating* wmat, floating* y, Py_ssize_t y_ld, Py_ssize_t q,
+                          Py_ssize_t q_end, floating* col) noexcept nogil:
+    """Output pixels [q, q_end) of the flat (image, row, column) order, y's images one
+    pixel-major matrix (leading dimension y_ld): a chunk's columns are filled image piece by
+    image piece, so small images still make large GEMMs (OpenBLAS packs the filter once a GEMM,
+    not once an image)."""
+    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg, P = g.OH * g.OW
+    cdef Py_ssize_t m, grp, lda, i, n, p, piece
+    while q < q_end:
+        m = min(g.chunk_pixels, q_end - q)
+        lda = taps if cols_pixel_major else m
+        for grp in range(g.groups):
+            i = 0
+            while i < m:
+                n = (q + i) // P
+                p = q + i - n * P
+                piece = min(m - i, P - p)
+                _im2col(g, x + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, p, piece,
+                        col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major)
+                i += piece
+            # y^T (Fg x m) = w^T (Fg x taps) . columns^T (taps x m)
+            _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col, lda, 0,
+                  y + q * y_ld + grp * Fg, y_ld)
+        q += m
+
+
 def forward(const floating[:, :, :, :] x,
             const floating[:, ::1] wmat,
             floating[:, :, :, :] y,
@@ -541,6 +612,7 @@ def forward(const floating[:, :, :, :] x,
             Py_ssize_t x_ld,
             bint y_pixel_major,
             Py_ssize_t y_ld,
+            bint across_images,
             int num_threads):
     """Forward 2-D convolution, written into y.
 
@@ -554,6 +626,8 @@ def forward(const floating[:, :, :, :] x,
                      in the cols_pixel_major orientation: the GEMM reads x, no im2col
     y_pixel_major, y_ld  the GEMM's output orientation; y_ld > 0: the y images are BLAS
                      matrices with this leading dimension, written directly
+    across_images    y's images are one pixel-major matrix (image stride OH*OW*y_ld) and
+                     x_ld == 0: chunks may span images
     A work unit is unit_pixels consecutive output pixels of the flat (image, row, column) order.
     """
     cdef Py_ssize_t isz = sizeof(floating)
@@ -570,6 +644,11 @@ def forward(const floating[:, :, :, :] x,
         tid = threadid()
         q = unit * g.unit_pixels
         q_end = min(q + g.unit_pixels, total)
+        if across_images:
+            _forward_across(&g, &x[0, 0, 0, 0], x.strides[0] // isz, sxh, sxw, sxc,
+                            cols_pixel_major, &wmat[0, 0], &y[0, 0, 0, 0], y_ld, q, q_end,
+                            &workspace[tid, 0])
+            q = q_end
         while q < q_end:  # the unit's piece of each image it covers
             n = q // P
             _forward_pixels(&g, &x[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, x_ld,

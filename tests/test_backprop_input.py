@@ -760,3 +760,33 @@ def test_tall_images_bands_and_chunks(geometry, n, c, f, data_format, chunk, see
         finally:
             convbp.set_workspace_limit(previous)
     assert_close(results[0], expected, np.float32, length)
+
+
+@pytest.mark.parametrize("limit", [None, 3000, 61000, 100000])
+@pytest.mark.parametrize("groups, strides, pads", [
+    (1, (1, 1), ((1, 1), (1, 1))),
+    (2, (2, 2), ((1, 0), (0, 1))),
+    (1, (2, 1), ((0, 0), (2, 2))),
+])
+def test_many_small_images_one_gemm_across_them(groups, strides, pads, limit):
+    """Units of several whole images (a GEMM spanning them, col2im image by image), chunks
+    that need not divide an image: equal to the direct loop, bitwise equal for 1 and 2 threads,
+    in NHWC and NCHW."""
+    rng = np.random.default_rng(21)
+    n, h, w, c, f = 37, 5, 4, 6, 8
+    oh, ow = out_size((h, w), (3, 3), strides, (1, 1), pads)
+    dy = rng.standard_normal((n, oh, ow, f))
+    filt = rng.standard_normal((3, 3, c // groups, f))
+    expected = direct_backprop_input(dy, filt, (h, w), strides, (1, 1), pads, groups)
+    explicit = [0, 0, *pads[0], *pads[1], 0, 0]
+    previous = convbp.set_workspace_limit(limit) if limit else None
+    try:
+        results = [convbp.tf.conv2d_backprop_input((n, h, w, c), filt, dy, [1, *strides, 1],
+                                                   "EXPLICIT", explicit_paddings=explicit,
+                                                   num_threads=threads, algorithm="gemm")
+                   for threads in (1, 2)]
+    finally:
+        if limit:
+            convbp.set_workspace_limit(previous)
+    assert np.array_equal(results[0], results[1])
+    assert_close(results[0], expected, np.float64, 9 * f // groups)
