@@ -859,6 +859,13 @@ def winograd_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize, cor
                 f_total=f)
 
 
+def _kernel_plan(plan):
+    """The Winograd kernel's ``Plan`` struct fields of a plan dict (a fresh dict)."""
+    return {k: plan[k] for k in ("m", "alpha", "xi", "N", "H", "W", "C", "OH", "OW", "F", "co0",
+                                 "pad_top", "pad_left", "dil_h", "dil_w", "tiles_h", "tiles_w",
+                                 "chunk_tiles", "chunks", "co_split", "band_w", "u_co_inner")}
+
+
 def winograd_correlate(inp, filt, out, pads, dilations=(1, 1), num_threads=None, tile=4):
     """``out[n, i, j, g*F + co] = sum inp[n, i + a*d_h - pad_top, j + b*d_w - pad_left, g*C + ci]
     * filt[g, a, b, ci, co]`` (zero outside ``inp``) by Winograd F(tile x tile, 3 x 3).
@@ -891,11 +898,8 @@ def winograd_correlate(inp, filt, out, pads, dilations=(1, 1), num_threads=None,
     # U[g, xi] as (C, F) when the filter's F axis is the denser, else (F, C): the transform
     # reads and writes along one unit stride.
     u_co_inner = abs(filt.strides[4]) <= abs(filt.strides[3])
-    kernel_plan = {k: plan[k] for k in ("m", "alpha", "xi", "N", "H", "W", "C", "OH", "OW",
-                                        "F", "co0", "pad_top", "pad_left", "dil_h", "dil_w",
-                                        "tiles_h", "tiles_w", "chunk_tiles", "chunks",
-                                        "co_split", "band_w")}
-    kernel_plan["u_co_inner"] = u_co_inner
+    plan["u_co_inner"] = u_co_inner
+    kernel_plan = _kernel_plan(plan)
     with kernel_team(threads):
         for co0 in range(0, f, block):
             kernel_plan["co0"], kernel_plan["F"] = co0, min(block, f - co0)
@@ -978,10 +982,7 @@ def winograd_filter_gradient(x, dy, dw, pads, dilations=(1, 1), num_threads=None
     workspace = np.empty((threads, plan["scratch"]), dw.dtype)
     block = plan["filter_block"]
     partials = np.empty(plan["m_bytes"] // dw.itemsize, dw.dtype)
-    kernel_plan = {k: plan[k] for k in ("m", "alpha", "xi", "N", "H", "W", "C", "OH", "OW",
-                                        "F", "co0", "pad_top", "pad_left", "dil_h", "dil_w",
-                                        "tiles_h", "tiles_w", "chunk_tiles", "chunks",
-                                        "co_split", "band_w", "u_co_inner")}
+    kernel_plan = _kernel_plan(plan)
     with kernel_team(threads):
         for co0 in range(0, f, block):
             kernel_plan["co0"], kernel_plan["F"] = co0, min(block, f - co0)

@@ -574,6 +574,23 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
         p0 += m
 
 
+cdef void _im2col_across(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_ssize_t sxh,
+                         Py_ssize_t sxw, Py_ssize_t sxc, Py_ssize_t grp, Py_ssize_t q,
+                         Py_ssize_t m, floating* col, Py_ssize_t lda,
+                         bint cols_pixel_major) noexcept nogil:
+    """Columns of output pixels [q, q + m) of the flat (image, row, column) order, group grp:
+    im2col image piece by image piece into one buffer."""
+    cdef Py_ssize_t Cg = g.C // g.groups, taps = g.KH * g.KW * Cg, P = g.OH * g.OW
+    cdef Py_ssize_t i = 0, n, p, piece
+    while i < m:
+        n = (q + i) // P
+        p = q + i - n * P
+        piece = min(m - i, P - p)
+        _im2col(g, x + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, p, piece,
+                col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major)
+        i += piece
+
+
 cdef void _forward_across(const Geometry* g, const floating* x, Py_ssize_t sxn,
                           Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major,
                           const floating* wmat, floating* y, Py_ssize_t y_ld, Py_ssize_t q,
@@ -582,21 +599,13 @@ cdef void _forward_across(const Geometry* g, const floating* x, Py_ssize_t sxn,
     pixel-major matrix (leading dimension y_ld): a chunk's columns are filled image piece by
     image piece, so small images still make large GEMMs (OpenBLAS packs the filter once a GEMM,
     not once an image)."""
-    cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
-    cdef Py_ssize_t taps = g.KH * g.KW * Cg, P = g.OH * g.OW
-    cdef Py_ssize_t m, grp, lda, i, n, p, piece
+    cdef Py_ssize_t Fg = g.F // g.groups, taps = g.KH * g.KW * (g.C // g.groups)
+    cdef Py_ssize_t m, grp, lda
     while q < q_end:
         m = min(g.chunk_pixels, q_end - q)
         lda = taps if cols_pixel_major else m
         for grp in range(g.groups):
-            i = 0
-            while i < m:
-                n = (q + i) // P
-                p = q + i - n * P
-                piece = min(m - i, P - p)
-                _im2col(g, x + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, p, piece,
-                        col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major)
-                i += piece
+            _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major)
             # y^T (Fg x m) = w^T (Fg x taps) . columns^T (taps x m)
             _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col, lda, 0,
                   y + q * y_ld + grp * Fg, y_ld)
@@ -686,14 +695,7 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
         for grp in range(g.groups):
             if across_images:
                 lda = taps if cols_pixel_major else m
-                i = 0
-                while i < m:
-                    n = (q + i) // P
-                    p = q + i - n * P
-                    piece = min(m - i, P - p)
-                    _im2col(g, x + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, p, piece,
-                            col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major)
-                    i += piece
+                _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major)
                 a = col
                 n = q // P
                 p = q - n * P

@@ -43,6 +43,15 @@ def _generator():
 # ---------------------------------------------------------------------------------------------
 # The transforms, exactly.
 
+def mat(x, y):
+    return [[sum(x[i][k] * y[k][j] for k in range(len(y))) for j in range(len(y[0]))]
+            for i in range(len(x))]
+
+
+def tr(x):
+    return [list(row) for row in zip(*x)]
+
+
 @pytest.mark.parametrize("m", TILES)
 def test_transforms_compute_the_correlation_exactly(m):
     """A^T [(G g G^T) * (B^T d B)] A equals the 2-D correlation for every pair of basis tiles
@@ -50,13 +59,6 @@ def test_transforms_compute_the_correlation_exactly(m):
     gen = _generator()
     at, g, bt = gen.matrices(m)
     a, r = m + 2, 3
-
-    def mat(x, y):
-        return [[sum(x[i][k] * y[k][j] for k in range(len(y))) for j in range(len(y[0]))]
-                for i in range(len(x))]
-
-    def tr(x):
-        return [list(row) for row in zip(*x)]
 
     for p in range(a * a):
         d = [[Fr(int(i * a + j == p)) for j in range(a)] for i in range(a)]
@@ -77,13 +79,6 @@ def test_filter_gradient_transforms_compute_the_correlation_exactly(m):
     gen = _generator()
     at, g, bt = gen.matrices(m)
     a, r = m + 2, 3
-
-    def mat(x, y):
-        return [[sum(x[i][k] * y[k][j] for k in range(len(y))) for j in range(len(y[0]))]
-                for i in range(len(x))]
-
-    def tr(x):
-        return [list(row) for row in zip(*x)]
 
     for p in range(a * a):
         d = [[Fr(int(i * a + j == p)) for j in range(a)] for i in range(a)]
