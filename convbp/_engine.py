@@ -525,7 +525,13 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     cols_pixel_major = _cols_pixel_major(x, groups)
     x_ld = 0
     x_layout = _matrix_layout(x) if _pointwise(geometry) else None
-    if x_layout is not None:
+    if x_layout is not None and x_layout[0] and dy_pixel_major and dw.dtype == np.float32:
+        # Both pixel-major (NHWC): read in place, the GEMM is dy^T x with x transposed for BLAS
+        # (N,T); a tap-major copy of each chunk of x makes it N,N, which OpenBLAS runs faster
+        # in float32 (1x1 256 -> 64 at 8x56x56, one thread: 10% less time, copy included; in
+        # float64 4% more, so float64 keeps reading x in place).
+        cols_pixel_major = False
+    elif x_layout is not None:
         cols_pixel_major, x_ld = x_layout
 
     cores = machine_cores()

@@ -162,3 +162,16 @@ def test_partials_fit_a_tiny_workspace():
     with workspace_limit(1):
         dw = run(x, dy, (3, 3, 6, 7), geometry, 1, np.float64, num_threads=2)
     assert_close(dw, reference(x, dy, geometry, 1), np.float64, reduction(x, geometry))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_nhwc(dtype):
+    """1x1 stride 1 in NHWC memory: float32 copies x tap-major by chunks (an N,N GEMM), float64
+    reads x in place; both match the direct loop, bitwise alike for 1 and 2 threads, across
+    several chunks (a chunk holds 1024 pixels)."""
+    geometry = forward_geometry((40, 30), (1, 1), (1, 1), (1, 1), "VALID")
+    x, dy = make((2, 40, 30, 24), (1, 1, 24, 20), geometry, dtype, seed=3)
+    one = run(x, dy, (1, 1, 24, 20), geometry, 1, dtype, num_threads=1)
+    two = run(x, dy, (1, 1, 24, 20), geometry, 1, dtype, num_threads=2)
+    np.testing.assert_array_equal(one, two)
+    assert_close(one, reference(x, dy, geometry, 1), dtype, reduction(x, geometry))
