@@ -75,14 +75,23 @@ class Shape:
     kw: int
     c_out: int
     stride: int
-    padding: str  # "SAME" or "VALID", TensorFlow's meaning
+    padding: object  # "SAME" or "VALID", TensorFlow's meaning, or an int on every side
     dilation: int = 1
 
     def out_size(self, size, k):
         eff = (k - 1) * self.dilation + 1
         if self.padding == "SAME":
             return -(-size // self.stride)
+        if isinstance(self.padding, int):
+            return (size + 2 * self.padding - eff) // self.stride + 1
         return (size - eff) // self.stride + 1
+
+    @property
+    def tf_padding(self):
+        """The padding as convbp's TensorFlow-style functions take it."""
+        if isinstance(self.padding, int):
+            return ((self.padding,) * 2,) * 2
+        return self.padding
 
     @property
     def out_hw(self):
@@ -92,6 +101,8 @@ class Shape:
         """TensorFlow's ((top, bottom), (left, right)); SAME puts the odd extra after."""
         if self.padding == "VALID":
             return (0, 0), (0, 0)
+        if isinstance(self.padding, int):
+            return self.tf_padding
         result = []
         for size, k, out in ((self.h, self.kh, self.out_hw[0]), (self.w, self.kw, self.out_hw[1])):
             total = max((out - 1) * self.stride + (k - 1) * self.dilation + 1 - size, 0)
@@ -105,7 +116,9 @@ class Shape:
 
     def describe(self):
         return (f"{self.n}x{self.h}x{self.w}x{self.c_in} {self.kh}x{self.kw}x{self.c_in}x"
-                f"{self.c_out} s{self.stride} {self.padding} d{self.dilation}")
+                f"{self.c_out} s{self.stride} "
+                f"{self.padding if isinstance(self.padding, str) else f'pad{self.padding}'} "
+                f"d{self.dilation}")
 
 
 SHAPES = (
@@ -117,6 +130,8 @@ SHAPES = (
     Shape("mnist", 64, 28, 28, 1, 5, 5, 32, 1, "VALID"),
     Shape("dilated", 4, 64, 64, 32, 3, 3, 32, 1, "SAME", 2),
     Shape("vgg", 4, 112, 112, 128, 3, 3, 128, 1, "SAME"),
+    # The second convolution of examples/train_digits.py (a batch of 64, PyTorch's padding=1).
+    Shape("digits_conv2", 64, 8, 8, 32, 3, 3, 64, 2, 1),
 )
 
 # Shapes the algorithm choice was not tuned on (--heldout): 3x3 stride 1 at 32-512 channels
@@ -146,7 +161,7 @@ def make_convbp(shape, layout, dy, filt, threads, algorithm="auto"):
         sizes = (shape.n, shape.c_in, shape.h, shape.w)
 
     def run():
-        return convbp.conv2d_backprop_input(sizes, filt, dy, shape.stride, shape.padding,
+        return convbp.conv2d_backprop_input(sizes, filt, dy, shape.stride, shape.tf_padding,
                                             data_format=layout, dilations=shape.dilation,
                                             num_threads=threads, algorithm=algorithm)
 
@@ -194,12 +209,18 @@ def make_tf(shape, layout, dy, filt, threads):
                                                                    shape.dilation]
     sizes_t = tf.constant(sizes, dtype=tf.int32)
     filt_t, dy_t = tf.constant(filt), tf.constant(dy)
+    padding, explicit = shape.padding, []
+    if isinstance(padding, int):  # EXPLICIT: (before, after) per axis in data_format order
+        hw = [padding] * 4
+        explicit = [0, 0] + hw + [0, 0] if layout == "NHWC" else [0, 0, 0, 0] + hw
+        padding = "EXPLICIT"
 
     @tf.function
     def grad(sizes_t, filt_t, dy_t):
         return tf.raw_ops.Conv2DBackpropInput(
             input_sizes=sizes_t, filter=filt_t, out_backprop=dy_t, strides=strides,
-            padding=shape.padding, data_format=layout, dilations=dilations)
+            padding=padding, explicit_paddings=explicit, data_format=layout,
+            dilations=dilations)
 
     def run():
         return grad(sizes_t, filt_t, dy_t).numpy()
@@ -225,7 +246,7 @@ def make_numpy(shape, layout, dy, filt, threads):
 def _geometry(shape):
     return convbp._geometry.forward_geometry((shape.h, shape.w), (shape.kh, shape.kw),
                                              (shape.stride,) * 2, (shape.dilation,) * 2,
-                                             shape.padding)
+                                             shape.tf_padding)
 
 
 def _nhwc(arr, layout):
