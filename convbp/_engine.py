@@ -522,7 +522,10 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     dy_pixel_major, dy_ld = dy_layout
     taps = kh * kw * (c // groups)
     _check_blas_sizes(taps, f)
-    cols_pixel_major = _cols_pixel_major(x, groups)
+    # Few channels a group: tap-major columns (runs along the width) make the GEMM N,N; with
+    # 3 channels (7x7 stride 2, 8x224x224x3 -> 64, NHWC) 3-10% faster than channel runs,
+    # with 64 or more 2-40% slower.
+    cols_pixel_major = _cols_pixel_major(x, groups) and c // groups >= 16
     x_ld = 0
     x_layout = _matrix_layout(x) if _pointwise(geometry) else None
     if x_layout is not None and x_layout[0] and dy_pixel_major and dw.dtype == np.float32:
