@@ -814,6 +814,14 @@ _WINOGRAD_SPLIT_CHANNELS = 128
 _WINOGRAD_FILTER_SHARE = 0.5
 
 
+def _tile_grid(out_hw, dilations, tile):
+    """(m, alpha, alpha^2, tile rows, tile columns) of F(tile x tile, 3 x 3) over the largest
+    polyphase component of an output of out_hw."""
+    (oh, ow), (dh, dw) = out_hw, dilations
+    return (tile, tile + 2, (tile + 2) ** 2, -(-(-(-oh // dh)) // tile),
+            -(-(-(-ow // dw)) // tile))
+
+
 def winograd_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize, cores=None,
                   limit=None):
     """How ``winograd_correlate`` splits the work: a dict of the kernel's ``Plan`` fields plus
@@ -821,10 +829,8 @@ def winograd_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize, cor
     ``filter_bytes``.  Depends on the geometry, the machine and the workspace limit only."""
     cores = machine_cores() if cores is None else cores
     limit = _workspace_limit if limit is None else limit
-    m, a = tile, tile + 2
-    xi = a * a
+    m, a, xi, tiles_h, tiles_w = _tile_grid(out_hw, dilations, tile)
     (h, w), (oh, ow), (dh, dw) = in_hw, out_hw, dilations
-    tiles_h, tiles_w = -(-(-(-oh // dh)) // m), -(-(-(-ow // dw)) // m)
     tiles = n * tiles_h * tiles_w
     subs = groups * dh * dw
     # The transformed filter takes at most _WINOGRAD_FILTER_SHARE of the workspace: else output
@@ -938,10 +944,8 @@ def winograd_filter_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsi
     ``m_bytes``.  Depends on the geometry, the machine and the workspace limit only."""
     cores = machine_cores() if cores is None else cores
     limit = _workspace_limit if limit is None else limit
-    m, a = tile, tile + 2
-    xi = a * a
+    m, a, xi, tiles_h, tiles_w = _tile_grid(out_hw, dilations, tile)
     (h, w), (oh, ow), (dh, dw) = in_hw, out_hw, dilations
-    tiles_h, tiles_w = -(-(-(-oh // dh)) // m), -(-(-(-ow // dw)) // m)
     tiles = n * tiles_h * tiles_w * dh * dw  # per group, all phases (an upper bound)
     parts = max(1, min(-(-cores // groups), tiles))
     per_channel = groups * parts * xi * c * itemsize

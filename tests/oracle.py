@@ -163,3 +163,17 @@ def assert_close(actual, expected, dtype, reduction_length):
     err = np.abs(actual - expected).max(initial=0.0) / scale
     tol = tolerance(dtype, reduction_length)
     assert err <= tol, f"relative error {err:.3e} > tolerance {tol:.3e}"
+
+
+def gamma(n, dtype):
+    """gamma_n = n*eps / (1 - n*eps): the dot-product error bound's factor for length n."""
+    u = np.finfo(dtype).eps
+    return n * u / (1 - n * u)
+
+
+def assert_bounded(result, exact, scale, n_red, dtype):
+    """|result - exact| <= 2*gamma_n * scale componentwise (scale: the |operands| product)."""
+    err = np.abs(np.asarray(result, np.float64) - exact)
+    bound = 2 * gamma(n_red, dtype) * scale
+    worst = (err / np.where(bound > 0, bound, np.inf)).max()
+    assert np.all(err <= bound), f"error {worst:.3g} x the componentwise bound"

@@ -17,7 +17,8 @@ import pytest
 
 import convbp
 from convbp import _engine, _choose, _winograd
-from oracle import direct_backprop_input, direct_conv2d, out_size, torch, torch_backprop_input
+from oracle import (assert_bounded, direct_backprop_input, direct_conv2d, out_size, torch,
+                    torch_backprop_input)
 
 # A build without GNU C vector extensions (-DCONVBP_PLAIN_C, MSVC) has no Winograd kernel;
 # tests/test_forward.py checks that "winograd" is then refused and "auto" never picks it.
@@ -112,10 +113,6 @@ def test_header_is_regenerated_byte_for_byte():
 # ---------------------------------------------------------------------------------------------
 # Helpers.
 
-def gamma(n, dtype):
-    u = np.finfo(dtype).eps
-    return n * u / (1 - n * u)
-
 
 def run(layout, dy, filt, in_shape, pads, dilation=1, algorithm="winograd", dtype=None,
         threads=None, out=None):
@@ -179,12 +176,6 @@ def assert_winograd_bounded(dx, exact, scale, n_red, dtype, tile=4, dilation=1):
     local = neighbourhood_max(scale, (tile - 1 + 2) * dilation)
     assert_bounded(dx, exact, 2 * local, n_red, dtype)
 
-
-def assert_bounded(dx, exact, scale, n_red, dtype):
-    err = np.abs(np.asarray(dx, np.float64) - exact)
-    bound = 2 * gamma(n_red, dtype) * scale
-    worst = (err / np.where(bound > 0, bound, np.inf)).max()
-    assert np.all(err <= bound), f"error {worst:.3g} x the componentwise bound"
 
 
 # ---------------------------------------------------------------------------------------------
