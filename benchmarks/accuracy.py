@@ -59,72 +59,53 @@ def filter_reference(x, dy, pad, dtype=np.float64):
     return g.permute(2, 3, 1, 0).numpy()
 
 
-def main_filter():
+def input_gradient(dtype, dy, filt, n, h, w, c):
+    """(reference, scale, {algorithm: result}) of the input gradient of dy by filt."""
+    results = {"gemm": convbp.conv2d_backprop_input((n, h, w, c), filt, dy, 1, "SAME",
+                                                    algorithm="gemm")}
+    for tile in (2, 4):
+        dx = np.empty((n, h, w, c), dtype)
+        _engine.winograd_correlate(dy, _engine.flipped_filter(filt, 1), dx, (1, 1), (1, 1), None,
+                                   tile)
+        results[f"winograd F({tile}x{tile})"] = dx
+    if torch is not None and dtype == np.float32:
+        results["PyTorch"] = torch_f32(dy, filt, 1)
+    return reference(dy, filt, 1), reference(np.abs(dy), np.abs(filt), 1), results
+
+
+def filter_gradient(dtype, x, dy, n, h, w, c):
+    """(reference, scale, {algorithm: result}) of the filter gradient of x and dy."""
+    f = dy.shape[3]
+    results = {"gemm": convbp.tf.conv2d_backprop_filter(x, (3, 3, c, f), dy, 1, "SAME",
+                                                        algorithm="gemm")}
+    for tile in (2, 4):
+        results[f"winograd F({tile}x{tile})"] = _engine.winograd_filter_gradient(
+            x, dy, np.empty((3, 3, c, f), dtype), (1, 1), (1, 1), None, tile)
+    if torch is not None and dtype == np.float32:
+        results["PyTorch"] = filter_reference(x, dy, 1, np.float32)
+    return (filter_reference(x, dy, 1), filter_reference(np.abs(x), np.abs(dy), 1), results)
+
+
+def main(op="input"):
     rng = np.random.default_rng(0)
     n, h, w, c, f = 8, 28, 28, 64, 64
-    print("| data | dtype | algorithm | rel = max|err|/max|ref| | cw = max |err|/(eps |x| corr |dy|) |")
+    # The two operands of each op: (dy, filter) for the input gradient, (x, dy) for the filter.
+    shapes = ((n, h, w, f), (3, 3, c, f)) if op == "input" else ((n, h, w, c), (n, h, w, f))
+    scale_name = "|W| conv |dy|" if op == "input" else "|x| corr |dy|"
+    print(f"| data | dtype | algorithm | rel = max|err|/max|ref| | cw = max |err|/(eps {scale_name}) |")
     print("|---|---|---|---|---|")
     for data in ("normal", "wide range"):
         if data == "normal":
-            x = rng.standard_normal((n, h, w, c))
-            dy = rng.standard_normal((n, h, w, f))
+            a, b = (rng.standard_normal(shape) for shape in shapes)
         else:
-            x = 10.0 ** rng.uniform(-3, 3, (n, h, w, c)) * rng.choice([-1, 1], (n, h, w, c))
-            dy = 10.0 ** rng.uniform(-3, 3, (n, h, w, f)) * rng.choice([-1, 1], (n, h, w, f))
+            a, b = (10.0 ** rng.uniform(-3, 3, shape) * rng.choice([-1, 1], shape)
+                    for shape in shapes)
         for dtype in (np.float32, np.float64):
-            x_d, dy_d = x.astype(dtype), dy.astype(dtype)
-            ref = filter_reference(x_d, dy_d, 1)
-            scale = filter_reference(np.abs(x_d), np.abs(dy_d), 1)
+            run = input_gradient if op == "input" else filter_gradient
+            ref, scale, results = run(dtype, a.astype(dtype), b.astype(dtype), n, h, w, c)
             eps = np.finfo(dtype).eps
-            results = {}
-            for name, tile in (("gemm", None), ("winograd F(2x2)", 2), ("winograd F(4x4)", 4)):
-                if tile is None:
-                    results[name] = convbp.tf.conv2d_backprop_filter(
-                        x_d, (3, 3, c, f), dy_d, 1, "SAME", algorithm="gemm")
-                else:
-                    dw = np.empty((3, 3, c, f), dtype)
-                    results[name] = _engine.winograd_filter_gradient(x_d, dy_d, dw, (1, 1),
-                                                                     (1, 1), None, tile)
-            if torch is not None and dtype == np.float32:
-                results["PyTorch"] = filter_reference(x_d, dy_d, 1, np.float32)
-            for name, dw in results.items():
-                err = np.abs(dw.astype(np.float64) - ref)
-                rel = err.max() / np.abs(ref).max()
-                cw = (err / (eps * scale)).max()
-                print(f"| {data} | {np.dtype(dtype).name} | {name} | {rel:.1e} | {cw:.2f} |")
-
-
-def main():
-    rng = np.random.default_rng(0)
-    n, h, w, c, f = 8, 28, 28, 64, 64
-    print("| data | dtype | algorithm | rel = max|err|/max|ref| | cw = max |err|/(eps |W| conv |dy|) |")
-    print("|---|---|---|---|---|")
-    for data in ("normal", "wide range"):
-        if data == "normal":
-            dy = rng.standard_normal((n, h, w, f))
-            filt = rng.standard_normal((3, 3, c, f))
-        else:
-            dy = 10.0 ** rng.uniform(-3, 3, (n, h, w, f)) * rng.choice([-1, 1], (n, h, w, f))
-            filt = 10.0 ** rng.uniform(-3, 3, (3, 3, c, f)) * rng.choice([-1, 1], (3, 3, c, f))
-        for dtype in (np.float32, np.float64):
-            dy_d, f_d = dy.astype(dtype), filt.astype(dtype)
-            ref = reference(dy_d, f_d, 1)
-            scale = reference(np.abs(dy_d), np.abs(f_d), 1)
-            eps = np.finfo(dtype).eps
-            results = {}
-            for name, tile in (("gemm", None), ("winograd F(2x2)", 2), ("winograd F(4x4)", 4)):
-                if tile is None:
-                    dx = convbp.conv2d_backprop_input((n, h, w, c), f_d, dy_d, 1, "SAME",
-                                                      algorithm="gemm")
-                else:
-                    dx = np.empty((n, h, w, c), dtype)
-                    _engine.winograd_correlate(dy_d, _engine.flipped_filter(f_d, 1), dx, (1, 1),
-                                               (1, 1), None, tile)
-                results[name] = dx
-            if torch is not None and dtype == np.float32:
-                results["PyTorch"] = torch_f32(dy_d, f_d, 1)
-            for name, dx in results.items():
-                err = np.abs(dx.astype(np.float64) - ref)
+            for name, result in results.items():
+                err = np.abs(result.astype(np.float64) - ref)
                 rel = err.max() / np.abs(ref).max()
                 cw = (err / (eps * scale)).max()
                 print(f"| {data} | {np.dtype(dtype).name} | {name} | {rel:.1e} | {cw:.2f} |")
@@ -133,4 +114,4 @@ def main():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--op", choices=("input", "filter"), default="input")
-    main_filter() if parser.parse_args().op == "filter" else main()
+    main(parser.parse_args().op)
