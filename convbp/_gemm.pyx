@@ -38,6 +38,12 @@ cdef extern from "_simd.h" nogil:
     void convbp_add_block_f64(double* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
                               const double* src, Py_ssize_t src_a, Py_ssize_t src_b,
                               Py_ssize_t na, Py_ssize_t nb, Py_ssize_t n)
+    void convbp_copy_block_f32(float* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
+                               const float* src, Py_ssize_t src_a, Py_ssize_t src_b,
+                               Py_ssize_t src_step, Py_ssize_t na, Py_ssize_t nb, Py_ssize_t n)
+    void convbp_copy_block_f64(double* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
+                               const double* src, Py_ssize_t src_a, Py_ssize_t src_b,
+                               Py_ssize_t src_step, Py_ssize_t na, Py_ssize_t nb, Py_ssize_t n)
 
 # Largest value a BLAS integer argument (dimension or leading dimension) can hold.
 BLAS_INT_MAX = (1 << (8 * sizeof(blas_int) - 1)) - 1
@@ -412,22 +418,102 @@ def backprop_input(const floating[:, :, :, :] dy,
 # im2col: the forward convolution and the filter gradient read the input through a column
 # buffer, the transpose of what col2im scatters.
 
-cdef inline void _copy_run(floating* dst, const floating* src, Py_ssize_t n,
-                           Py_ssize_t step) noexcept nogil:
-    """dst[j] = src[j*step] for j < n."""
-    cdef Py_ssize_t j
-    if n <= 0:
+cdef inline void _copy_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
+                             const floating* src, Py_ssize_t src_a, Py_ssize_t src_b,
+                             Py_ssize_t src_step, Py_ssize_t na, Py_ssize_t nb,
+                             Py_ssize_t n) noexcept nogil:
+    """dst[a*dst_a + b*dst_b + j] = src[a*src_a + b*src_b + j*src_step] (src NULL: 0) for
+    a < na, b < nb, j < n: the SIMD routine, compiled for the machine's widest vectors."""
+    if na <= 0 or nb <= 0 or n <= 0:
         return
-    if step == 1:
-        memcpy(dst, src, n * sizeof(floating))
+    if floating is float:
+        convbp_copy_block_f32(dst, dst_a, dst_b, src, src_a, src_b, src_step, na, nb, n)
     else:
-        for j in range(n):
-            dst[j] = src[j * step]
+        convbp_copy_block_f64(dst, dst_a, dst_b, src, src_a, src_b, src_step, na, nb, n)
 
 
-cdef inline void _zero_run(floating* dst, Py_ssize_t n) noexcept nogil:
-    if n > 0:
-        memset(dst, 0, n * sizeof(floating))
+cdef inline void _im2col_edge_pixel(const Geometry* g, floating* dst, const floating* src,
+                                    Py_ssize_t iw0, Py_ssize_t sxw,
+                                    Py_ssize_t sxc) noexcept nogil:
+    """One pixel's taps of one kernel row, pixel-major, some in the padding: src is x's input
+    row, iw0 the pixel's first input column."""
+    cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, dw = g.dilation_w, kw_lo, kw_hi
+    _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
+    kw_lo = min(kw_lo, KW)  # none inside: _tap_range's empty range may start past KW
+    kw_hi = max(min(kw_hi, KW), kw_lo)
+    _copy_block(dst, 0, 0, <const floating*>NULL, 0, 0, 1, 1, 1, kw_lo * Cg)
+    _copy_block(dst + kw_lo * Cg, 0, Cg, src + (iw0 + kw_lo * dw) * sxw, 0, dw * sxw, sxc, 1,
+                kw_hi - kw_lo, Cg)
+    _copy_block(dst + kw_hi * Cg, 0, 0, <const floating*>NULL, 0, 0, 1, 1, 1, (KW - kw_hi) * Cg)
+
+
+cdef void _im2col_rows(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
+                       Py_ssize_t sxc, Py_ssize_t oh, Py_ssize_t rows, Py_ssize_t ow_a,
+                       Py_ssize_t ow_b, floating* col, Py_ssize_t ld,
+                       bint cols_pixel_major) noexcept nogil:
+    """im2col of output pixels (oh + r, ow), r < rows, ow_a <= ow < ow_b (whole rows when
+    rows > 1), at local pixel index r*(ow_b - ow_a) + ow - ow_a of col: each tap's runs as one
+    block -- along channels for every pixel whose taps all lie inside the row (NHWC memory),
+    along output columns for every row the tap reads inside the image (NCHW memory)."""
+    cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, OW = g.OW, H = g.H, W = g.W
+    cdef Py_ssize_t sw = g.stride_w, dw = g.dilation_w, sh = g.stride_h, dh = g.dilation_h
+    cdef Py_ssize_t pt = g.pad_top, pl = g.pad_left, seg = ow_b - ow_a
+    cdef Py_ssize_t r, ow, ih, kh, kw, in_lo, in_hi, r_lo, r_hi, c_lo, c_hi
+    cdef bint merge_taps = dw * sxw == Cg * sxc  # a pixel's taps are one run of x
+    cdef floating* dst
+    cdef floating* base
+    cdef const floating* src
+    if cols_pixel_major:  # element (i, k) at col[i*ld + k]
+        # Output columns all of whose taps lie inside the row.
+        _tap_range(-pl, sw, OW, 0, W - (KW - 1) * dw, &in_lo, &in_hi)
+        in_lo = min(max(in_lo, ow_a), ow_b)
+        in_hi = max(min(in_hi, ow_b), in_lo)
+        for r in range(rows):
+            base = col + (r * seg - ow_a) * ld  # pixel ow of row r at base + ow*ld
+            for kh in range(g.KH):
+                dst = base + kh * KW * Cg
+                ih = (oh + r) * sh - pt + kh * dh
+                if ih < 0 or ih >= H:
+                    _copy_block(dst + ow_a * ld, ld, 0, <const floating*>NULL, 0, 0, 1, seg, 1,
+                                KW * Cg)
+                    continue
+                src = x + ih * sxh
+                for ow in range(ow_a, in_lo):  # the edge pixels, tap by tap
+                    _im2col_edge_pixel(g, dst + ow * ld, src, ow * sw - pl, sxw, sxc)
+                for ow in range(in_hi, ow_b):
+                    _im2col_edge_pixel(g, dst + ow * ld, src, ow * sw - pl, sxw, sxc)
+                src = src + (in_lo * sw - pl) * sxw
+                if merge_taps:  # inner pixels: one run of KW*Cg each
+                    _copy_block(dst + in_lo * ld, ld, 0, src, sw * sxw, 0, sxc, in_hi - in_lo,
+                                1, KW * Cg)
+                else:
+                    _copy_block(dst + in_lo * ld, ld, Cg, src, sw * sxw, dw * sxw, sxc,
+                                in_hi - in_lo, KW, Cg)
+        return
+    # Element (i, k) at col[i + k*ld]; pixel (r, ow) of channel c, tap (kh, kw) at
+    # dst + c*ld + r*seg + ow.
+    for kh in range(g.KH):
+        # The rows whose tap kh lands inside the image.
+        _tap_range(oh * sh - pt + kh * dh, sh, rows, 0, H, &r_lo, &r_hi)
+        r_lo = min(r_lo, rows)  # none inside: the empty range may start past the rows
+        r_hi = max(min(r_hi, rows), r_lo)
+        for kw in range(KW):
+            # The output columns whose tap kw lands inside the image.
+            _tap_range(kw * dw - pl, sw, OW, 0, W, &c_lo, &c_hi)
+            c_lo = min(max(c_lo, ow_a), ow_b)
+            c_hi = max(min(c_hi, ow_b), c_lo)
+            dst = col + (kh * KW + kw) * Cg * ld - ow_a
+            _copy_block(dst + ow_a, ld, 0, <const floating*>NULL, 0, 0, 1, Cg, 1, r_lo * seg)
+            _copy_block(dst + r_hi * seg + ow_a, ld, 0, <const floating*>NULL, 0, 0, 1, Cg, 1,
+                        (rows - r_hi) * seg)
+            dst = dst + r_lo * seg
+            _copy_block(dst + ow_a, ld, seg, <const floating*>NULL, 0, 0, 1, Cg, r_hi - r_lo,
+                        c_lo - ow_a)
+            _copy_block(dst + c_hi, ld, seg, <const floating*>NULL, 0, 0, 1, Cg, r_hi - r_lo,
+                        ow_b - c_hi)
+            ih = (oh + r_lo) * sh - pt + kh * dh
+            _copy_block(dst + c_lo, ld, seg, x + ih * sxh + (c_lo * sw - pl + kw * dw) * sxw,
+                        sxc, sh * sxh, sw * sxw, Cg, r_hi - r_lo, c_hi - c_lo)
 
 
 cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
@@ -439,57 +525,22 @@ cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize
     kw)*C_group + c) is x[ih, iw, c] (ih = oh*stride_h - pad_top + kh*dilation_h, likewise iw),
     or 0 in the padding; it is stored at col[i*ld + k] when cols_pixel_major (runs of channels
     copied, NHWC memory) else at col[i + k*ld] (runs of output columns copied, NCHW memory).
+    Filled as a partial first row, a block of whole rows, a partial last row.
     """
-    cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, OW = g.OW, H = g.H
-    cdef Py_ssize_t sw = g.stride_w, dw = g.dilation_w
-    cdef Py_ssize_t p, oh, ow, ow_a, ow_b, ow_lo, ow_hi, ih, ih0, iw0, kh, kw, kw_lo, kw_hi, c, i0
-    cdef bint merge_taps = dw * sxw == Cg * sxc
-    cdef floating* dst
-    cdef const floating* src
-    p = p0
+    cdef Py_ssize_t OW = g.OW, p = p0, oh, ow_a, rows
     while p < p0 + m:
-        # One output row segment [ow_a, ow_b) of row oh, local pixels from i0.
         oh = p // OW
         ow_a = p - oh * OW
-        ow_b = min(OW, ow_a + (p0 + m - p))
-        i0 = p - p0
-        ih0 = oh * g.stride_h - g.pad_top
-        if cols_pixel_major:
-            for ow in range(ow_a, ow_b):
-                iw0 = ow * sw - g.pad_left
-                _tap_range(iw0, dw, KW, 0, g.W, &kw_lo, &kw_hi)
-                for kh in range(g.KH):
-                    dst = col + (i0 + ow - ow_a) * ld + kh * KW * Cg
-                    ih = ih0 + kh * g.dilation_h
-                    if ih < 0 or ih >= H or kw_lo >= kw_hi:
-                        _zero_run(dst, KW * Cg)
-                        continue
-                    _zero_run(dst, kw_lo * Cg)
-                    src = x + ih * sxh + (iw0 + kw_lo * dw) * sxw
-                    if merge_taps:
-                        _copy_run(dst + kw_lo * Cg, src, (kw_hi - kw_lo) * Cg, sxc)
-                    else:
-                        for kw in range(kw_lo, kw_hi):
-                            _copy_run(dst + kw * Cg, src + (kw - kw_lo) * dw * sxw, Cg, sxc)
-                    _zero_run(dst + kw_hi * Cg, (KW - kw_hi) * Cg)
+        if ow_a == 0 and p0 + m - p >= OW:
+            rows = (p0 + m - p) // OW
+            _im2col_rows(g, x, sxh, sxw, sxc, oh, rows, 0, OW,
+                         col + (p - p0) * (ld if cols_pixel_major else 1), ld, cols_pixel_major)
+            p += rows * OW
         else:
-            for kh in range(g.KH):
-                ih = ih0 + kh * g.dilation_h
-                for kw in range(KW):
-                    # The output columns whose tap kw lands inside the image.
-                    _tap_range(kw * dw - g.pad_left, sw, OW, 0, g.W, &ow_lo, &ow_hi)
-                    ow_lo = min(max(ow_lo, ow_a), ow_b)
-                    ow_hi = max(min(ow_hi, ow_b), ow_lo)
-                    if ih < 0 or ih >= H:
-                        ow_lo = ow_hi = ow_b
-                    for c in range(Cg):
-                        dst = col + ((kh * KW + kw) * Cg + c) * ld + i0 - ow_a
-                        _zero_run(dst + ow_a, ow_lo - ow_a)
-                        _copy_run(dst + ow_lo,
-                                  x + ih * sxh + (ow_lo * sw - g.pad_left + kw * dw) * sxw
-                                  + c * sxc, ow_hi - ow_lo, sw * sxw)
-                        _zero_run(dst + ow_hi, ow_b - ow_hi)
-        p += ow_b - ow_a
+            rows = min(OW, ow_a + (p0 + m - p))  # the row's end
+            _im2col_rows(g, x, sxh, sxw, sxc, oh, 1, ow_a, rows,
+                         col + (p - p0) * (ld if cols_pixel_major else 1), ld, cols_pixel_major)
+            p += rows - ow_a
 
 
 cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t m, Py_ssize_t Fg,

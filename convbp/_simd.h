@@ -79,6 +79,79 @@ CONVBP_UNUSED static const char *convbp_simd_variant(void)
 CONVBP_ADD_BLOCK_DEF(convbp_add_block_f32, float)
 CONVBP_ADD_BLOCK_DEF(convbp_add_block_f64, double)
 
+/* im2col's runs: dst[a*dst_a + b*dst_b + j] = src[a*src_a + b*src_b + j*src_step] for a < na,
+ * b < nb, j < n (src NULL: = 0), a block of runs per call -- a few channels of many pixels, a
+ * few output columns of many rows -- so short runs do not each pay for a memcpy call.  A
+ * unit-step run goes in whole vectors (GCC vector types, inlined into each clone: its widest
+ * registers), the last ending at the run's end and overlapping the one before: a compiler's
+ * vectorised loop would leave a run of 7 or 21 floats mostly to its scalar remainder.  Step 2 (a
+ * stride-2 layer's NCHW row) is a constant the compiler vectorises.  No overlap of dst and src. */
+#if CONVBP_VECTORS
+/* Unaligned vectors of 64, 32 and 16 bytes. */
+typedef float convbp_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float convbp_f32x8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float convbp_f32x4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef double convbp_f64x8 __attribute__((vector_size(64), aligned(8), may_alias));
+typedef double convbp_f64x4 __attribute__((vector_size(32), aligned(8), may_alias));
+typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alias));
+
+#define CONVBP_INLINE static inline __attribute__((always_inline))
+/* The pieces of a run of n: whole vectors of V, or two overlapping halves (VH) or quarters (VQ). */
+#define CONVBP_RUN_DEF(NAME, T, V, VH, VQ)                                                      \
+    CONVBP_INLINE void NAME(T *restrict d, const T *restrict s, ptrdiff_t n)                    \
+    {                                                                                           \
+        const ptrdiff_t L = (ptrdiff_t)(sizeof(V) / sizeof(T));                                 \
+        if (n >= L) {                                                                           \
+            ptrdiff_t j = 0;                                                                    \
+            for (; j + L <= n; j += L)                                                          \
+                *(V *)(d + j) = s ? *(const V *)(s + j) : (V){0};                               \
+            if (j < n)                                                                          \
+                *(V *)(d + n - L) = s ? *(const V *)(s + n - L) : (V){0};                       \
+        } else if (n >= L / 2) {                                                                \
+            *(VH *)d = s ? *(const VH *)s : (VH){0};                                            \
+            *(VH *)(d + n - L / 2) = s ? *(const VH *)(s + n - L / 2) : (VH){0};                \
+        } else if (n >= L / 4) {                                                                \
+            *(VQ *)d = s ? *(const VQ *)s : (VQ){0};                                            \
+            *(VQ *)(d + n - L / 4) = s ? *(const VQ *)(s + n - L / 4) : (VQ){0};                \
+        } else {                                                                                \
+            for (ptrdiff_t j = 0; j < n; ++j)                                                   \
+                d[j] = s ? s[j] : 0;                                                            \
+        }                                                                                       \
+    }
+CONVBP_RUN_DEF(convbp_run_f32, float, convbp_f32x16, convbp_f32x8, convbp_f32x4)
+CONVBP_RUN_DEF(convbp_run_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
+#define CONVBP_RUN(RUN, d, s, n) RUN(d, s, n)
+#else
+#define CONVBP_RUN(RUN, d, s, n)                                                                \
+    for (ptrdiff_t j = 0; j < n; ++j)                                                           \
+        d[j] = s ? s[j] : 0
+#endif
+
+#define CONVBP_COPY_BLOCK_DEF(NAME, T, RUN)                                                     \
+    CONVBP_CLONES CONVBP_UNUSED                                                                 \
+    static void NAME(T *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,                                  \
+                     const T *src, ptrdiff_t src_a, ptrdiff_t src_b, ptrdiff_t src_step,        \
+                     ptrdiff_t na, ptrdiff_t nb, ptrdiff_t n)                                   \
+    {                                                                                           \
+        for (ptrdiff_t a = 0; a < na; ++a)                                                      \
+            for (ptrdiff_t b = 0; b < nb; ++b) {                                                \
+                T *restrict d = dst + a * dst_a + b * dst_b;                                    \
+                const T *restrict s = src ? src + a * src_a + b * src_b : NULL;                 \
+                if (s == NULL || src_step == 1) {                                               \
+                    CONVBP_RUN(RUN, d, s, n);                                                   \
+                } else if (src_step == 2) {                                                     \
+                    for (ptrdiff_t j = 0; j < n; ++j)                                           \
+                        d[j] = s[2 * j];                                                        \
+                } else {                                                                        \
+                    for (ptrdiff_t j = 0; j < n; ++j)                                           \
+                        d[j] = s[j * src_step];                                                 \
+                }                                                                               \
+            }                                                                                   \
+    }
+
+CONVBP_COPY_BLOCK_DEF(convbp_copy_block_f32, float, convbp_run_f32)
+CONVBP_COPY_BLOCK_DEF(convbp_copy_block_f64, double, convbp_run_f64)
+
 /* Depthwise input-gradient sums (convbp/_depthwise.pyx), several lanes of outputs at
  * once in GCC vector types, which each clone lowers to its widest registers (the baseline to
  * SSE2 pieces).  Every output element is summed over its taps in list order, t = 0, 1, ...:
@@ -90,12 +163,6 @@ CONVBP_ADD_BLOCK_DEF(convbp_add_block_f64, double)
  * -ffp-contract=off (GCC in ISO C mode does not contract anyway; Clang would).  GNU C vector
  * extensions: GCC or Clang; the plain-C lanes below compute the same values elsewhere. */
 #if CONVBP_VECTORS
-typedef float convbp_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float convbp_f32x8 __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float convbp_f32x4 __attribute__((vector_size(16), aligned(4), may_alias));
-typedef double convbp_f64x8 __attribute__((vector_size(64), aligned(8), may_alias));
-typedef double convbp_f64x4 __attribute__((vector_size(32), aligned(8), may_alias));
-typedef double convbp_f64x2 __attribute__((vector_size(16), aligned(8), may_alias));
 
 /* One block of L = sizeof(V)/sizeof(T) outputs at i of convbp_dw_width: o_[(i + l)*step]. */
 #define CONVBP_DW_WIDTH_BLOCK(V, T, i)                                                          \
