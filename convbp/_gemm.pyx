@@ -543,28 +543,35 @@ cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize
             p += rows - ow_a
 
 
-cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t m, Py_ssize_t Fg,
-                 Py_ssize_t OW, Py_ssize_t p0, floating* y, Py_ssize_t syh, Py_ssize_t syw,
-                 Py_ssize_t syf) noexcept nogil:
+cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t ld, Py_ssize_t m,
+                 Py_ssize_t Fg, Py_ssize_t OW, Py_ssize_t p0, floating* y, Py_ssize_t syh,
+                 Py_ssize_t syw, Py_ssize_t syf) noexcept nogil:
     """y[oh, ow, f] = buf element (i, f) for the output pixels p0 + i (flat oh*OW + ow), i < m,
-    f < Fg; buf pixel-major (at i*Fg + f) or channel-major (at i + f*m)."""
+    f < Fg; buf pixel-major (at i*ld + f) or channel-major (at i + f*ld).  Unit-stride runs
+    (channels of NHWC memory, pixels of NCHW memory: of a row, or of every row when y's rows
+    follow each other) as blocks."""
     cdef Py_ssize_t p, oh, ow, ow_a, ow_b, f, i0
+    cdef bint rows_follow = syh == OW * syw
     cdef floating* dst
     p = p0
     while p < p0 + m:
         oh = p // OW
         ow_a = p - oh * OW
-        ow_b = min(OW, ow_a + (p0 + m - p))
+        ow_b = ow_a + (p0 + m - p) if rows_follow else min(OW, ow_a + (p0 + m - p))
         i0 = p - p0
         dst = y + oh * syh
-        if pixel_major:
+        if pixel_major and syf == 1:
+            _copy_block(dst + ow_a * syw, syw, 0, buf + i0 * ld, ld, 0, 1, ow_b - ow_a, 1, Fg)
+        elif not pixel_major and syw == 1:
+            _copy_block(dst + ow_a, syf, 0, buf + i0, ld, 0, 1, Fg, 1, ow_b - ow_a)
+        elif pixel_major:
             for ow in range(ow_a, ow_b):
                 for f in range(Fg):
-                    dst[ow * syw + f * syf] = buf[(i0 + ow - ow_a) * Fg + f]
+                    dst[ow * syw + f * syf] = buf[(i0 + ow - ow_a) * ld + f]
         else:
             for f in range(Fg):
                 for ow in range(ow_a, ow_b):
-                    dst[ow * syw + f * syf] = buf[i0 + ow - ow_a + f * m]
+                    dst[ow * syw + f * syf] = buf[i0 + ow - ow_a + f * ld]
         p += ow_b - ow_a
 
 
@@ -621,7 +628,8 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
                 _gemm(cols_pixel_major, True, m, Fg, taps, a, lda, wmat + grp * Fg, g.F,
                       0, out, ldo)
             if y_ld == 0:
-                _store(ybuf, y_pixel_major, m, Fg, g.OW, p0, y + grp * Fg * syf, syh, syw, syf)
+                _store(ybuf, y_pixel_major, ldo, m, Fg, g.OW, p0, y + grp * Fg * syf, syh, syw,
+                       syf)
         p0 += m
 
 

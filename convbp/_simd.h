@@ -127,8 +127,16 @@ CONVBP_RUN_DEF(convbp_run_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
         d[j] = s ? s[j] : 0
 #endif
 
+/* GCC would turn the runs back into memcpy/memset calls, the cost this routine avoids (Clang
+ * refuses such attributes on multiversioned functions). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONVBP_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CONVBP_NO_LIBCALLS
+#endif
+
 #define CONVBP_COPY_BLOCK_DEF(NAME, T, RUN)                                                     \
-    CONVBP_CLONES CONVBP_UNUSED                                                                 \
+    CONVBP_CLONES CONVBP_UNUSED CONVBP_NO_LIBCALLS                                              \
     static void NAME(T *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,                                  \
                      const T *src, ptrdiff_t src_a, ptrdiff_t src_b, ptrdiff_t src_step,        \
                      ptrdiff_t na, ptrdiff_t nb, ptrdiff_t n)                                   \
