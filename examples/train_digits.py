@@ -156,6 +156,12 @@ def channel_view(b, layout):
     return b if layout == "NHWC" else b[:, None, None]
 
 
+def add_bias(z, b, layout):
+    """z += b along the channels, b first spread over one image: NumPy's add then runs over
+    whole images, not over one pixel's channels (8x8x32: 20 us where 34)."""
+    z += np.broadcast_to(channel_view(b, layout), z.shape[1:]).copy()
+
+
 def channel_sums(a, layout):
     """Sum over every axis but the channels, as matrix-vector products (BLAS): several times
     faster than ``a.sum(axis=...)`` over three axes."""
@@ -176,10 +182,10 @@ def relu(z):
 def forward(params, x, ops, layout):
     """Logits (N, classes) and what the backward pass needs."""
     z1 = ops.conv2d(x, params["w1"], STRIDES[0], layout)
-    z1 += channel_view(params["b1"], layout)             # in place: the op's result is ours
+    add_bias(z1, params["b1"], layout)                   # in place: the op's result is ours
     a1 = relu(z1)
     z2 = ops.conv2d(a1, params["w2"], STRIDES[1], layout)
-    z2 += channel_view(params["b2"], layout)
+    add_bias(z2, params["b2"], layout)
     a2 = relu(z2)
     flat = a2.reshape(len(x), -1)       # (h, w, c) order in NHWC, (c, h, w) in NCHW
     logits = flat @ params["w3"]
