@@ -326,6 +326,38 @@ def _blas_thread_controls():
     return controls
 
 
+def _kernel_blas_controls():
+    """The (get, set) pairs of :func:`_blas_thread_controls`, found once."""
+    global _blas_controls
+    if _blas_controls is None:
+        _blas_controls = _blas_thread_controls()
+    return _blas_controls
+
+
+def _hold_blas():
+    """Hold the kernels' BLAS to one thread; the first of concurrent users saves the caller's
+    setting."""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [(set_, get()) for get, set_ in _kernel_blas_controls()]
+            for set_, threads in _blas_saved:
+                if threads != 1:
+                    set_(1)
+        _blas_users += 1
+
+
+def _release_blas():
+    """The last of concurrent users restores the caller's setting."""
+    global _blas_users
+    with _blas_lock:
+        _blas_users -= 1
+        if _blas_users == 0:
+            for set_, threads in _blas_saved:
+                if threads != 1:
+                    set_(threads)
+
+
 class kernel_team:
     """Around a kernel call on ``threads`` OpenMP threads: the kernels' BLAS held to one thread
     meanwhile (:func:`single_threaded_blas`), and the team's end recorded for
@@ -337,10 +369,10 @@ class kernel_team:
         self.threads = threads
 
     def __enter__(self):
-        _SINGLE_THREADED_BLAS.__enter__()
+        _hold_blas()
 
     def __exit__(self, *exc_info):
-        _SINGLE_THREADED_BLAS.__exit__(*exc_info)
+        _release_blas()
         team_finished(self.threads)
 
 
@@ -348,25 +380,10 @@ class _SingleThreadedBlas:
     """The kernels' BLAS held to one thread until the last concurrent user leaves."""
 
     def __enter__(self):
-        global _blas_users, _blas_saved, _blas_controls
-        with _blas_lock:
-            if _blas_users == 0:
-                if _blas_controls is None:
-                    _blas_controls = _blas_thread_controls()
-                _blas_saved = [get() for get, _ in _blas_controls]
-                for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                    if threads != 1:
-                        set_(1)
-            _blas_users += 1
+        _hold_blas()
 
     def __exit__(self, *exc_info):
-        global _blas_users
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                    if threads != 1:
-                        set_(threads)
+        _release_blas()
 
 
 _SINGLE_THREADED_BLAS = _SingleThreadedBlas()
