@@ -301,6 +301,13 @@ class _GemmPlan(NamedTuple):
     copy_dy: bool  # BLAS cannot address out_backprop's images: copied once into C order
 
 
+def _needs_kernel(a_shape, b_shape, result_shape, dtype):
+    """Whether a call of these shapes and dtype reaches a kernel: the cases
+    :func:`_needs_no_kernel` handles are all of them but this."""
+    return (dtype != np.float16 and math.prod(result_shape) != 0 and math.prod(a_shape) != 0
+            and math.prod(b_shape) != 0)
+
+
 def _needs_no_kernel(a, b, result, recompute):
     """Handle what the kernels never see; True if ``result`` is done.
 
@@ -332,10 +339,21 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
     algorithm = check_algorithm(algorithm)
-    choice = _algorithm_choice("input", dx.shape, dy.shape, geometry, groups, dx.dtype,
-                               algorithm)
-    n, h, w, c = dx.shape
+    choice, plan = _input_plan(dy.shape, dy.strides, filter_hwio.shape, dx.shape, dx.strides,
+                               dx.dtype, geometry, groups, algorithm, machine_cores(),
+                               _workspace_limit)
     f = dy.shape[3]
+    if plan is not None:  # the GEMM kernel
+        if plan.copy_dy:
+            dy = np.ascontiguousarray(dy)
+        wmat = _filter_matrix(filter_hwio, plan.taps, f)
+        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+        workspace = np.empty((threads, plan.workspace_cols), dx.dtype)
+        with kernel_team(threads):
+            _gemm.backprop_input(dy, wmat, dx, workspace, plan.params, *plan.layout, threads)
+        return dx
+
+    n, h, w, c = dx.shape
     if _needs_no_kernel(dy, filter_hwio, dx, lambda a, b, r: backprop_input(
             a, b, r, geometry, groups, num_threads, algorithm)):
         return dx
@@ -348,32 +366,25 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
                            choice.tile)
         return dx
 
-    if groups > 1 and c == groups:
-        # One input channel a group: the depthwise convolution, whose direct kernel beats a
-        # GEMM per channel on tiny matrices.  Filter (KH, KW, 1, C*M) is (KH, KW, C, M).
-        kh, kw = geometry.kernel_hw
-        depthwise_backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
-                                  num_threads)
-        return dx
-
-    plan = _input_plan(dy.shape, dy.strides, dx.shape, dx.strides, dx.dtype, geometry, groups,
-                       machine_cores(), _workspace_limit)
-    if plan.copy_dy:
-        dy = np.ascontiguousarray(dy)
-    wmat = _filter_matrix(filter_hwio, plan.taps, f)
-    threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
-    workspace = np.empty((threads, plan.workspace_cols), dx.dtype)
-    with kernel_team(threads):
-        _gemm.backprop_input(dy, wmat, dx, workspace, plan.params, *plan.layout, threads)
+    # Else one input channel a group: the depthwise convolution, whose direct kernel beats a
+    # GEMM per channel on tiny matrices.  Filter (KH, KW, 1, C*M) is (KH, KW, C, M).
+    kh, kw = geometry.kernel_hw
+    depthwise_backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
+                             num_threads)
     return dx
 
 
 @functools.lru_cache(maxsize=256)
-def _input_plan(dy_shape, dy_strides, dx_shape, dx_strides, dtype, geometry, groups, cores,
-                limit):
-    """The :class:`_GemmPlan` of :func:`backprop_input`'s GEMM path."""
+def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype, geometry,
+                groups, algorithm, cores, limit):
+    """:func:`backprop_input`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
+    kernel (None where none runs)."""
+    choice = _algorithm_choice("input", dx_shape, dy_shape, geometry, groups, dtype, algorithm)
     n, h, w, c = dx_shape
     f = dy_shape[3]
+    if (choice.algorithm == "winograd" or groups > 1 and c == groups
+            or not _needs_kernel(dy_shape, filter_shape, dx_shape, dtype)):
+        return choice, None
     itemsize = dtype.itemsize
     # Each out_backprop image is read in place when BLAS can address it; else copied once.
     dy_layout = _matrix_layout(dy_shape, dy_strides, itemsize)
@@ -423,8 +434,8 @@ def _input_plan(dy_shape, dy_strides, dx_shape, dx_strides, dtype, geometry, gro
             max_threads = min(max_threads, -(-n // unit_images))
     params = _gemm_params(geometry, c, f, groups, band=band, chunk=chunk,
                           unit_images=unit_images)
-    return _GemmPlan(taps, units, flops, max_threads, workspace_cols, params,
-                     (dy_pixel_major, dy_ld, cols_pixel_major, direct_ld), copy_dy)
+    return choice, _GemmPlan(taps, units, flops, max_threads, workspace_cols, params,
+                             (dy_pixel_major, dy_ld, cols_pixel_major, direct_ld), copy_dy)
 
 
 def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):
@@ -438,10 +449,19 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
     algorithm = check_algorithm(algorithm)
-    choice = _algorithm_choice("forward", x.shape, y.shape, geometry, groups, y.dtype,
-                               algorithm)
-    n, h, w, c = x.shape
+    choice, plan = _forward_plan(x.shape, x.strides, filter_hwio.shape, y.shape, y.strides,
+                                 y.dtype, geometry, groups, algorithm, machine_cores(),
+                                 _workspace_limit)
     f = y.shape[3]
+    if plan is not None:  # the GEMM kernel
+        wmat = _filter_matrix(filter_hwio, plan.taps, f)
+        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+        workspace = np.empty((threads, plan.workspace_cols), y.dtype)
+        with kernel_team(threads):
+            _gemm.forward(x, wmat, y, workspace, plan.params, *plan.layout, threads)
+        return y
+
+    n, h, w, c = x.shape
     kh, kw = geometry.kernel_hw
     if _needs_no_kernel(x, filter_hwio, y, lambda a, b, r: forward(
             a, b, r, geometry, groups, num_threads, algorithm)):
@@ -462,26 +482,22 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
                            choice.tile)
         return y
 
-    if groups > 1 and c == groups:  # depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M)
-        depthwise_forward(x, filter_hwio.reshape(kh, kw, c, f // c), y, geometry, num_threads)
-        return y
-
-    plan = _forward_plan(x.shape, x.strides, y.shape, y.strides, y.dtype, geometry, groups,
-                         machine_cores(), _workspace_limit)
-    wmat = _filter_matrix(filter_hwio, plan.taps, f)
-    threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
-    workspace = np.empty((threads, plan.workspace_cols), y.dtype)
-    with kernel_team(threads):
-        _gemm.forward(x, wmat, y, workspace, plan.params, *plan.layout, threads)
+    # Else depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M).
+    depthwise_forward(x, filter_hwio.reshape(kh, kw, c, f // c), y, geometry, num_threads)
     return y
 
 
 @functools.lru_cache(maxsize=256)
-def _forward_plan(x_shape, x_strides, y_shape, y_strides, dtype, geometry, groups, cores,
-                  limit):
-    """The :class:`_GemmPlan` of :func:`forward`'s GEMM path."""
+def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, geometry, groups,
+                  algorithm, cores, limit):
+    """:func:`forward`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM kernel
+    (None where none runs)."""
+    choice = _algorithm_choice("forward", x_shape, y_shape, geometry, groups, dtype, algorithm)
     n, h, w, c = x_shape
     f = y_shape[3]
+    if (choice.algorithm == "winograd" or groups > 1 and c == groups
+            or not _needs_kernel(x_shape, filter_shape, y_shape, dtype)):
+        return choice, None
     itemsize = dtype.itemsize
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
@@ -521,9 +537,10 @@ def _forward_plan(x_shape, x_strides, y_shape, y_strides, dtype, geometry, group
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and y_ld and y_pixel_major
                      and (n == 1 or y_strides[0] == p * y_ld * itemsize))
-    return _GemmPlan(taps, units, flops, max_threads,
-                     max(1, chunk * row_bytes // itemsize), params,
-                     (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images), False)
+    return choice, _GemmPlan(taps, units, flops, max_threads,
+                             max(1, chunk * row_bytes // itemsize), params,
+                             (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images),
+                             False)
 
 
 def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="auto"):
@@ -540,8 +557,23 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     partials are added in unit order, so the result is the same for any num_threads.
     """
     algorithm = check_algorithm(algorithm)
-    choice = _algorithm_choice("filter", x.shape, dy.shape, geometry, groups, dw.dtype,
-                               algorithm)
+    choice, plan = _filter_plan(x.shape, x.strides, dy.shape, dy.strides, dw.shape, dw.dtype,
+                                geometry, groups, algorithm, machine_cores(), _workspace_limit)
+    if plan is not None:  # the GEMM kernel
+        if plan.copy_dy:
+            dy = np.ascontiguousarray(dy)
+        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+        workspace = np.empty((threads, plan.workspace_cols), dw.dtype)
+        size = dw.size
+        single = plan.units == 1 and dw.flags.c_contiguous
+        partials = dw.reshape(1, size) if single else np.empty((plan.units, size), dw.dtype)
+        with kernel_team(threads):
+            _gemm.backprop_filter(x, dy, partials, workspace, plan.params, *plan.layout,
+                                  threads)
+        if not single:
+            _reduce_in_order(partials, dw)
+        return dw
+
     n, h, w, c = x.shape
     kh, kw, _, f = dw.shape
     if _needs_no_kernel(x, dy, dw, lambda a, b, r: backprop_filter(
@@ -561,34 +593,24 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
                     dw[(slice(None),) * axis + (tap,)] = 0
         return dw
 
-    if groups > 1 and c == groups:  # depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M)
-        dw4 = np.empty((kh, kw, c, f // c), dw.dtype)
-        depthwise_backprop_filter(x, dy, dw4, geometry, num_threads)
-        dw[...] = dw4.reshape(dw.shape)
-        return dw
-
-    plan = _filter_plan(x.shape, x.strides, dy.shape, dy.strides, dw.shape, dw.dtype, geometry,
-                        groups, machine_cores(), _workspace_limit)
-    if plan.copy_dy:
-        dy = np.ascontiguousarray(dy)
-    threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
-    workspace = np.empty((threads, plan.workspace_cols), dw.dtype)
-    single = plan.units == 1 and dw.flags.c_contiguous
-    partials = (dw.reshape(1, plan.taps * f) if single
-                else np.empty((plan.units, plan.taps * f), dw.dtype))
-    with kernel_team(threads):
-        _gemm.backprop_filter(x, dy, partials, workspace, plan.params, *plan.layout, threads)
-    if not single:
-        _reduce_in_order(partials, dw)
+    # Else depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M).
+    dw4 = np.empty((kh, kw, c, f // c), dw.dtype)
+    depthwise_backprop_filter(x, dy, dw4, geometry, num_threads)
+    dw[...] = dw4.reshape(dw.shape)
     return dw
 
 
 @functools.lru_cache(maxsize=256)
 def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geometry, groups,
-                 cores, limit):
-    """The :class:`_GemmPlan` of :func:`backprop_filter`'s GEMM path."""
+                 algorithm, cores, limit):
+    """:func:`backprop_filter`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
+    kernel (None where none runs)."""
+    choice = _algorithm_choice("filter", x_shape, dy_shape, geometry, groups, dtype, algorithm)
     n, h, w, c = x_shape
     kh, kw, _, f = dw_shape
+    if (choice.algorithm == "winograd" or groups > 1 and c == groups
+            or not _needs_kernel(x_shape, dy_shape, dw_shape, dtype)):
+        return choice, None
     itemsize = dtype.itemsize
     dy_layout = _matrix_layout(dy_shape, dy_strides, itemsize)
     copy_dy = dy_layout is None
@@ -636,9 +658,10 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and dy_pixel_major
                      and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize))
-    return _GemmPlan(taps, units, flops, max_threads, max(1, chunk * row_bytes // itemsize),
-                     params, (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),
-                     copy_dy)
+    return choice, _GemmPlan(taps, units, flops, max_threads,
+                             max(1, chunk * row_bytes // itemsize), params,
+                             (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),
+                             copy_dy)
 
 
 def _reduce_in_order(partials, out):
