@@ -141,6 +141,8 @@ _TORCH_OPERANDS = {"forward": ("input", "weight", None),
                    "transpose": ("input", "weight", None)}
 _TORCH_ARRAYS = {"forward": ("weight", "input"), "input": ("weight", "grad_output"),
                  "weight": ("input", "grad_output"), "transpose": ("weight", "input")}
+# The engine's op of each (the transposed convolution is an input gradient).
+_ENGINE_OPS = {"forward": "forward", "input": "input", "weight": "filter", "transpose": "input"}
 
 
 class _TorchPlan(NamedTuple):
@@ -332,11 +334,15 @@ def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, grou
         _engine.check_out(out, plan.out_shape, dtype, operands)
         result = (out[None] if unbatched else out).transpose(np.argsort(to_format))
 
-    x, filt, y = {"forward": (data, weight, result), "transpose": (result, weight, data),
-                  "input": (result, weight, grad_output),
-                  "weight": (data, result, grad_output)}[op]
-    return TorchCall({"transpose": "input", "weight": "filter"}.get(op, op),
-                     x.transpose(_NCHW_AS_NHWC), filt.transpose(_OIHW_AS_HWIO),
+    if op == "forward":
+        x, filt, y = data, weight, result
+    elif op == "transpose":
+        x, filt, y = result, weight, data
+    elif op == "input":
+        x, filt, y = result, weight, grad_output
+    else:
+        x, filt, y = data, result, grad_output
+    return TorchCall(_ENGINE_OPS[op], x.transpose(_NCHW_AS_NHWC), filt.transpose(_OIHW_AS_HWIO),
                      y.transpose(_NCHW_AS_NHWC), out, plan.geometry, plan.groups,
                      plan.threads, plan.algorithm, bias)
 
