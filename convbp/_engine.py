@@ -185,6 +185,12 @@ def check_result_size(shape, dtype, name, what="result"):
                          f"more than this machine's memory ({memory / 2**30:.3g} GiB)")
 
 
+def fits_at_any_dtype(shape):
+    """Whether an array of ``shape`` passes :func:`check_result_size` whatever its dtype (8
+    bytes an element at most)."""
+    return math.prod(map(int, shape)) * 8 <= _physical_memory()
+
+
 def _matrix_layout(shape, strides, itemsize):
     """How BLAS can address each image of an array (N, A, B, K) of these strides as a
     (A*B) x K matrix, or None.
@@ -665,17 +671,18 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
 
 
 def _reduce_in_order(partials, out):
-    """out = partials[0] + partials[1] + ... , always in that order (bitwise reproducible)."""
-    if len(partials) > 1 and out.flags.c_contiguous:  # summed straight into out
-        total = out.reshape(-1)
+    """out = partials[0] + partials[1] + ... , always in that order (bitwise reproducible):
+    summed straight into out when it is C-contiguous, else into partials[0], then copied."""
+    contiguous = out.flags.c_contiguous
+    total = out.reshape(-1) if contiguous else partials[0]
+    if len(partials) > 1:
         np.add(partials[0], partials[1], out=total)
-        for part in partials[2:]:
-            total += part
-        return
-    total = partials[0]
-    for part in partials[1:]:
-        total += part
-    out[...] = total.reshape(out.shape)
+        for i in range(2, len(partials)):
+            total += partials[i]
+    elif contiguous:
+        total[...] = partials[0]
+    if not contiguous:
+        out[...] = total.reshape(out.shape)
 
 
 ALGORITHMS = ("auto", "gemm", "winograd")

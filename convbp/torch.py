@@ -117,11 +117,12 @@ class TorchCall:
         self.bias = bias
 
     def run(self):
+        if self.bias is None:
+            _engine.compute(self.op, self.x, self.filter, self.y, self.geometry, self.groups,
+                            self.threads, self.algorithm)
+            return self.out
         args = (self.geometry, self.groups, self.threads, self.algorithm)
         operands = [self.x, self.filter, self.y]
-        if self.bias is None:
-            _engine.compute(self.op, *operands, *args)
-            return self.out
         at = 2 if self.op == "forward" else 0  # bias is only taken by forward and transpose
         result = operands[at]
         if result.dtype == np.float16:  # add the bias in float32, round to float16 once
@@ -134,13 +135,11 @@ class TorchCall:
         return self.out
 
 
-# The API names of each op's operands (data, weight, grad), and which two are arrays.
+# The API names of each op's operands (data, weight, grad).
 _TORCH_OPERANDS = {"forward": ("input", "weight", None),
                    "input": ("input_size", "weight", "grad_output"),
                    "weight": ("input", "weight_size", "grad_output"),
                    "transpose": ("input", "weight", None)}
-_TORCH_ARRAYS = {"forward": ("weight", "input"), "input": ("weight", "grad_output"),
-                 "weight": ("input", "grad_output"), "transpose": ("weight", "input")}
 # The engine's op of each (the transposed convolution is an input gradient).
 _ENGINE_OPS = {"forward": "forward", "input": "input", "weight": "filter", "transpose": "input"}
 
@@ -159,6 +158,7 @@ class _TorchPlan(NamedTuple):
     shape: tuple  # the result's, logical NCHW (OIHW for the weight)
     channels_last: bool
     what: tuple  # the result's names for check_result_size
+    fits: bool  # the result passes check_result_size at any dtype
     to_format: tuple  # logical NCHW -> the result's data_format order
     out_shape: tuple  # an ``out``'s shape
 
@@ -272,7 +272,8 @@ def _torch_plan(op, data, weight, grad, stride, padding, dilation, groups, outpu
         else (0, 1, 2, 3)
     out_shape = tuple(shape[i] for i in to_format)[unbatched:]
     return _TorchPlan(data_axes, unbatched, geometry, groups, threads, algorithm, c_out, shape,
-                      channels_last, what, to_format, out_shape)
+                      channels_last, what, _engine.fits_at_any_dtype(shape), to_format,
+                      out_shape)
 
 
 # A training loop makes the same few calls at every step.  Exceptions are not remembered.
@@ -291,12 +292,16 @@ def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, grou
     3-D input, ``bias`` and ``data_format``; the others take 4-D NCHW-shaped arrays.
     """
     data_format = check_data_format(data_format)
-    arrays = {"input": data, "weight": weight, "grad_output": grad_output}
-    first, second = _TORCH_ARRAYS[op]
-    arrays[first], arrays[second] = _engine.common_dtype(arrays[first], arrays[second],
-                                                         (first, second))
-    data, weight, grad_output = arrays["input"], arrays["weight"], arrays["grad_output"]
-    dtype = arrays[first].dtype
+    if op == "forward" or op == "transpose":
+        weight, data = _engine.common_dtype(weight, data, ("weight", "input"))
+        dtype = weight.dtype
+    elif op == "input":
+        weight, grad_output = _engine.common_dtype(weight, grad_output,
+                                                   ("weight", "grad_output"))
+        dtype = weight.dtype
+    else:
+        data, grad_output = _engine.common_dtype(data, grad_output, ("input", "grad_output"))
+        dtype = data.dtype
     args = (op, data if op == "input" else (data.shape, data.strides),
             weight if op == "weight" else weight.shape,
             None if grad_output is None else (grad_output.shape, grad_output.strides),
@@ -317,7 +322,8 @@ def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, grou
         if bias.shape != (plan.c_out,):
             raise ValueError(f"bias must be 1-D with {plan.c_out} elements (the output "
                              f"channels), got shape {bias.shape}")
-    _engine.check_result_size(plan.shape, dtype, *plan.what)
+    if not plan.fits:
+        _engine.check_result_size(plan.shape, dtype, *plan.what)
     if op != "input":  # the logical NCHW view
         if plan.data_axes is not None:
             data = data.transpose(plan.data_axes)
