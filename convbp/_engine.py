@@ -346,8 +346,8 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     """
     algorithm = check_algorithm(algorithm)
     choice, plan = _input_plan(dy.shape, dy.strides, filter_hwio.shape, dx.shape, dx.strides,
-                               dx.dtype, geometry, groups, algorithm, machine_cores(),
-                               _workspace_limit)
+                               dx.dtype, geometry, groups, algorithm, _winograd.AVAILABLE,
+                               machine_cores(), _workspace_limit)
     f = dy.shape[3]
     if plan is not None:  # the GEMM kernel
         if plan.copy_dy:
@@ -382,9 +382,10 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
 
 @functools.lru_cache(maxsize=256)
 def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype, geometry,
-                groups, algorithm, cores, limit):
+                groups, algorithm, winograd_built, cores, limit):
     """:func:`backprop_input`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
-    kernel (None where none runs)."""
+    kernel (None where none runs).  ``winograd_built`` (``_winograd.AVAILABLE``, which the
+    choice reads) is part of the key."""
     choice = _algorithm_choice("input", dx_shape, dy_shape, geometry, groups, dtype, algorithm)
     n, h, w, c = dx_shape
     f = dy_shape[3]
@@ -456,8 +457,8 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
     """
     algorithm = check_algorithm(algorithm)
     choice, plan = _forward_plan(x.shape, x.strides, filter_hwio.shape, y.shape, y.strides,
-                                 y.dtype, geometry, groups, algorithm, machine_cores(),
-                                 _workspace_limit)
+                                 y.dtype, geometry, groups, algorithm, _winograd.AVAILABLE,
+                                 machine_cores(), _workspace_limit)
     f = y.shape[3]
     if plan is not None:  # the GEMM kernel
         wmat = _filter_matrix(filter_hwio, plan.taps, f)
@@ -495,9 +496,9 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
 
 @functools.lru_cache(maxsize=256)
 def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, geometry, groups,
-                  algorithm, cores, limit):
+                  algorithm, winograd_built, cores, limit):
     """:func:`forward`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM kernel
-    (None where none runs)."""
+    (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
     choice = _algorithm_choice("forward", x_shape, y_shape, geometry, groups, dtype, algorithm)
     n, h, w, c = x_shape
     f = y_shape[3]
@@ -564,7 +565,8 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     """
     algorithm = check_algorithm(algorithm)
     choice, plan = _filter_plan(x.shape, x.strides, dy.shape, dy.strides, dw.shape, dw.dtype,
-                                geometry, groups, algorithm, machine_cores(), _workspace_limit)
+                                geometry, groups, algorithm, _winograd.AVAILABLE,
+                                machine_cores(), _workspace_limit)
     if plan is not None:  # the GEMM kernel
         if plan.copy_dy:
             dy = np.ascontiguousarray(dy)
@@ -608,9 +610,9 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
 
 @functools.lru_cache(maxsize=256)
 def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geometry, groups,
-                 algorithm, cores, limit):
+                 algorithm, winograd_built, cores, limit):
     """:func:`backprop_filter`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
-    kernel (None where none runs)."""
+    kernel (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
     choice = _algorithm_choice("filter", x_shape, dy_shape, geometry, groups, dtype, algorithm)
     n, h, w, c = x_shape
     kh, kw, _, f = dw_shape
