@@ -27,6 +27,7 @@ The rules, measured on the project's 2-core machines (see README "Threads"):
 
 import ctypes
 import functools
+import importlib
 import math
 import os
 import threading
@@ -279,7 +280,7 @@ def kernel_blas_path():
     file that defines it.
     """
     try:
-        from scipy.linalg import cython_blas
+        cython_blas = importlib.import_module("scipy.linalg.cython_blas")
         scope = ctypes.CDLL(cython_blas.__file__)
         dladdr = getattr(ctypes.CDLL(None), "dladdr", None) or ctypes.CDLL("libdl.so.2").dladdr
     except (ImportError, OSError, AttributeError, TypeError):  # pragma: no cover - no dlfcn
