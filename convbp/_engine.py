@@ -9,6 +9,7 @@ thread and call the kernel (``_gemm``; ``_depthwise`` when every group has one i
 import functools
 import math
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -184,16 +185,23 @@ def check_result_size(shape, dtype, name, what="result"):
                          f"more than this machine's memory ({memory / 2**30:.3g} GiB)")
 
 
-def _matrix_layout(arr):
-    """How BLAS can address each image of arr (N, A, B, K) as a (A*B) x K matrix, or None.
+def fits_at_any_dtype(shape):
+    """Whether an array of ``shape`` passes :func:`check_result_size` whatever its dtype (8
+    bytes an element at most)."""
+    return math.prod(map(int, shape)) * 8 <= _physical_memory()
+
+
+def _matrix_layout(shape, strides, itemsize):
+    """How BLAS can address each image of an array (N, A, B, K) of these strides as a
+    (A*B) x K matrix, or None.
 
     Returns (pixel_major, ld): pixel-major when the K axis has unit stride and pixels are evenly
     spaced ld >= K apart (NHWC memory); channel-major when pixels have unit stride and the K
     axis steps ld >= A*B (NCHW memory).  Negative or zero strides, or a crop along B, give None.
     """
-    _, a, b, k = arr.shape
+    _, a, b, k = shape
     pixels = a * b
-    s_a, s_b, s_k = (s // arr.itemsize for s in arr.strides[1:])
+    s_a, s_b, s_k = (s // itemsize for s in strides[1:])
     if a == 1:
         ps = s_b
     elif b == 1:
@@ -239,10 +247,10 @@ def _pixel_units(total, chunk, cores):
     return max(1, -(-total // units))
 
 
-def _chunk_pixels(row_bytes, cores, reserved=0):
+def _chunk_pixels(row_bytes, cores, limit, reserved=0):
     """Output pixels per column buffer: the cache-sized target, within the workspace limit
     shared by the cores (never a function of num_threads)."""
-    budget = max(0, _workspace_limit - reserved)
+    budget = max(0, limit - reserved)
     return max(1, min(_CHUNK_TARGET_BYTES, budget // cores) // row_bytes)
 
 
@@ -276,11 +284,34 @@ def _pointwise(geometry):
             and geometry.pads == ((0, 0), (0, 0)))
 
 
-def _cols_pixel_major(arr, groups):
-    """Column-buffer orientation for im2col / col2im through ``arr`` (N, H, W, C): along
-    channels for NHWC memory, along width for NCHW memory and for one channel a group."""
-    sw, sc = abs(arr.strides[2]), abs(arr.strides[3])
-    return sc < sw or (sc == sw and arr.shape[3] // groups > 1)
+def _cols_pixel_major(shape, strides, groups):
+    """Column-buffer orientation for im2col / col2im through an array (N, H, W, C) of these
+    strides: along channels for NHWC memory, along width for NCHW memory and for one channel
+    a group."""
+    sw, sc = abs(strides[2]), abs(strides[3])
+    return sc < sw or (sc == sw and shape[3] // groups > 1)
+
+
+class _GemmPlan(NamedTuple):
+    """How a GEMM-path call runs, worked out from its arrays' shapes, strides and dtype, the
+    geometry, the machine's cores and the workspace limit (remembered by the ``_*_plan``
+    functions: a training loop repeats the same few calls)."""
+
+    taps: int  # rows of the GEMM's filter matrix
+    units: int  # work units, for thread_count
+    flops: int
+    max_threads: int  # within the workspace limit (and the units)
+    workspace_cols: int  # elements of each thread's column buffer
+    params: dict  # the kernel's Geometry struct (shared, never modified)
+    layout: tuple  # the kernel's orientation arguments, in its order
+    copy_dy: bool  # BLAS cannot address out_backprop's images: copied once into C order
+
+
+def _needs_kernel(a_shape, b_shape, result_shape, dtype):
+    """Whether a call of these shapes and dtype reaches a kernel: the cases
+    :func:`_needs_no_kernel` handles are all of them but this."""
+    return (dtype != np.float16 and math.prod(result_shape) != 0 and math.prod(a_shape) != 0
+            and math.prod(b_shape) != 0)
 
 
 def _needs_no_kernel(a, b, result, recompute):
@@ -314,10 +345,21 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
     algorithm = check_algorithm(algorithm)
-    choice = _algorithm_choice("input", dx.shape, dy.shape, geometry, groups, dx.dtype,
-                               algorithm)
-    n, h, w, c = dx.shape
+    choice, plan = _input_plan(dy.shape, dy.strides, filter_hwio.shape, dx.shape, dx.strides,
+                               dx.dtype, geometry, groups, algorithm, _winograd.AVAILABLE,
+                               machine_cores(), _workspace_limit)
     f = dy.shape[3]
+    if plan is not None:  # the GEMM kernel
+        if plan.copy_dy:
+            dy = np.ascontiguousarray(dy)
+        wmat = _filter_matrix(filter_hwio, plan.taps, f)
+        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+        workspace = np.empty((threads, plan.workspace_cols), dx.dtype)
+        with kernel_team(threads):
+            _gemm.backprop_input(dy, wmat, dx, workspace, plan.params, *plan.layout, threads)
+        return dx
+
+    n, h, w, c = dx.shape
     if _needs_no_kernel(dy, filter_hwio, dx, lambda a, b, r: backprop_input(
             a, b, r, geometry, groups, num_threads, algorithm)):
         return dx
@@ -330,66 +372,78 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
                            choice.tile)
         return dx
 
-    if groups > 1 and c == groups:
-        # One input channel a group: the depthwise convolution, whose direct kernel beats a
-        # GEMM per channel on tiny matrices.  Filter (KH, KW, 1, C*M) is (KH, KW, C, M).
-        kh, kw = geometry.kernel_hw
-        depthwise_backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
-                                  num_threads)
-        return dx
+    # Else one input channel a group: the depthwise convolution, whose direct kernel beats a
+    # GEMM per channel on tiny matrices.  Filter (KH, KW, 1, C*M) is (KH, KW, C, M).
+    kh, kw = geometry.kernel_hw
+    depthwise_backprop_input(dy, filter_hwio.reshape(kh, kw, c, f // c), dx, geometry,
+                             num_threads)
+    return dx
 
+
+@functools.lru_cache(maxsize=256)
+def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype, geometry,
+                groups, algorithm, winograd_built, cores, limit):
+    """:func:`backprop_input`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
+    kernel (None where none runs).  ``winograd_built`` (``_winograd.AVAILABLE``, which the
+    choice reads) is part of the key."""
+    choice = _algorithm_choice("input", dx_shape, dy_shape, geometry, groups, dtype, algorithm)
+    n, h, w, c = dx_shape
+    f = dy_shape[3]
+    if (choice.algorithm == "winograd" or groups > 1 and c == groups
+            or not _needs_kernel(dy_shape, filter_shape, dx_shape, dtype)):
+        return choice, None
+    itemsize = dtype.itemsize
     # Each out_backprop image is read in place when BLAS can address it; else copied once.
-    dy_layout = _matrix_layout(dy)
-    if dy_layout is None:
-        dy = np.ascontiguousarray(dy)
+    dy_layout = _matrix_layout(dy_shape, dy_strides, itemsize)
+    copy_dy = dy_layout is None
+    if copy_dy:
         dy_layout = True, f
     dy_pixel_major, dy_ld = dy_layout
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
-    wmat = _filter_matrix(filter_hwio, taps, f)
+    _check_blas_sizes(taps, f)
 
     # Column-buffer orientation: col2im's inner loop runs along the column buffer's unit stride,
     # so make that the direction dx is densest in -- channels for NHWC memory, width for NCHW
     # memory and for one channel a group (a row of width taps beats a lone channel).
-    cols_pixel_major = _cols_pixel_major(dx, groups)
+    cols_pixel_major = _cols_pixel_major(dx_shape, dx_strides, groups)
     # A 1x1, stride-1, unpadded convolution maps pixels one to one: the GEMM writes dx itself.
     direct_ld = 0
-    dx_layout = _matrix_layout(dx) if _pointwise(geometry) else None
+    dx_layout = _matrix_layout(dx_shape, dx_strides, itemsize) if _pointwise(geometry) else None
     if dx_layout is not None:
         cols_pixel_major, direct_ld = dx_layout
 
-    cores = machine_cores()
     band = _bands(n, geometry, cores)
     units = n * -(-h // band[0]) * -(-w // band[1])
-    threads = thread_count(num_threads, units, 2 * n * dy.shape[1] * dy.shape[2] * f * taps)
-    row_bytes = taps * dx.itemsize
+    flops = 2 * n * dy_shape[1] * dy_shape[2] * f * taps
+    row_bytes = taps * itemsize
+    max_threads = max(1, units)
     if direct_ld:
         chunk = min(h * w, 2**24)  # no column buffer: one GEMM per band, within BLAS ints
-        workspace = np.empty((threads, 1), dx.dtype)
+        workspace_cols = 1
     else:
         # The chunk size depends on the machine, never on num_threads (results stay bitwise
         # identical); the thread count then bows to the workspace limit.
-        chunk = _chunk_pixels(row_bytes, cores)
-        if chunk >= dy.shape[2]:  # whole output rows: col2im's row-block path
-            chunk -= chunk % dy.shape[2]
-        threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
-        workspace = np.empty((threads, chunk * taps), dx.dtype)
+        chunk = _chunk_pixels(row_bytes, cores, limit)
+        if chunk >= dy_shape[2]:  # whole output rows: col2im's row-block path
+            chunk -= chunk % dy_shape[2]
+        max_threads = max(1, min(max_threads, limit // (chunk * row_bytes)))
+        workspace_cols = chunk * taps
 
     # Small whole images whose dy forms one pixel-major matrix (NHWC memory): units of several
     # images, so a GEMM spans them (the units stay at least two a core).
-    p = dy.shape[1] * dy.shape[2]
+    p = dy_shape[1] * dy_shape[2]
     unit_images = 1
     if (not direct_ld and band == (h, w) and dy_pixel_major
-            and (n == 1 or dy.strides[0] == p * dy_ld * dy.itemsize)):
+            and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize)):
         unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
         if unit_images > 1:
-            threads = min(threads, -(-n // unit_images))
+            max_threads = min(max_threads, -(-n // unit_images))
     params = _gemm_params(geometry, c, f, groups, band=band, chunk=chunk,
                           unit_images=unit_images)
-    with kernel_team(threads):
-        _gemm.backprop_input(dy, wmat, dx, workspace, params, dy_pixel_major, dy_ld,
-                                cols_pixel_major, direct_ld, threads)
-    return dx
+    return choice, _GemmPlan(taps, units, flops, max_threads, workspace_cols, params,
+                             (dy_pixel_major, dy_ld, cols_pixel_major, direct_ld), copy_dy)
+
 
 def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="auto"):
     """Write the forward convolution into ``y``; all arrays in logical NHWC axis order.
@@ -402,10 +456,19 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
     The caller has checked shapes against ``geometry`` and dtypes against each other.
     """
     algorithm = check_algorithm(algorithm)
-    choice = _algorithm_choice("forward", x.shape, y.shape, geometry, groups, y.dtype,
-                               algorithm)
-    n, h, w, c = x.shape
+    choice, plan = _forward_plan(x.shape, x.strides, filter_hwio.shape, y.shape, y.strides,
+                                 y.dtype, geometry, groups, algorithm, _winograd.AVAILABLE,
+                                 machine_cores(), _workspace_limit)
     f = y.shape[3]
+    if plan is not None:  # the GEMM kernel
+        wmat = _filter_matrix(filter_hwio, plan.taps, f)
+        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+        workspace = np.empty((threads, plan.workspace_cols), y.dtype)
+        with kernel_team(threads):
+            _gemm.forward(x, wmat, y, workspace, plan.params, *plan.layout, threads)
+        return y
+
+    n, h, w, c = x.shape
     kh, kw = geometry.kernel_hw
     if _needs_no_kernel(x, filter_hwio, y, lambda a, b, r: forward(
             a, b, r, geometry, groups, num_threads, algorithm)):
@@ -426,52 +489,65 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
                            choice.tile)
         return y
 
-    if groups > 1 and c == groups:  # depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M)
-        depthwise_forward(x, filter_hwio.reshape(kh, kw, c, f // c), y, geometry, num_threads)
-        return y
+    # Else depthwise: filter (KH, KW, 1, C*M) is (KH, KW, C, M).
+    depthwise_forward(x, filter_hwio.reshape(kh, kw, c, f // c), y, geometry, num_threads)
+    return y
 
+
+@functools.lru_cache(maxsize=256)
+def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, geometry, groups,
+                  algorithm, winograd_built, cores, limit):
+    """:func:`forward`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM kernel
+    (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
+    choice = _algorithm_choice("forward", x_shape, y_shape, geometry, groups, dtype, algorithm)
+    n, h, w, c = x_shape
+    f = y_shape[3]
+    if (choice.algorithm == "winograd" or groups > 1 and c == groups
+            or not _needs_kernel(x_shape, filter_shape, y_shape, dtype)):
+        return choice, None
+    itemsize = dtype.itemsize
+    kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
-    wmat = _filter_matrix(filter_hwio, taps, f)
+    _check_blas_sizes(taps, f)
     # im2col reads x along its densest direction; a 1x1/stride-1/unpadded convolution whose x
     # images are BLAS matrices needs no im2col at all.
-    cols_pixel_major = _cols_pixel_major(x, groups)
+    cols_pixel_major = _cols_pixel_major(x_shape, x_strides, groups)
     x_ld = 0
-    x_layout = _matrix_layout(x) if _pointwise(geometry) else None
+    x_layout = _matrix_layout(x_shape, x_strides, itemsize) if _pointwise(geometry) else None
     if x_layout is not None:
         cols_pixel_major, x_ld = x_layout
     # The GEMM writes y itself when its images are BLAS matrices; else a per-thread buffer in
     # y's densest orientation is copied out through its strides.
-    y_layout = _matrix_layout(y)
+    y_layout = _matrix_layout(y_shape, y_strides, itemsize)
     if y_layout is not None:
         y_pixel_major, y_ld = y_layout
     else:
-        y_pixel_major, y_ld = abs(y.strides[3]) <= abs(y.strides[2]), 0
+        y_pixel_major, y_ld = abs(y_strides[3]) <= abs(y_strides[2]), 0
 
-    cores = machine_cores()
     fg = f // groups
-    row_bytes = ((0 if x_ld else taps) + (0 if y_ld else fg)) * y.itemsize
+    row_bytes = ((0 if x_ld else taps) + (0 if y_ld else fg)) * itemsize
     if row_bytes == 0:
         # No buffer; still cache-sized GEMMs: the operands' slices of a chunk fit in L2/L3.
-        chunk = min(_chunk_pixels((taps + fg) * y.itemsize, cores), 2**24)
+        chunk = min(_chunk_pixels((taps + fg) * itemsize, cores, limit), 2**24)
     else:
-        chunk = _chunk_pixels(row_bytes, cores)
-    unit_pixels = _pixel_units(n * geometry.out_hw[0] * geometry.out_hw[1], chunk, cores)
+        chunk = _chunk_pixels(row_bytes, cores, limit)
+    total = n * geometry.out_hw[0] * geometry.out_hw[1]
+    unit_pixels = _pixel_units(total, chunk, cores)
     chunk = min(chunk, unit_pixels)
-    units = -(-(n * geometry.out_hw[0] * geometry.out_hw[1]) // unit_pixels)
-    flops = 2 * n * geometry.out_hw[0] * geometry.out_hw[1] * f * taps
-    threads = thread_count(num_threads, units, flops)
+    units = -(-total // unit_pixels)
+    flops = 2 * total * f * taps
+    max_threads = max(1, units)
     if row_bytes:
-        threads = max(1, min(threads, _workspace_limit // (chunk * row_bytes)))
-    workspace = np.empty((threads, max(1, chunk * row_bytes // y.itemsize)), y.dtype)
+        max_threads = max(1, min(max_threads, limit // (chunk * row_bytes)))
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
     # Chunks may span images when y's images form one pixel-major matrix (NHWC memory).
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and y_ld and y_pixel_major
-                     and (n == 1 or y.strides[0] == p * y_ld * y.itemsize))
-    with kernel_team(threads):
-        _gemm.forward(x, wmat, y, workspace, params, cols_pixel_major, x_ld, y_pixel_major,
-                      y_ld, across_images, threads)
-    return y
+                     and (n == 1 or y_strides[0] == p * y_ld * itemsize))
+    return choice, _GemmPlan(taps, units, flops, max_threads,
+                             max(1, chunk * row_bytes // itemsize), params,
+                             (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images),
+                             False)
 
 
 def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="auto"):
@@ -488,8 +564,24 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     partials are added in unit order, so the result is the same for any num_threads.
     """
     algorithm = check_algorithm(algorithm)
-    choice = _algorithm_choice("filter", x.shape, dy.shape, geometry, groups, dw.dtype,
-                               algorithm)
+    choice, plan = _filter_plan(x.shape, x.strides, dy.shape, dy.strides, dw.shape, dw.dtype,
+                                geometry, groups, algorithm, _winograd.AVAILABLE,
+                                machine_cores(), _workspace_limit)
+    if plan is not None:  # the GEMM kernel
+        if plan.copy_dy:
+            dy = np.ascontiguousarray(dy)
+        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+        workspace = np.empty((threads, plan.workspace_cols), dw.dtype)
+        size = dw.size
+        single = plan.units == 1 and dw.flags.c_contiguous
+        partials = dw.reshape(1, size) if single else np.empty((plan.units, size), dw.dtype)
+        with kernel_team(threads):
+            _gemm.backprop_filter(x, dy, partials, workspace, plan.params, *plan.layout,
+                                  threads)
+        if not single:
+            _reduce_in_order(partials, dw)
+        return dw
+
     n, h, w, c = x.shape
     kh, kw, _, f = dw.shape
     if _needs_no_kernel(x, dy, dw, lambda a, b, r: backprop_filter(
@@ -509,15 +601,28 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
                     dw[(slice(None),) * axis + (tap,)] = 0
         return dw
 
-    if groups > 1 and c == groups:  # depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M)
-        dw4 = np.empty((kh, kw, c, f // c), dw.dtype)
-        depthwise_backprop_filter(x, dy, dw4, geometry, num_threads)
-        dw[...] = dw4.reshape(dw.shape)
-        return dw
+    # Else depthwise: dw (KH, KW, 1, C*M) is (KH, KW, C, M).
+    dw4 = np.empty((kh, kw, c, f // c), dw.dtype)
+    depthwise_backprop_filter(x, dy, dw4, geometry, num_threads)
+    dw[...] = dw4.reshape(dw.shape)
+    return dw
 
-    dy_layout = _matrix_layout(dy)
-    if dy_layout is None:
-        dy = np.ascontiguousarray(dy)
+
+@functools.lru_cache(maxsize=256)
+def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geometry, groups,
+                 algorithm, winograd_built, cores, limit):
+    """:func:`backprop_filter`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
+    kernel (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
+    choice = _algorithm_choice("filter", x_shape, dy_shape, geometry, groups, dtype, algorithm)
+    n, h, w, c = x_shape
+    kh, kw, _, f = dw_shape
+    if (choice.algorithm == "winograd" or groups > 1 and c == groups
+            or not _needs_kernel(x_shape, dy_shape, dw_shape, dtype)):
+        return choice, None
+    itemsize = dtype.itemsize
+    dy_layout = _matrix_layout(dy_shape, dy_strides, itemsize)
+    copy_dy = dy_layout is None
+    if copy_dy:
         dy_layout = True, f
     dy_pixel_major, dy_ld = dy_layout
     taps = kh * kw * (c // groups)
@@ -525,10 +630,10 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     # Few channels a group: tap-major columns (runs along the width) make the GEMM N,N; with
     # 3 channels (7x7 stride 2, 8x224x224x3 -> 64, NHWC) 3-10% faster than channel runs,
     # with 64 or more 2-40% slower.
-    cols_pixel_major = _cols_pixel_major(x, groups) and c // groups >= 16
+    cols_pixel_major = _cols_pixel_major(x_shape, x_strides, groups) and c // groups >= 16
     x_ld = 0
-    x_layout = _matrix_layout(x) if _pointwise(geometry) else None
-    if x_layout is not None and x_layout[0] and dy_pixel_major and dw.dtype == np.float32:
+    x_layout = _matrix_layout(x_shape, x_strides, itemsize) if _pointwise(geometry) else None
+    if x_layout is not None and x_layout[0] and dy_pixel_major and dtype == np.float32:
         # Both pixel-major (NHWC): read in place, the GEMM is dy^T x with x transposed for BLAS
         # (N,T); a tap-major copy of each chunk of x makes it N,N, which OpenBLAS runs faster
         # in float32 (1x1 256 -> 64 at 8x56x56, one thread: 10% less time, copy included; in
@@ -537,54 +642,49 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     elif x_layout is not None:
         cols_pixel_major, x_ld = x_layout
 
-    cores = machine_cores()
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
-    row_bytes = (0 if x_ld else taps) * dw.itemsize
-    partial_bytes = taps * f * dw.itemsize
+    row_bytes = (0 if x_ld else taps) * itemsize
+    partial_bytes = taps * f * itemsize
     # Cache-sized chunks even without a column buffer, and at most _FILTER_CHUNK_PIXELS: the
     # GEMM's inner dimension is the chunk's pixels, and a long one is slow.
     chunk = min(_FILTER_CHUNK_PIXELS,
-                _chunk_pixels(row_bytes or (taps + f // groups) * dw.itemsize, cores,
+                _chunk_pixels(row_bytes or (taps + f // groups) * itemsize, cores, limit,
                               partial_bytes))
     # One unit a core, fewer when their partial sums would not fit in the workspace.
     units = max(1, min(cores, total,
-                       (_workspace_limit - (cores * chunk * row_bytes if row_bytes else 0))
+                       (limit - (cores * chunk * row_bytes if row_bytes else 0))
                        // partial_bytes))
     unit_pixels = -(-total // units)
     units = -(-total // unit_pixels)
-    flops = 2 * n * geometry.out_hw[0] * geometry.out_hw[1] * f * taps
-    threads = thread_count(num_threads, units, flops)
+    flops = 2 * total * f * taps
+    max_threads = max(1, units)
     if row_bytes:
-        threads = max(1, min(threads, (_workspace_limit - units * partial_bytes)
-                             // (chunk * row_bytes)))
-    workspace = np.empty((threads, max(1, chunk * row_bytes // dw.itemsize)), dw.dtype)
-    single = units == 1 and dw.flags.c_contiguous
-    partials = dw.reshape(1, taps * f) if single else np.empty((units, taps * f), dw.dtype)
+        max_threads = max(1, min(max_threads, (limit - units * partial_bytes)
+                                 // (chunk * row_bytes)))
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
     # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory).
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and dy_pixel_major
-                     and (n == 1 or dy.strides[0] == p * dy_ld * dy.itemsize))
-    with kernel_team(threads):
-        _gemm.backprop_filter(x, dy, partials, workspace, params, cols_pixel_major, x_ld,
-                              dy_pixel_major, dy_ld, across_images, threads)
-    if not single:
-        _reduce_in_order(partials, dw)
-    return dw
+                     and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize))
+    return choice, _GemmPlan(taps, units, flops, max_threads,
+                             max(1, chunk * row_bytes // itemsize), params,
+                             (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),
+                             copy_dy)
 
 
 def _reduce_in_order(partials, out):
-    """out = partials[0] + partials[1] + ... , always in that order (bitwise reproducible)."""
-    if len(partials) > 1 and out.flags.c_contiguous:  # summed straight into out
-        total = out.reshape(-1)
+    """out = partials[0] + partials[1] + ... , always in that order (bitwise reproducible):
+    summed straight into out when it is C-contiguous, else into partials[0], then copied."""
+    contiguous = out.flags.c_contiguous
+    total = out.reshape(-1) if contiguous else partials[0]
+    if len(partials) > 1:
         np.add(partials[0], partials[1], out=total)
-        for part in partials[2:]:
-            total += part
-        return
-    total = partials[0]
-    for part in partials[1:]:
-        total += part
-    out[...] = total.reshape(out.shape)
+        for i in range(2, len(partials)):
+            total += partials[i]
+    elif contiguous:
+        total[...] = partials[0]
+    if not contiguous:
+        out[...] = total.reshape(out.shape)
 
 
 ALGORITHMS = ("auto", "gemm", "winograd")

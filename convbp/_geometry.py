@@ -48,6 +48,23 @@ def layout_axes(data_format):
     return _LAYOUT_AXES[data_format]
 
 
+def plain(value):
+    """Whether ``value`` is None, a str, an int (not a bool) or a tuple of such, to any depth.
+
+    Arguments of these kinds are checked alike whenever they compare equal (``True == 1`` and
+    ``1.0 == 1``, which the checks tell apart, are excluded), so a checked call can be
+    remembered by their values.
+    """
+    kind = type(value)
+    if kind is tuple:
+        for item in value:
+            kind = type(item)
+            if not (kind is int or kind is str or item is None or kind is tuple and plain(item)):
+                return False
+        return True
+    return kind is int or kind is str or value is None
+
+
 def as_int(value, name, *, minimum=None, maximum=MAX_DIM, _item=False):
     """``value`` as a Python int, refusing bools, floats and other non-integers."""
     if type(value) is int and (minimum is None or value >= minimum) and value <= maximum:

@@ -18,12 +18,16 @@ The rules, measured on the project's 2-core machines (see README "Threads"):
   while their partner is descheduled turned a 0.1 ms call into 10 ms.  The setting is made for
   convbp's own load of the runtime only (the environment is restored at once), and a user's
   ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` always wins.
-* BLAS is held to one thread while convbp's threads run, each of which calls a single-threaded
-  GEMM; the caller's setting is restored afterwards.
+* The BLAS convbp's kernels call -- the library ``scipy.linalg.cython_blas`` is linked to --
+  is held to one thread while convbp's threads run, each of which calls a single-threaded GEMM;
+  the caller's setting is restored afterwards.  Other BLAS libraries in the process (NumPy's
+  own OpenBLAS) are never called by a kernel and are left alone; when the kernels' library
+  cannot be told, every loaded BLAS is held.
 """
 
 import ctypes
 import functools
+import importlib
 import math
 import os
 import threading
@@ -256,16 +260,56 @@ _blas_saved = ()
 _blas_controls = None
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+# The GEMM that scipy.linalg.cython_blas calls, by the names SciPy's builds give it (the
+# scipy-openblas wheels prefix every symbol; other builds use the Fortran name).
+_GEMM_SYMBOLS = ("scipy_sgemm_", "sgemm_", "scipy_sgemm_64_", "sgemm_64_", "sgemm")
+
+
+def kernel_blas_path():
+    """The file of the BLAS library ``scipy.linalg.cython_blas`` calls -- every GEMM of a
+    convbp kernel goes there --, or None where it cannot be told.
+
+    ``cython_blas``'s capsules point at its own wrappers, so its GEMM symbol is looked up in
+    the module's link scope instead (``dlsym`` on its handle searches the module and the
+    libraries it links, where the dynamic linker bound its calls), and ``dladdr`` names the
+    file that defines it.
+    """
+    try:
+        cython_blas = importlib.import_module("scipy.linalg.cython_blas")
+        scope = ctypes.CDLL(cython_blas.__file__)
+        dladdr = getattr(ctypes.CDLL(None), "dladdr", None) or ctypes.CDLL("libdl.so.2").dladdr
+    except (ImportError, OSError, AttributeError, TypeError):  # pragma: no cover - no dlfcn
+        return None
+    for name in _GEMM_SYMBOLS:
+        gemm = getattr(scope, name, None)
+        if gemm is None:
+            continue
+        info = _DlInfo()
+        if dladdr(ctypes.cast(gemm, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(os.fsdecode(info.dli_fname))
+    return None
+
+
 def _blas_thread_controls():
-    """(get, set) of the thread count of every loaded BLAS library.
+    """(get, set) of the thread count of the BLAS library convbp's kernels call (every loaded
+    BLAS library where that one cannot be found among them).
 
     threadpoolctl finds the libraries.  OpenBLAS's own functions are then called through ctypes:
     cheaper, and threadpoolctl >= 3.6 ignores requests from any Python thread but the first to
     make one, while convbp is called from any thread.  Other BLAS go through threadpoolctl.
     """
     from threadpoolctl import ThreadpoolController
+    libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    kernel_path = kernel_blas_path()
+    kernel_libraries = [lib for lib in libraries
+                        if kernel_path and os.path.realpath(lib.filepath) == kernel_path]
     controls = []
-    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+    for lib in kernel_libraries or libraries:
         pair = None
         if lib.internal_api == "openblas":
             try:
@@ -283,10 +327,42 @@ def _blas_thread_controls():
     return controls
 
 
+def _kernel_blas_controls():
+    """The (get, set) pairs of :func:`_blas_thread_controls`, found once."""
+    global _blas_controls
+    if _blas_controls is None:
+        _blas_controls = _blas_thread_controls()
+    return _blas_controls
+
+
+def _hold_blas():
+    """Hold the kernels' BLAS to one thread; the first of concurrent users saves the caller's
+    setting."""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [(set_, get()) for get, set_ in _kernel_blas_controls()]
+            for set_, threads in _blas_saved:
+                if threads != 1:
+                    set_(1)
+        _blas_users += 1
+
+
+def _release_blas():
+    """The last of concurrent users restores the caller's setting."""
+    global _blas_users
+    with _blas_lock:
+        _blas_users -= 1
+        if _blas_users == 0:
+            for set_, threads in _blas_saved:
+                if threads != 1:
+                    set_(threads)
+
+
 class kernel_team:
-    """Around a kernel call on ``threads`` OpenMP threads: BLAS held to one thread meanwhile,
-    and the team's end recorded for :func:`thread_count` (a class, not a generator: it runs
-    around every call)."""
+    """Around a kernel call on ``threads`` OpenMP threads: the kernels' BLAS held to one thread
+    meanwhile (:func:`single_threaded_blas`), and the team's end recorded for
+    :func:`thread_count` (a class, not a generator: it runs around every call)."""
 
     __slots__ = ("threads",)
 
@@ -294,42 +370,29 @@ class kernel_team:
         self.threads = threads
 
     def __enter__(self):
-        _SINGLE_THREADED_BLAS.__enter__()
+        _hold_blas()
 
     def __exit__(self, *exc_info):
-        _SINGLE_THREADED_BLAS.__exit__(*exc_info)
+        _release_blas()
         team_finished(self.threads)
 
 
 class _SingleThreadedBlas:
-    """BLAS held to one thread until the last concurrent user leaves."""
+    """The kernels' BLAS held to one thread until the last concurrent user leaves."""
 
     def __enter__(self):
-        global _blas_users, _blas_saved, _blas_controls
-        with _blas_lock:
-            if _blas_users == 0:
-                if _blas_controls is None:
-                    _blas_controls = _blas_thread_controls()
-                _blas_saved = [get() for get, _ in _blas_controls]
-                for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                    if threads != 1:
-                        set_(1)
-            _blas_users += 1
+        _hold_blas()
 
     def __exit__(self, *exc_info):
-        global _blas_users
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for (_, set_), threads in zip(_blas_controls, _blas_saved):
-                    if threads != 1:
-                        set_(threads)
+        _release_blas()
 
 
 _SINGLE_THREADED_BLAS = _SingleThreadedBlas()
 
 
 def single_threaded_blas():
-    """A context manager: BLAS on one thread inside it (process-wide, shared by concurrent
-    users; the caller's setting restored when the last leaves)."""
+    """A context manager: the BLAS convbp's kernels call (:func:`kernel_blas_path`; every
+    loaded BLAS if it cannot be told) on one thread inside it, process-wide, shared by
+    concurrent users from any Python thread; the caller's setting restored when the last
+    leaves."""
     return _SINGLE_THREADED_BLAS

@@ -7,14 +7,15 @@ result, and runs one engine function.  The 1-D functions view their arrays with 
 and call the 2-D ones; the depthwise functions are grouped convolutions with C groups.
 """
 
-from typing import Any, Literal, Optional, Sequence, Union
+import functools
+from typing import Any, Literal, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _engine
-from ._geometry import (check_data_format, forward_geometry, int_list, layout_axes,
-                        spatial_pair, spatial_single, tf_padding)
+from ._geometry import (ConvGeometry, check_data_format, forward_geometry, int_list,
+                        layout_axes, plain, spatial_pair, spatial_single, tf_padding)
 
 __all__ = ["choose_algorithm", "conv1d", "conv1d_transpose", "conv2d", "conv2d_backprop_filter",
            "conv2d_backprop_input", "conv2d_transpose", "depthwise_conv2d",
@@ -115,38 +116,39 @@ class TFCall:
         return self.out
 
 
-def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dilations,
-            explicit_paddings, out, num_threads, algorithm, *, depthwise=False, names=None):
-    """Validate a TensorFlow-convention call of ``op`` and prepare it (:class:`TFCall`).
+class _TFPlan(NamedTuple):
+    """What the checks of a call find: the result's shape (``data_format`` order), the logical
+    axes, the filter's shape and the engine's arguments."""
 
-    ``op`` is "forward" (``input`` and ``filter`` arrays; ``out_backprop`` unused), "input"
-    (``input`` is the input's sizes) or "filter" (``filter`` is the filter's sizes).  The
-    filter is (KH, KW, C_in/groups, C_out) (groups implied by the depths), or with
-    ``depthwise`` (KH, KW, C, multiplier).  ``names`` are the API's names of the three
-    operands, for messages (default ``_OPERANDS[op]``).
-    """
-    names = names or _OPERANDS[op]
-    data_format = check_data_format(data_format)
+    axes: tuple
+    shape: tuple
+    filter_shape: tuple
+    geometry: ConvGeometry
+    groups: int
+    threads: Optional[int]
+    algorithm: str
+
+
+def _tf_plan(op, shapes, dtype, sizes, strides, padding, data_format, dilations,
+             explicit_paddings, num_threads, algorithm, depthwise, names):
+    """The checks of :func:`tf_call` after its arrays are converted: ``shapes`` holds the
+    operands' shapes (None for the size argument and the unused operand), ``sizes`` the size
+    argument as given.  A function of its arguments' values only: remembered by
+    ``_remembered_tf_plan`` when they are :func:`plain`."""
     axes = layout_axes(data_format)
-    operands = {0: input, 1: filter, 2: out_backprop}
     given = _ARRAYS[op]
-    operands[given[0]], operands[given[1]] = _engine.common_dtype(
-        operands[given[0]], operands[given[1]], (names[given[0]], names[given[1]]))
-    input, filter, out_backprop = operands[0], operands[1], operands[2]
     filter_axes = "(KH, KW, C, multiplier)" if depthwise else "(KH, KW, C_in, C_out)"
     for i in given:
         what = filter_axes if i == 1 else f"({data_format})"
-        if operands[i].ndim != 4:
+        if len(shapes[i]) != 4:
             raise ValueError(f"{names[i]} must be 4-D {what}: actual shape = "
-                             f"{operands[i].shape}, expected 4 dimensions")
-    dtype = operands[given[0]].dtype
+                             f"{shapes[i]}, expected 4 dimensions")
 
-    filter_shape = _filter_sizes(filter, names[1]) if op == "filter" else filter.shape
+    filter_shape = _filter_sizes(sizes, names[1]) if op == "filter" else shapes[1]
     if op == "input":
-        n, h, w, c = tf_sizes(input, names[0], data_format,
-                              out_backprop.shape[axes[0]], filter_shape[2])
+        n, h, w, c = tf_sizes(sizes, names[0], data_format, shapes[2][axes[0]], filter_shape[2])
     else:
-        n, h, w, c = (input.shape[i] for i in axes)
+        n, h, w, c = (shapes[0][i] for i in axes)
     strides = spatial_pair(strides, "strides", data_format)
     dilations = spatial_pair(dilations, "dilations", data_format)
     pad = tf_padding(padding, explicit_paddings, data_format)
@@ -164,20 +166,20 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
     elif op == "filter":
         _engine.check_result_size(filter_shape, dtype, names[1])
     for i in given:  # either may be copied (a strided view, or float16 widened to float32)
-        _engine.check_result_size(operands[i].shape, dtype, names[i], "operand")
+        _engine.check_result_size(shapes[i], dtype, names[i], "operand")
     geometry = forward_geometry((h, w), (kh, kw), strides, dilations, pad)
     y_shape = (n,) + geometry.out_hw + (depth,)
     if op == "forward":
         _engine.check_result_size(y_shape, dtype, f"{names[0]} and {names[1]}: the output of "
                                   f"shape", "output")
     else:
-        y = out_backprop.transpose(axes)  # logical NHWC view, no copy
-        if y.shape != y_shape:
-            axis = next(i for i in range(4) if y.shape[i] != y_shape[i])
+        y = tuple(shapes[2][i] for i in axes)  # the logical NHWC shape
+        if y != y_shape:
+            axis = next(i for i in range(4) if y[i] != y_shape[i])
             what = ("batch", "height", "width", "depth")[axis]
             raise ValueError(
                 f"Size of {names[2]} doesn't match computed: {what}: actual = "
-                f"{y.shape[axis]}, computed = {y_shape[axis]} ({names[0]} "
+                f"{y[axis]}, computed = {y_shape[axis]} ({names[0]} "
                 f"{(n, h, w, c)} NHWC, filter {filter_shape} {filter_axes}, strides "
                 f"{strides}, dilations {dilations}, padding {padding!r})")
 
@@ -185,22 +187,60 @@ def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dila
         shape = tuple(filter_shape)
     else:
         shape = _in_order(y_shape if op == "forward" else (n, h, w, c), axes)
-    if out is None:
-        out = np.empty(shape, dtype)
+    return _TFPlan(axes, shape, tuple(filter_shape), geometry, groups, threads, algorithm)
+
+
+# A training loop makes the same few calls at every step.  Exceptions are not remembered.
+_remembered_tf_plan = functools.lru_cache(maxsize=256)(_tf_plan)
+
+
+def tf_call(op, input, filter, out_backprop, strides, padding, data_format, dilations,
+            explicit_paddings, out, num_threads, algorithm, *, depthwise=False, names=None):
+    """Validate a TensorFlow-convention call of ``op`` and prepare it (:class:`TFCall`).
+
+    ``op`` is "forward" (``input`` and ``filter`` arrays; ``out_backprop`` unused), "input"
+    (``input`` is the input's sizes) or "filter" (``filter`` is the filter's sizes).  The
+    filter is (KH, KW, C_in/groups, C_out) (groups implied by the depths), or with
+    ``depthwise`` (KH, KW, C, multiplier).  ``names`` are the API's names of the three
+    operands, for messages (default ``_OPERANDS[op]``).
+    """
+    names = names or _OPERANDS[op]
+    data_format = check_data_format(data_format)
+    operands = [input, filter, out_backprop]
+    first, second = _ARRAYS[op]
+    operands[first], operands[second] = _engine.common_dtype(
+        operands[first], operands[second], (names[first], names[second]))
+    input, filter, out_backprop = operands
+    dtype = operands[first].dtype
+    shapes = [None, None, None]
+    shapes[first], shapes[second] = operands[first].shape, operands[second].shape
+    sizes = input if op == "input" else filter if op == "filter" else None
+    args = (op, tuple(shapes), dtype, sizes, strides, padding, data_format, dilations,
+            explicit_paddings, num_threads, algorithm, depthwise, names)
+    if plain((sizes, strides, padding, dilations, explicit_paddings, num_threads, algorithm)):
+        plan = _remembered_tf_plan(*args)
     else:
-        _engine.check_out(out, shape, dtype, tuple((names[i], operands[i]) for i in given))
+        plan = _tf_plan(*args)
+
+    axes = plan.axes
+    if out is None:
+        out = np.empty(plan.shape, dtype)
+    else:
+        _engine.check_out(out, plan.shape, dtype,
+                          ((names[first], operands[first]), (names[second], operands[second])))
     result = out if op == "filter" else out.transpose(axes)
     x = result if op == "input" else input.transpose(axes)
     y = result if op == "forward" else out_backprop.transpose(axes)
     filt, scratch = (result if op == "filter" else filter), None
     if depthwise:  # (KH, KW, C, M) is the grouped filter (KH, KW, 1, C*M)
-        grouped = (kh, kw, 1, c * f)
-        if op == "filter" and c > 1 and f > 1 and filt.strides[2] != f * filt.strides[3]:
+        kh, kw, c, m = plan.filter_shape
+        if op == "filter" and c > 1 and m > 1 and filt.strides[2] != m * filt.strides[3]:
             # out's strides do not merge C and M into one axis: compute aside, then copy
-            scratch = np.empty(filter_shape, dtype)
+            scratch = np.empty(plan.filter_shape, dtype)
             filt = scratch
-        filt = filt.reshape(grouped)  # a view of the result (a copy of an operand at worst)
-    return TFCall(op, x, filt, y, out, geometry, groups, threads, algorithm, scratch)
+        filt = filt.reshape(kh, kw, 1, c * m)  # a view (of an operand: a copy at worst)
+    return TFCall(op, x, filt, y, out, plan.geometry, plan.groups, plan.threads, plan.algorithm,
+                  scratch)
 
 
 def _with_height(array, data_format):

@@ -8,15 +8,16 @@ and runs one engine function.  The 1-D functions view their arrays with a height
 the 2-D ones.
 """
 
-from typing import Any, Literal, Optional, Sequence, Union
+import functools
+from typing import Any, Literal, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _engine
-from ._geometry import (as_int, check_data_format, int_list, torch_forward_geometry,
-                        torch_grad_input_geometry, torch_padding, torch_pair, torch_single,
-                        torch_transpose_geometry)
+from ._geometry import (ConvGeometry, as_int, check_data_format, int_list, plain,
+                        torch_forward_geometry, torch_grad_input_geometry, torch_padding,
+                        torch_pair, torch_single, torch_transpose_geometry)
 
 __all__ = ["conv1d", "conv1d_input", "conv1d_weight", "conv2d", "conv2d_input", "conv2d_weight",
            "conv_transpose1d", "conv_transpose2d"]
@@ -116,11 +117,12 @@ class TorchCall:
         self.bias = bias
 
     def run(self):
+        if self.bias is None:
+            _engine.compute(self.op, self.x, self.filter, self.y, self.geometry, self.groups,
+                            self.threads, self.algorithm)
+            return self.out
         args = (self.geometry, self.groups, self.threads, self.algorithm)
         operands = [self.x, self.filter, self.y]
-        if self.bias is None:
-            _engine.compute(self.op, *operands, *args)
-            return self.out
         at = 2 if self.op == "forward" else 0  # bias is only taken by forward and transpose
         result = operands[at]
         if result.dtype == np.float16:  # add the bias in float32, round to float16 once
@@ -133,57 +135,70 @@ class TorchCall:
         return self.out
 
 
-# The API names of each op's operands (data, weight, grad), and which two are arrays.
+# The API names of each op's operands (data, weight, grad).
 _TORCH_OPERANDS = {"forward": ("input", "weight", None),
                    "input": ("input_size", "weight", "grad_output"),
                    "weight": ("input", "weight_size", "grad_output"),
                    "transpose": ("input", "weight", None)}
-_TORCH_ARRAYS = {"forward": ("weight", "input"), "input": ("weight", "grad_output"),
-                 "weight": ("input", "grad_output"), "transpose": ("weight", "input")}
+# The engine's op of each (the transposed convolution is an input gradient).
+_ENGINE_OPS = {"forward": "forward", "input": "input", "weight": "filter", "transpose": "input"}
 
 
-def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, groups,
-               output_padding=0, bias=None, data_format="NCHW", out=None, num_threads=None,
-               algorithm="auto"):
-    """Validate a PyTorch-convention call of ``op`` and prepare it (:class:`TorchCall`).
+class _TorchPlan(NamedTuple):
+    """What the checks of a call find: how to view the input in logical NCHW order, the
+    engine's arguments, and the result's logical NCHW shape, memory format and layout."""
 
-    ``op`` is "forward" (``F.conv2d``: ``data`` the input array), "input" (``conv2d_input``:
-    ``data`` the input's size), "weight" (``conv2d_weight``: ``weight`` the weight's size) or
-    "transpose" (``F.conv_transpose2d``: ``data`` the input array, the output gradient of the
-    convolution whose input gradient is computed).  "forward" and "transpose" take an unbatched
-    3-D input, ``bias`` and ``data_format``; the others take 4-D NCHW-shaped arrays.
+    data_axes: Optional[tuple]  # the input's transpose to logical NCHW ("NHWC" data)
+    unbatched: bool
+    geometry: ConvGeometry
+    groups: int
+    threads: Optional[int]
+    algorithm: str
+    c_out: int  # output channels, the length of a bias
+    shape: tuple  # the result's, logical NCHW (OIHW for the weight)
+    channels_last: bool
+    what: tuple  # the result's names for check_result_size
+    fits: bool  # the result passes check_result_size at any dtype
+    to_format: tuple  # logical NCHW -> the result's data_format order
+    out_shape: tuple  # an ``out``'s shape
+
+
+def _torch_plan(op, data, weight, grad, stride, padding, dilation, groups, output_padding,
+                data_format, num_threads, algorithm):
+    """The checks of :func:`torch_call` after its arrays are converted and before ``bias``.
+
+    ``data`` and ``grad`` are (shape, strides) of the input and grad_output arrays (``data``
+    the input's size as given for "input"; ``grad`` None where there is none), ``weight`` the
+    weight's shape (its size as given for "weight").  A function of its arguments' values
+    only: remembered by ``_remembered_torch_plan`` when they are :func:`plain`.
     """
     names = _TORCH_OPERANDS[op]
     takes_data = op != "input"
-    data_format = check_data_format(data_format)
-    arrays = {"input": data, "weight": weight, "grad_output": grad_output}
-    first, second = _TORCH_ARRAYS[op]
-    arrays[first], arrays[second] = _engine.common_dtype(arrays[first], arrays[second],
-                                                         (first, second))
-    data, weight, grad_output = arrays["input"], arrays["weight"], arrays["grad_output"]
-    dtype = arrays[first].dtype
-
-    unbatched = False
+    unbatched, data_axes, data_shape, data_channels_last = False, None, None, False
     if takes_data:
-        unbatched = data.ndim == 3 and op in ("forward", "transpose")
-        if data.ndim != 4 and not unbatched:
+        data_shape, strides = data
+        unbatched = len(data_shape) == 3 and op in ("forward", "transpose")
+        if len(data_shape) != 4 and not unbatched:
             what = "4-D" if op == "weight" else "4-D (batched) or 3-D (unbatched)"
             raise ValueError(f"input must be {what} in {data_format} order, got shape "
-                             f"{data.shape}")
+                             f"{data_shape}")
         # Logical NCHW view.  For the memory-format rule an unbatched input's batch axis
         # strides over the whole image, so a (C, H, W) view of HWC memory counts as channels
         # last (PyTorch's unsqueeze(0) would give it stride C*stride_C and make it NCHW).
         if data_format == "NHWC":
-            data = data.transpose((2, 0, 1) if unbatched else _NHWC_AS_NCHW)
+            data_axes = (2, 0, 1) if unbatched else _NHWC_AS_NCHW
+            data_shape = tuple(data_shape[i] for i in data_axes)
+            strides = tuple(strides[i] for i in data_axes)
         if unbatched:
-            extent = max(abs(st) * size for st, size in zip(data.strides, data.shape))
-            data_channels_last = is_channels_last((1,) + data.shape, (extent,) + data.strides)
-            data = data[None]
+            extent = max(abs(st) * size for st, size in zip(strides, data_shape))
+            data_channels_last = is_channels_last((1,) + data_shape, (extent,) + strides)
+            data_shape = (1,) + data_shape
         else:
-            data_channels_last = is_channels_last(data.shape, data.strides)
-    if op in ("input", "weight") and grad_output.ndim != 4:
+            data_channels_last = is_channels_last(data_shape, strides)
+    grad_shape = None if grad is None else grad[0]
+    if op in ("input", "weight") and len(grad_shape) != 4:
         raise ValueError(f"grad_output must be 4-D (N, C_out, OH, OW), got shape "
-                         f"{grad_output.shape}")
+                         f"{grad_shape}")
 
     stride = torch_pair(stride, "stride", minimum=1)
     dilation = torch_pair(dilation, "dilation", minimum=1)
@@ -198,7 +213,7 @@ def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, grou
     threads = _engine.check_threads(num_threads)
     algorithm = _engine.check_algorithm(algorithm)
 
-    weight_shape = _weight_size(weight) if op == "weight" else weight.shape
+    weight_shape = _weight_size(weight) if op == "weight" else weight
     wname = names[1]
     _check_weight(weight_shape, groups, wname, "(C_in, C_out/groups, KH, KW)"
                   if op == "transpose" else "(C_out, C_in/groups, KH, KW)")
@@ -207,82 +222,135 @@ def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, grou
         c_in, c_out = weight_shape[0], weight_shape[1] * groups  # of the transposed conv
     else:
         c_out, c_in = weight_shape[0], weight_shape[1] * groups  # of the convolution
-    if takes_data and data.shape[1] != c_in:
+    if takes_data and data_shape[1] != c_in:
         raise ValueError(f"input: given groups={groups}, {wname} of size {list(weight_shape)}, "
-                         f"expected input{list(data.shape)} ({data_format}, logical NCHW) to "
-                         f"have {c_in} channels, but got {data.shape[1]} channels instead")
-    if grad_output is not None and grad_output.shape[1] != c_out:
-        raise ValueError(f"grad_output has {grad_output.shape[1]} channels but the {wname} has "
+                         f"expected input{list(data_shape)} ({data_format}, logical NCHW) to "
+                         f"have {c_in} channels, but got {data_shape[1]} channels instead")
+    if grad_shape is not None and grad_shape[1] != c_out:
+        raise ValueError(f"grad_output has {grad_shape[1]} channels but the {wname} has "
                          f"{c_out} output channels (dimension 0); grad_output shape "
-                         f"{grad_output.shape}, {wname} shape {weight_shape}")
-    if op in ("forward", "weight") and min(data.shape[2:]) == 0:
+                         f"{grad_shape}, {wname} shape {weight_shape}")
+    if op in ("forward", "weight") and min(data_shape[2:]) == 0:
         raise ValueError(f"input: only zero batch or zero channel inputs are supported, but "
-                         f"got input of shape {data.shape} (logical NCHW)")
+                         f"got input of shape {data_shape} (logical NCHW)")
 
     if op == "transpose":
-        geometry = torch_transpose_geometry(data.shape[2:], kernel_hw, stride, padding,
+        geometry = torch_transpose_geometry(data_shape[2:], kernel_hw, stride, padding,
                                             output_padding, dilation)
     else:
         pads = torch_padding(padding, kernel_hw, stride, dilation)
         if op == "input":
-            n = grad_output.shape[0]
-            geometry = torch_grad_input_geometry(_input_size(data, n, c_in),
-                                                 grad_output.shape[2:], kernel_hw, stride,
+            geometry = torch_grad_input_geometry(_input_size(data, grad_shape[0], c_in),
+                                                 grad_shape[2:], kernel_hw, stride,
                                                  dilation, pads)
         else:
-            geometry = torch_forward_geometry(data.shape[2:], kernel_hw, stride, dilation,
+            geometry = torch_forward_geometry(data_shape[2:], kernel_hw, stride, dilation,
                                               pads)
     if op == "weight":
-        expected = (data.shape[0], c_out) + geometry.out_hw
-        if grad_output.shape != expected:
-            raise ValueError(f"grad_output has shape {grad_output.shape} but the convolution "
-                             f"of input {data.shape} by a weight of size {list(weight_shape)} "
+        expected = (data_shape[0], c_out) + geometry.out_hw
+        if grad_shape != expected:
+            raise ValueError(f"grad_output has shape {grad_shape} but the convolution "
+                             f"of input {data_shape} by a weight of size {list(weight_shape)} "
                              f"(stride {stride}, padding {geometry.pads}, dilation "
                              f"{dilation}) has output shape {expected}")
-    if bias is not None:
-        bias = _engine.as_float_array(bias, "bias", dtype)
-        if bias.dtype != dtype:
-            raise TypeError(f"dtype mismatch: bias is {bias.dtype} but input and weight are "
-                            f"{dtype}")
-        if bias.shape != (c_out,):
-            raise ValueError(f"bias must be 1-D with {c_out} elements (the output "
-                             f"channels), got shape {bias.shape}")
 
     # The result, logical NCHW (OIHW for the weight), in the memory format PyTorch gives.
     if op == "forward":
-        shape, channels_last = (data.shape[0], c_out) + geometry.out_hw, data_channels_last
+        shape, channels_last = (data_shape[0], c_out) + geometry.out_hw, data_channels_last
     elif op == "transpose":
-        shape, channels_last = (data.shape[0], c_out) + geometry.in_hw, data_channels_last
+        shape, channels_last = (data_shape[0], c_out) + geometry.in_hw, data_channels_last
     elif op == "input":
-        shape = (grad_output.shape[0], c_in) + geometry.in_hw
-        channels_last = is_channels_last(grad_output.shape, grad_output.strides)
+        shape = (grad_shape[0], c_in) + geometry.in_hw
+        channels_last = is_channels_last(grad_shape, grad[1])
     else:
         shape, channels_last = tuple(weight_shape), data_channels_last
     what = {"forward": ("input/weight: the output of shape", "convolution output"),
             "transpose": ("input/stride/dilation: the output of shape",
                           "transposed-convolution output"),
             "input": ("input_size", "result"), "weight": ("weight_size", "result")}[op]
-    _engine.check_result_size(shape, dtype, *what)
-    operands = [(name, arr) for name, arr in (("input", data), ("weight", weight),
-                                              ("grad_output", grad_output), ("bias", bias))
-                if isinstance(arr, np.ndarray)]
     to_format = _NCHW_AS_NHWC if data_format == "NHWC" and op in ("forward", "transpose") \
         else (0, 1, 2, 3)
+    out_shape = tuple(shape[i] for i in to_format)[unbatched:]
+    return _TorchPlan(data_axes, unbatched, geometry, groups, threads, algorithm, c_out, shape,
+                      channels_last, what, _engine.fits_at_any_dtype(shape), to_format,
+                      out_shape)
+
+
+# A training loop makes the same few calls at every step.  Exceptions are not remembered.
+_remembered_torch_plan = functools.lru_cache(maxsize=256)(_torch_plan)
+
+
+def torch_call(op, data, weight, grad_output, *, stride, padding, dilation, groups,
+               output_padding=0, bias=None, data_format="NCHW", out=None, num_threads=None,
+               algorithm="auto"):
+    """Validate a PyTorch-convention call of ``op`` and prepare it (:class:`TorchCall`).
+
+    ``op`` is "forward" (``F.conv2d``: ``data`` the input array), "input" (``conv2d_input``:
+    ``data`` the input's size), "weight" (``conv2d_weight``: ``weight`` the weight's size) or
+    "transpose" (``F.conv_transpose2d``: ``data`` the input array, the output gradient of the
+    convolution whose input gradient is computed).  "forward" and "transpose" take an unbatched
+    3-D input, ``bias`` and ``data_format``; the others take 4-D NCHW-shaped arrays.
+    """
+    data_format = check_data_format(data_format)
+    if op == "forward" or op == "transpose":
+        weight, data = _engine.common_dtype(weight, data, ("weight", "input"))
+        dtype = weight.dtype
+    elif op == "input":
+        weight, grad_output = _engine.common_dtype(weight, grad_output,
+                                                   ("weight", "grad_output"))
+        dtype = weight.dtype
+    else:
+        data, grad_output = _engine.common_dtype(data, grad_output, ("input", "grad_output"))
+        dtype = data.dtype
+    args = (op, data if op == "input" else (data.shape, data.strides),
+            weight if op == "weight" else weight.shape,
+            None if grad_output is None else (grad_output.shape, grad_output.strides),
+            stride, padding, dilation, groups, output_padding, data_format, num_threads,
+            algorithm)
+    sizes = data if op == "input" else weight if op == "weight" else None
+    if plain((sizes, stride, padding, dilation, groups, output_padding, num_threads,
+              algorithm)):
+        plan = _remembered_torch_plan(*args)
+    else:
+        plan = _torch_plan(*args)
+
+    if bias is not None:
+        bias = _engine.as_float_array(bias, "bias", dtype)
+        if bias.dtype != dtype:
+            raise TypeError(f"dtype mismatch: bias is {bias.dtype} but input and weight are "
+                            f"{dtype}")
+        if bias.shape != (plan.c_out,):
+            raise ValueError(f"bias must be 1-D with {plan.c_out} elements (the output "
+                             f"channels), got shape {bias.shape}")
+    if not plan.fits:
+        _engine.check_result_size(plan.shape, dtype, *plan.what)
+    if op != "input":  # the logical NCHW view
+        if plan.data_axes is not None:
+            data = data.transpose(plan.data_axes)
+        if plan.unbatched:
+            data = data[None]
+    unbatched, to_format = plan.unbatched, plan.to_format
     if out is None:
-        result = _empty_nchw(shape, dtype, channels_last)
+        result = _empty_nchw(plan.shape, dtype, plan.channels_last)
         out = result.transpose(to_format)[0] if unbatched else result.transpose(to_format)
     else:
-        out_shape = tuple(shape[i] for i in to_format)[unbatched:]
-        _engine.check_out(out, out_shape, dtype, operands)
+        operands = [(name, arr) for name, arr in (("input", data), ("weight", weight),
+                                                  ("grad_output", grad_output), ("bias", bias))
+                    if isinstance(arr, np.ndarray)]
+        _engine.check_out(out, plan.out_shape, dtype, operands)
         result = (out[None] if unbatched else out).transpose(np.argsort(to_format))
 
-    x, filt, y = {"forward": (data, weight, result), "transpose": (result, weight, data),
-                  "input": (result, weight, grad_output),
-                  "weight": (data, result, grad_output)}[op]
-    return TorchCall({"transpose": "input", "weight": "filter"}.get(op, op),
-                     x.transpose(_NCHW_AS_NHWC), filt.transpose(_OIHW_AS_HWIO),
-                     y.transpose(_NCHW_AS_NHWC), out, geometry, groups, threads, algorithm,
-                     bias)
+    if op == "forward":
+        x, filt, y = data, weight, result
+    elif op == "transpose":
+        x, filt, y = result, weight, data
+    elif op == "input":
+        x, filt, y = result, weight, grad_output
+    else:
+        x, filt, y = data, result, grad_output
+    return TorchCall(_ENGINE_OPS[op], x.transpose(_NCHW_AS_NHWC), filt.transpose(_OIHW_AS_HWIO),
+                     y.transpose(_NCHW_AS_NHWC), out, plan.geometry, plan.groups,
+                     plan.threads, plan.algorithm, bias)
 
 
 def conv2d(input: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.ArrayLike] = None,

@@ -142,17 +142,22 @@ def test_no_leak_over_10000_calls():
 
 
 def test_blas_held_to_one_thread_from_any_python_thread_and_restored():
-    # The kernel's threads each run a single-threaded GEMM; BLAS must be held to one thread
-    # during a call made from any Python thread (not only the first to set a limit), and the
-    # caller's setting restored afterwards.
+    # The kernel's threads each run a single-threaded GEMM; the BLAS they call (SciPy's) must
+    # be held to one thread during a call made from any Python thread (not only the first to
+    # set a limit), and the caller's setting restored afterwards.  Other BLAS libraries
+    # (NumPy's own OpenBLAS) are never called by a kernel and keep their setting.
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from convbp import _threads
 
+    kernel_path = _threads.kernel_blas_path()
+    assert kernel_path is not None, "the BLAS scipy.linalg.cython_blas calls is not found"
+
     def blas_threads():
-        return [info["num_threads"] for info in threadpoolctl.threadpool_info()
-                if info["user_api"] == "blas"]
+        return {os.path.realpath(info["filepath"]): info["num_threads"]
+                for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
 
     before = blas_threads()
+    assert kernel_path in before
     seen = []
 
     def worker():
@@ -165,5 +170,22 @@ def test_blas_held_to_one_thread_from_any_python_thread_and_restored():
         thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
-    assert seen == [[1] * len(before)] * 2
+    held = dict(before, **{kernel_path: 1})
+    assert seen == [held] * 2
     assert blas_threads() == before
+
+
+def test_every_blas_held_when_the_kernels_one_is_unknown(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from convbp import _threads
+
+    monkeypatch.setattr(_threads, "kernel_blas_path", lambda: None)
+    monkeypatch.setattr(_threads, "_blas_controls", None)  # found again, without the path
+    before = [info["num_threads"] for info in threadpoolctl.threadpool_info()
+              if info["user_api"] == "blas"]
+    with _threads.single_threaded_blas():
+        inside = [info["num_threads"] for info in threadpoolctl.threadpool_info()
+                  if info["user_api"] == "blas"]
+    assert inside == [1] * len(before)
+    assert [info["num_threads"] for info in threadpoolctl.threadpool_info()
+            if info["user_api"] == "blas"] == before

@@ -263,6 +263,63 @@ def test_malformed_call_names_the_argument(kwargs, error, match):
         call(kwargs)
 
 
+# Checked calls are remembered by their arguments' values; an argument equal to a valid one
+# (True == 1, 1.0 == 1, np.float64(1) == 1) but of a kind the checks refuse must still raise.
+def _torch_weight_call(**changes):
+    kwargs = dict(input=DY.transpose(0, 3, 1, 2), weight_size=(4, 4, 3, 3),
+                  grad_output=DY.transpose(0, 3, 1, 2), stride=(1, 1), padding=(1, 1),
+                  groups=1)
+    kwargs.update(changes)
+    return lambda: convbp.torch.conv2d_weight(**kwargs)
+
+
+def _torch_input_call(**changes):
+    kwargs = dict(input_size=(1, 2, 5, 5), weight=FILT.transpose(3, 2, 0, 1),
+                  grad_output=DY.transpose(0, 3, 1, 2), stride=1, padding=(1, 1))
+    kwargs.update(changes)
+    return lambda: convbp.torch.conv2d_input(**kwargs)
+
+
+REMEMBERED = [
+    ("tf-strides-bool", lambda: call(base(strides=(1, 1))),
+     lambda: call(base(strides=(1, True))), TypeError, "strides"),
+    ("tf-strides-float", lambda: call(base(strides=1)),
+     lambda: call(base(strides=1.0)), TypeError, "strides"),
+    ("tf-padding-float", lambda: call(base(padding=((1, 1), (1, 1)))),
+     lambda: call(base(padding=((1, 1.0), (1, 1)))), TypeError, "padding"),
+    ("tf-padding-bool", lambda: call(base(padding=((1, 1), (1, 1)))),
+     lambda: call(base(padding=((True, 1), (1, 1)))), TypeError, "padding"),
+    ("tf-sizes-bool", lambda: call(base()),
+     lambda: call(base(input_sizes=(True, 5, 5, 2))), TypeError, "input_sizes"),
+    ("tf-sizes-float", lambda: call(base()),
+     lambda: call(base(input_sizes=(1, 5.0, 5, 2))), TypeError, "input_sizes"),
+    ("tf-threads-bool", lambda: call(base(num_threads=1)),
+     lambda: call(base(num_threads=True)), TypeError, "num_threads"),
+    ("tf-dilations-npfloat", lambda: call(base(dilations=1)),
+     lambda: call(base(dilations=np.float64(1))), TypeError, "dilations"),
+    ("torch-weight-size-float", _torch_weight_call(),
+     _torch_weight_call(weight_size=(4, 4, 3, 3.0)), TypeError, "weight_size"),
+    ("torch-stride-bool", _torch_weight_call(),
+     _torch_weight_call(stride=(1, True)), TypeError, "stride"),
+    ("torch-groups-bool", _torch_weight_call(),
+     _torch_weight_call(groups=True), TypeError, "groups"),
+    ("torch-padding-float", _torch_input_call(),
+     _torch_input_call(padding=(1, 1.0)), TypeError, "padding"),
+    ("torch-input-size-bool", _torch_input_call(),
+     _torch_input_call(input_size=(True, 2, 5, 5)), TypeError, "input_size"),
+]
+
+
+@pytest.mark.parametrize("valid, malformed, error, match", [c[1:] for c in REMEMBERED],
+                         ids=[c[0] for c in REMEMBERED])
+def test_a_remembered_call_does_not_pass_an_equal_malformed_one(valid, malformed, error,
+                                                                 match):
+    for _ in range(2):
+        valid()
+    with pytest.raises(error, match=match):
+        malformed()
+
+
 def test_filter_out_overlap():
     buf = np.zeros(200, np.float32)
     filt = buf[:72].reshape(FILT.shape)

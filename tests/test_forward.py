@@ -194,6 +194,25 @@ def test_winograd_forward_equals_the_direct_loop(layout, dtype, groups, dilation
     np.testing.assert_array_equal(auto, results[choice.algorithm])
 
 
+@pytest.mark.skipif(not _winograd.AVAILABLE, reason="built without Winograd")
+def test_a_remembered_choice_follows_the_winograd_kernel_being_there(monkeypatch):
+    # The engine remembers each call's plan; whether the kernel is built is part of its key.
+    geometry = forward_geometry((16, 16), (3, 3), (1, 1), (1, 1), "SAME")
+    x, filt = make((2, 16, 16, 32), (3, 3, 32, 32), np.float32)
+    y = np.empty((2, 16, 16, 32), np.float32)
+    assert _engine.choose_for("forward", x.shape, y.shape, geometry, 1,
+                              np.float32).algorithm == "winograd"
+    _engine.forward(x, filt, y, geometry)
+    monkeypatch.setattr(_winograd, "AVAILABLE", False)
+
+    def no_winograd(*args, **kwargs):
+        raise AssertionError("Winograd ran although the kernel is not there")
+
+    monkeypatch.setattr(_engine, "winograd_correlate", no_winograd)
+    assert_close(_engine.forward(x, filt, y, geometry), reference(x, filt, geometry, 1),
+                 np.float32, 9 * 32)
+
+
 def test_without_the_winograd_kernel_it_is_refused_and_never_chosen(monkeypatch):
     # As in a build without GNU C vector extensions (-DCONVBP_PLAIN_C, MSVC).
     monkeypatch.setattr(_winograd, "AVAILABLE", False)
