@@ -649,6 +649,17 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     chunk = min(_FILTER_CHUNK_PIXELS,
                 _chunk_pixels(row_bytes or (taps + f // groups) * itemsize, cores, limit,
                               partial_bytes))
+    # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory); for
+    # images smaller than a chunk, also when they are channel-major (NCHW), dy then copied a
+    # chunk at a time: per-image GEMMs summed over 16 pixels (64x32x8x8 -> 64, stride 2)
+    # spent their time reading and writing the partial sums.
+    p = geometry.out_hw[0] * geometry.out_hw[1]
+    across_images = (not x_ld and dy_pixel_major
+                     and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize))
+    if not x_ld and not dy_pixel_major and 2 * p <= chunk:
+        across_images = True
+        row_bytes += f * itemsize
+        chunk = min(chunk, _chunk_pixels(row_bytes, cores, limit, partial_bytes))
     # One unit a core, fewer when their partial sums would not fit in the workspace.
     units = max(1, min(cores, total,
                        (limit - (cores * chunk * row_bytes if row_bytes else 0))
@@ -661,10 +672,6 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
         max_threads = max(1, min(max_threads, (limit - units * partial_bytes)
                                  // (chunk * row_bytes)))
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
-    # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory).
-    p = geometry.out_hw[0] * geometry.out_hw[1]
-    across_images = (not x_ld and dy_pixel_major
-                     and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize))
     return choice, _GemmPlan(taps, units, flops, max_threads,
                              max(1, chunk * row_bytes // itemsize), params,
                              (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),

@@ -730,14 +730,15 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
                        Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t x_ld,
                        const floating* dy, Py_ssize_t sdn, bint dy_pixel_major,
                        Py_ssize_t dy_ld, bint across_images, Py_ssize_t q, Py_ssize_t q_end,
-                       floating* col, floating* partial) noexcept nogil:
+                       floating* col, floating* dybuf, floating* partial) noexcept nogil:
     """Add the filter gradient of output pixels [q, q_end) of the flat (image, row, column)
     order into partial (taps x F, row-major), chunk by chunk and group by group:
     dw^T (Fg x taps) += dy^T (Fg x m) . columns (m x taps).
 
-    With across_images (dy's images evenly spaced, one pixel-major BLAS matrix; columns from
-    im2col) a chunk may span images -- im2col fills it image piece by image piece -- so small
-    images still make large GEMMs.  Otherwise chunks stop at image boundaries.
+    With across_images (columns from im2col) a chunk may span images -- im2col fills it image
+    piece by image piece -- so small images still make large GEMMs.  dy's images are then one
+    pixel-major BLAS matrix, or (dybuf not NULL) channel-major images, copied piece by piece
+    into dybuf (element (i, f) at i + f*m).  Otherwise chunks stop at image boundaries.
     """
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
     cdef Py_ssize_t taps = g.KH * g.KW * Cg, P = g.OH * g.OW
@@ -751,6 +752,14 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
         m = min(g.chunk_pixels, q_end - q)
         if not across_images:
             m = min(m, P - p)
+        if dybuf != NULL:  # dy^T of the chunk, image piece by image piece
+            i = 0
+            while i < m:
+                n = (q + i) // P
+                p = q + i - n * P
+                piece = min(m - i, P - p)
+                _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
+                i += piece
         for grp in range(g.groups):
             if across_images:
                 lda = taps if cols_pixel_major else m
@@ -761,9 +770,13 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
             else:
                 a = _columns(g, x + n * sxn, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p, m,
                              col, &lda)
-            _gemm(not dy_pixel_major, cols_pixel_major, Fg, taps, m,
-                  dy + n * sdn + p * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda, 1,
-                  partial + grp * Fg, g.F)
+            if dybuf != NULL:
+                _gemm(True, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg * m, m, a, lda, 1,
+                      partial + grp * Fg, g.F)
+            else:
+                _gemm(not dy_pixel_major, cols_pixel_major, Fg, taps, m,
+                      dy + n * sdn + p * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda, 1,
+                      partial + grp * Fg, g.F)
         q += m
 
 
@@ -785,11 +798,13 @@ def backprop_filter(const floating[:, :, :, :] x,
     partials    OUT  (units, KH*KW*C/groups*F): unit u's sum, the (KH*KW*C/groups, F) filter
                      gradient of output pixels [u*unit_pixels, (u+1)*unit_pixels) of the flat
                      (image, row, column) order; the caller adds them up in unit order
-    workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, unless x_ld
+    workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, unless x_ld;
+                     with across_images and channel-major dy, then chunk_pixels*F for dy
     cols_pixel_major, x_ld  as for forward
     dy_pixel_major   True: image element (p, f) at p*dy_ld + f; False: at p + f*dy_ld
-    across_images    dy's images are one pixel-major matrix (image stride OH*OW*dy_ld) and
-                     x_ld == 0: chunks may span images
+    across_images    x_ld == 0 and chunks may span images: dy's images are one pixel-major
+                     matrix (image stride OH*OW*dy_ld), or channel-major (copied a chunk at a
+                     time)
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = x.shape[0], P = g.OH * g.OW
@@ -798,6 +813,8 @@ def backprop_filter(const floating[:, :, :, :] x,
     cdef Py_ssize_t sxn = x.strides[0] // isz, sxh = x.strides[1] // isz
     cdef Py_ssize_t sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
     cdef Py_ssize_t sdn = dy.strides[0] // isz
+    cdef bint dy_chunks = across_images and not dy_pixel_major
+    cdef Py_ssize_t col_len = g.chunk_pixels * g.KH * g.KW * (g.C // g.groups)
     for unit in prange(partials.shape[0], nogil=True, num_threads=num_threads,
                        schedule='dynamic'):
         for j in range(partials.shape[1]):
@@ -806,4 +823,5 @@ def backprop_filter(const floating[:, :, :, :] x,
         _filter_unit(&g, &x[0, 0, 0, 0], sxn, sxh, sxw, sxc, cols_pixel_major, x_ld,
                      &dy[0, 0, 0, 0], sdn, dy_pixel_major, dy_ld, across_images,
                      q, min(q + g.unit_pixels, total), &workspace[threadid(), 0],
+                     &workspace[threadid(), col_len] if dy_chunks else <floating*>NULL,
                      &partials[unit, 0])

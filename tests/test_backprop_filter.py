@@ -166,12 +166,28 @@ def test_partials_fit_a_tiny_workspace():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pointwise_nhwc(dtype):
-    """1x1 stride 1 in NHWC memory: float32 copies x tap-major by chunks (an N,N GEMM), float64
-    reads x in place; both match the direct loop, bitwise alike for 1 and 2 threads, across
-    several chunks (a chunk holds 1024 pixels)."""
+    """1x1 stride 1 in NHWC memory: x copied chunk by chunk (its im2col), matching the direct
+    loop, bitwise alike for 1 and 2 threads, across several chunks (a chunk holds 1024
+    pixels)."""
     geometry = forward_geometry((40, 30), (1, 1), (1, 1), (1, 1), "VALID")
     x, dy = make((2, 40, 30, 24), (1, 1, 24, 20), geometry, dtype, seed=3)
     one = run(x, dy, (1, 1, 24, 20), geometry, 1, dtype, num_threads=1)
     two = run(x, dy, (1, 1, 24, 20), geometry, 1, dtype, num_threads=2)
     np.testing.assert_array_equal(one, two)
     assert_close(one, reference(x, dy, geometry, 1), dtype, reduction(x, geometry))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("limit", [None, 20000])
+def test_small_nchw_images_span_chunks(dtype, limit):
+    """Channel-major (NCHW) images smaller than a chunk: dy copied a chunk at a time so that a
+    GEMM sums over several images, across image and unit boundaries (the chunk ends mid-image),
+    within the workspace limit; bitwise alike for 1 and 2 threads."""
+    geometry = forward_geometry((7, 5), (3, 3), (2, 2), (1, 1), "SAME")
+    x, dy = make((37, 7, 5, 6), (3, 3, 3, 8), geometry, dtype, seed=4)
+    x, dy = arrange(x, "NCHW"), arrange(dy, "NCHW")
+    with workspace_limit(limit):
+        one = run(x, dy, (3, 3, 3, 8), geometry, 2, dtype, num_threads=1)
+        two = run(x, dy, (3, 3, 3, 8), geometry, 2, dtype, num_threads=2)
+    np.testing.assert_array_equal(one, two)
+    assert_close(one, reference(x, dy, geometry, 2), dtype, reduction(x, geometry))
