@@ -424,7 +424,20 @@ cdef inline void _copy_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
                              Py_ssize_t n) noexcept nogil:
     """dst[a*dst_a + b*dst_b + j] = src[a*src_a + b*src_b + j*src_step] (src NULL: 0) for
     a < na, b < nb, j < n: the SIMD routine, compiled for the machine's widest vectors."""
+    cdef Py_ssize_t a, b, j
+    cdef floating* d
+    cdef const floating* s
     if na <= 0 or nb <= 0 or n <= 0:
+        return
+    if src != NULL and src_step != 1 and src_step != 2:
+        # Other steps (a strided NHWC gather): this plain loop took half the time of the SIMD
+        # routine's (the 7x7 stem's NHWC filter gradient: 22% -> 10% of its samples in perf).
+        for a in range(na):
+            for b in range(nb):
+                d = dst + a * dst_a + b * dst_b
+                s = src + a * src_a + b * src_b
+                for j in range(n):
+                    d[j] = s[j * src_step]
         return
     if floating is float:
         convbp_copy_block_f32(dst, dst_a, dst_b, src, src_a, src_b, src_step, na, nb, n)
