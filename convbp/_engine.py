@@ -239,6 +239,15 @@ def _bands(n, geometry, cores):
     return tuple(-(-size // b) for size, b in zip(geometry.in_hw, bands))
 
 
+def _out_backprop_layout(shape, strides, itemsize):
+    """(pixel_major, ld, copy): how the gradient kernels read out_backprop's images -- in place
+    where BLAS can address them (:func:`_matrix_layout`), else copied once into C order."""
+    layout = _matrix_layout(shape, strides, itemsize)
+    if layout is None:
+        return True, shape[3], True
+    return layout[0], layout[1], False
+
+
 def _pixel_units(total, chunk, cores):
     """Output pixels per work unit of the forward convolution: at most a chunk, and enough
     units that the cores share them evenly.  Depends on the sizes and the machine only."""
@@ -307,6 +316,24 @@ class _GemmPlan(NamedTuple):
     copy_dy: bool  # BLAS cannot address out_backprop's images: copied once into C order
 
 
+def _run_plan(kernel, plan, num_threads, dtype, *arrays):
+    """Run a GEMM-path kernel on its three arrays by its :class:`_GemmPlan`: this call's
+    threads, their workspace, BLAS held to one thread meanwhile."""
+    threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
+    workspace = np.empty((threads, plan.workspace_cols), dtype)
+    with kernel_team(threads):
+        kernel(*arrays, workspace, plan.params, *plan.layout, threads)
+
+
+def _gemm_choice(op, x_shape, y_shape, operand_shapes, geometry, groups, dtype, algorithm):
+    """``op``'s algorithm choice, and whether the GEMM kernel runs: neither Winograd nor
+    depthwise (one input channel a group), and a call that reaches a kernel
+    (:func:`_needs_kernel` of ``operand_shapes``: the two operands and the result)."""
+    choice = _algorithm_choice(op, x_shape, y_shape, geometry, groups, dtype, algorithm)
+    gemm = not (choice.algorithm == "winograd" or groups > 1 and x_shape[3] == groups)
+    return choice, gemm and _needs_kernel(*operand_shapes, dtype)
+
+
 def _needs_kernel(a_shape, b_shape, result_shape, dtype):
     """Whether a call of these shapes and dtype reaches a kernel: the cases
     :func:`_needs_no_kernel` handles are all of them but this."""
@@ -352,11 +379,8 @@ def backprop_input(dy, filter_hwio, dx, geometry, groups=1, num_threads=None, al
     if plan is not None:  # the GEMM kernel
         if plan.copy_dy:
             dy = np.ascontiguousarray(dy)
-        wmat = _filter_matrix(filter_hwio, plan.taps, f)
-        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
-        workspace = np.empty((threads, plan.workspace_cols), dx.dtype)
-        with kernel_team(threads):
-            _gemm.backprop_input(dy, wmat, dx, workspace, plan.params, *plan.layout, threads)
+        _run_plan(_gemm.backprop_input, plan, num_threads, dx.dtype,
+                  dy, _filter_matrix(filter_hwio, plan.taps, f), dx)
         return dx
 
     n, h, w, c = dx.shape
@@ -386,19 +410,14 @@ def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype,
     """:func:`backprop_input`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
     kernel (None where none runs).  ``winograd_built`` (``_winograd.AVAILABLE``, which the
     choice reads) is part of the key."""
-    choice = _algorithm_choice("input", dx_shape, dy_shape, geometry, groups, dtype, algorithm)
+    choice, gemm = _gemm_choice("input", dx_shape, dy_shape, (dy_shape, filter_shape, dx_shape),
+                                geometry, groups, dtype, algorithm)
+    if not gemm:
+        return choice, None
     n, h, w, c = dx_shape
     f = dy_shape[3]
-    if (choice.algorithm == "winograd" or groups > 1 and c == groups
-            or not _needs_kernel(dy_shape, filter_shape, dx_shape, dtype)):
-        return choice, None
     itemsize = dtype.itemsize
-    # Each out_backprop image is read in place when BLAS can address it; else copied once.
-    dy_layout = _matrix_layout(dy_shape, dy_strides, itemsize)
-    copy_dy = dy_layout is None
-    if copy_dy:
-        dy_layout = True, f
-    dy_pixel_major, dy_ld = dy_layout
+    dy_pixel_major, dy_ld, copy_dy = _out_backprop_layout(dy_shape, dy_strides, itemsize)
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
     _check_blas_sizes(taps, f)
@@ -461,11 +480,8 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
                                  machine_cores(), _workspace_limit)
     f = y.shape[3]
     if plan is not None:  # the GEMM kernel
-        wmat = _filter_matrix(filter_hwio, plan.taps, f)
-        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
-        workspace = np.empty((threads, plan.workspace_cols), y.dtype)
-        with kernel_team(threads):
-            _gemm.forward(x, wmat, y, workspace, plan.params, *plan.layout, threads)
+        _run_plan(_gemm.forward, plan, num_threads, y.dtype,
+                  x, _filter_matrix(filter_hwio, plan.taps, f), y)
         return y
 
     n, h, w, c = x.shape
@@ -499,12 +515,12 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
                   algorithm, winograd_built, cores, limit):
     """:func:`forward`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM kernel
     (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
-    choice = _algorithm_choice("forward", x_shape, y_shape, geometry, groups, dtype, algorithm)
+    choice, gemm = _gemm_choice("forward", x_shape, y_shape, (x_shape, filter_shape, y_shape),
+                                geometry, groups, dtype, algorithm)
+    if not gemm:
+        return choice, None
     n, h, w, c = x_shape
     f = y_shape[3]
-    if (choice.algorithm == "winograd" or groups > 1 and c == groups
-            or not _needs_kernel(x_shape, filter_shape, y_shape, dtype)):
-        return choice, None
     itemsize = dtype.itemsize
     kh, kw = geometry.kernel_hw
     taps = kh * kw * (c // groups)
@@ -570,14 +586,10 @@ def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="
     if plan is not None:  # the GEMM kernel
         if plan.copy_dy:
             dy = np.ascontiguousarray(dy)
-        threads = min(thread_count(num_threads, plan.units, plan.flops), plan.max_threads)
-        workspace = np.empty((threads, plan.workspace_cols), dw.dtype)
         size = dw.size
         single = plan.units == 1 and dw.flags.c_contiguous
         partials = dw.reshape(1, size) if single else np.empty((plan.units, size), dw.dtype)
-        with kernel_team(threads):
-            _gemm.backprop_filter(x, dy, partials, workspace, plan.params, *plan.layout,
-                                  threads)
+        _run_plan(_gemm.backprop_filter, plan, num_threads, dw.dtype, x, dy, partials)
         if not single:
             _reduce_in_order(partials, dw)
         return dw
@@ -613,18 +625,14 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
                  algorithm, winograd_built, cores, limit):
     """:func:`backprop_filter`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM
     kernel (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
-    choice = _algorithm_choice("filter", x_shape, dy_shape, geometry, groups, dtype, algorithm)
+    choice, gemm = _gemm_choice("filter", x_shape, dy_shape, (x_shape, dy_shape, dw_shape),
+                                geometry, groups, dtype, algorithm)
+    if not gemm:
+        return choice, None
     n, h, w, c = x_shape
     kh, kw, _, f = dw_shape
-    if (choice.algorithm == "winograd" or groups > 1 and c == groups
-            or not _needs_kernel(x_shape, dy_shape, dw_shape, dtype)):
-        return choice, None
     itemsize = dtype.itemsize
-    dy_layout = _matrix_layout(dy_shape, dy_strides, itemsize)
-    copy_dy = dy_layout is None
-    if copy_dy:
-        dy_layout = True, f
-    dy_pixel_major, dy_ld = dy_layout
+    dy_pixel_major, dy_ld, copy_dy = _out_backprop_layout(dy_shape, dy_strides, itemsize)
     taps = kh * kw * (c // groups)
     _check_blas_sizes(taps, f)
     # Few channels a group: tap-major columns (runs along the width) make the GEMM N,N; with

@@ -25,7 +25,6 @@ so results are bitwise identical for any number of threads.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 include "_blas_int.pxi"
@@ -423,7 +422,8 @@ cdef inline void _copy_block(floating* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
                              Py_ssize_t src_step, Py_ssize_t na, Py_ssize_t nb,
                              Py_ssize_t n) noexcept nogil:
     """dst[a*dst_a + b*dst_b + j] = src[a*src_a + b*src_b + j*src_step] (src NULL: 0) for
-    a < na, b < nb, j < n: the SIMD routine, compiled for the machine's widest vectors."""
+    a < na, b < nb, j < n: steps 1 and 2 and zeros by the SIMD routine (compiled for the
+    machine's widest vectors), other steps by a plain loop."""
     cdef Py_ssize_t a, b, j
     cdef floating* d
     cdef const floating* s
@@ -540,7 +540,7 @@ cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize
     copied, NHWC memory) else at col[i + k*ld] (runs of output columns copied, NCHW memory).
     Filled as a partial first row, a block of whole rows, a partial last row.
     """
-    cdef Py_ssize_t OW = g.OW, p = p0, oh, ow_a, rows
+    cdef Py_ssize_t OW = g.OW, p = p0, oh, ow_a, ow_b, rows
     while p < p0 + m:
         oh = p // OW
         ow_a = p - oh * OW
@@ -549,11 +549,11 @@ cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize
             _im2col_rows(g, x, sxh, sxw, sxc, oh, rows, 0, OW,
                          col + (p - p0) * (ld if cols_pixel_major else 1), ld, cols_pixel_major)
             p += rows * OW
-        else:
-            rows = min(OW, ow_a + (p0 + m - p))  # the row's end
-            _im2col_rows(g, x, sxh, sxw, sxc, oh, 1, ow_a, rows,
+        else:  # a piece of one row, [ow_a, ow_b)
+            ow_b = min(OW, ow_a + (p0 + m - p))
+            _im2col_rows(g, x, sxh, sxw, sxc, oh, 1, ow_a, ow_b,
                          col + (p - p0) * (ld if cols_pixel_major else 1), ld, cols_pixel_major)
-            p += rows - ow_a
+            p += ow_b - ow_a
 
 
 cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t ld, Py_ssize_t m,
