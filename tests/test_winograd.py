@@ -49,6 +49,11 @@ def mat(x, y):
             for i in range(len(x))]
 
 
+def basis(n, k):
+    """The n x n tile that is 1 at flat position k and 0 elsewhere (exact)."""
+    return [[Fr(int(i * n + j == k)) for j in range(n)] for i in range(n)]
+
+
 def tr(x):
     return [list(row) for row in zip(*x)]
 
@@ -62,10 +67,10 @@ def test_transforms_compute_the_correlation_exactly(m):
     a, r = m + 2, 3
 
     for p in range(a * a):
-        d = [[Fr(int(i * a + j == p)) for j in range(a)] for i in range(a)]
+        d = basis(a, p)
         v = mat(mat(bt, d), tr(bt))
         for q in range(r * r):
-            w = [[Fr(int(i * r + j == q)) for j in range(r)] for i in range(r)]
+            w = basis(r, q)
             u = mat(mat(g, w), tr(g))
             y = mat(mat(at, [[u[i][j] * v[i][j] for j in range(a)] for i in range(a)]), tr(at))
             direct = [[sum(d[i + s][j + t] * w[s][t] for s in range(r) for t in range(r))
@@ -82,10 +87,10 @@ def test_filter_gradient_transforms_compute_the_correlation_exactly(m):
     a, r = m + 2, 3
 
     for p in range(a * a):
-        d = [[Fr(int(i * a + j == p)) for j in range(a)] for i in range(a)]
+        d = basis(a, p)
         v = mat(mat(bt, d), tr(bt))
         for q in range(m * m):
-            dy = [[Fr(int(i * m + j == q)) for j in range(m)] for i in range(m)]
+            dy = basis(m, q)
             z = mat(mat(tr(at), dy), at)
             dw = mat(mat(tr(g), [[z[i][j] * v[i][j] for j in range(a)] for i in range(a)]), g)
             direct = [[sum(d[i + s][j + t] * dy[i][j] for i in range(m) for j in range(m))
