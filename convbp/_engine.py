@@ -36,6 +36,9 @@ _workspace_limit = 64 * 2**20
 # in cache (L2/L3); large enough that the GEMM, which repacks the filter for every chunk, runs
 # near its peak (measured: 2 MiB beats 1 MiB by up to 10% on 3x3 layers, 4 MiB gains nothing).
 _CHUNK_TARGET_BYTES = 2 * 2**20
+# Channels a group from which the forward convolution restages NCHW input rows (see
+# _forward_plan; 16 -> 32 at 64x8x8: 1.15x).
+_RESTAGE_CHANNELS = 16
 # Filter gradient: the GEMM sums over a chunk's pixels; OpenBLAS runs a small output (taps x
 # F/groups) fastest for a short sum (measured on 25 x 32: 101 GFLOP/s over 576 pixels, 58 over
 # 2048 or more; 576 x 64: 85 over 910 pixels, 72 over 3136).
@@ -264,7 +267,8 @@ def _chunk_pixels(row_bytes, cores, limit, reserved=0):
 
 
 @functools.lru_cache(maxsize=256)
-def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1, unit_images=1):
+def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1, unit_images=1,
+                 restage_rows=0):
     """The kernels' Geometry struct as a dict (remembered: shared, never modified)."""
     (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel_hw
     return dict(H=geometry.in_hw[0], W=geometry.in_hw[1], C=c, OH=oh, OW=ow, F=f, KH=kh, KW=kw,
@@ -272,7 +276,7 @@ def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1, un
                 dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                 pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                 band_rows=band[0], band_cols=band[1], unit_pixels=unit_pixels,
-                unit_images=unit_images, chunk_pixels=chunk)
+                unit_images=unit_images, chunk_pixels=chunk, restage_rows=restage_rows)
 
 
 def _check_blas_sizes(taps, f):
@@ -512,9 +516,10 @@ def forward(x, filter_hwio, y, geometry, groups=1, num_threads=None, algorithm="
 
 @functools.lru_cache(maxsize=256)
 def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, geometry, groups,
-                  algorithm, winograd_built, cores, limit):
+                  algorithm, winograd_built, cores, limit, restage=True):
     """:func:`forward`'s choice of algorithm, and the :class:`_GemmPlan` of its GEMM kernel
-    (None where none runs); ``winograd_built`` as for :func:`_input_plan`."""
+    (None where none runs); ``winograd_built`` as for :func:`_input_plan`; ``restage=False``:
+    never restage the input rows (see below)."""
     choice, gemm = _gemm_choice("forward", x_shape, y_shape, (x_shape, filter_shape, y_shape),
                                 geometry, groups, dtype, algorithm)
     if not gemm:
@@ -541,6 +546,18 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
         y_pixel_major, y_ld = abs(y_strides[3]) <= abs(y_strides[2]), 0
 
     fg = f // groups
+    # NCHW memory and many channels a group: im2col reads a per-chunk NHWC copy of the input
+    # rows (runs of KW*C/groups values a pixel, not runs along the width), and the GEMM writes
+    # a pixel-major buffer, copied out along the width: the NHWC kernel's orientation, whose
+    # GEMM packs its operands faster.  Measured, forward NCHW float32, 2 threads: 1.04-1.5x
+    # (5x5 64 -> 64 at 8x28x28 1.14-1.18x, 64x32x8x8 3x3 s2 -> 64 1.4x), none slower by more
+    # than the noise (+-5%).
+    restage = (restage and x_layout is None and not cols_pixel_major
+               and c // groups >= _RESTAGE_CHANNELS)
+    if restage:
+        cols_pixel_major = True
+        if not y_pixel_major:
+            y_pixel_major, y_ld = True, 0
     row_bytes = ((0 if x_ld else taps) + (0 if y_ld else fg)) * itemsize
     if row_bytes == 0:
         # No buffer; still cache-sized GEMMs: the operands' slices of a chunk fit in L2/L3.
@@ -555,15 +572,39 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     max_threads = max(1, units)
     if row_bytes:
         max_threads = max(1, min(max_threads, limit // (chunk * row_bytes)))
-    params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
-    # Chunks may span images when y's images form one pixel-major matrix (NHWC memory).
+    # Chunks may span images when y's images form one pixel-major matrix (NHWC memory), or
+    # through the buffer when the input rows are restaged and an image's GEMM is not small:
+    # per-image GEMMs of up to ~2^20 multiply-adds ran faster (OpenBLAS's small-matrix
+    # kernels skip packing), larger ones repack the filter for every image (32x512x7x7 3x3 ->
+    # 512: 1.32x across images, 64x16x8x8 -> 32: 0.96x).
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and y_ld and y_pixel_major
                      and (n == 1 or y_strides[0] == p * y_ld * itemsize))
+    restage_rows = 0
+    if restage:
+        across_images = across_images or (2 * p <= chunk and p * taps * fg > 2**20)
+        restage_rows = _restage_rows(geometry, chunk)
+        thread_bytes = chunk * row_bytes + restage_rows * w * (c // groups) * itemsize
+        if thread_bytes > limit // cores:  # the copy does not fit beside the buffers
+            return _forward_plan.__wrapped__(x_shape, x_strides, filter_shape, y_shape,
+                                             y_strides, dtype, geometry, groups, algorithm,
+                                             winograd_built, cores, limit, restage=False)
+        max_threads = max(1, min(max_threads, limit // thread_bytes))
+    params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk,
+                          restage_rows=restage_rows)
     return choice, _GemmPlan(taps, units, flops, max_threads,
-                             max(1, chunk * row_bytes // itemsize), params,
+                             max(1, chunk * row_bytes // itemsize
+                                 + restage_rows * w * (c // groups)), params,
                              (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images),
                              False)
+
+
+def _restage_rows(geometry, chunk):
+    """The most input rows a chunk of output pixels reads: its output rows (a chunk starting
+    mid-row spans one more), strided, and the kernel's reach."""
+    (h, _), (oh, ow), (kh, _) = geometry.in_hw, geometry.out_hw, geometry.kernel_hw
+    rows = min(oh, (chunk + ow - 2) // ow + 1)
+    return min(h, (rows - 1) * geometry.strides[0] + (kh - 1) * geometry.dilations[0] + 1)
 
 
 def backprop_filter(x, dy, dw, geometry, groups=1, num_threads=None, algorithm="auto"):

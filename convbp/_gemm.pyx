@@ -57,6 +57,8 @@ cdef struct Geometry:
     Py_ssize_t unit_pixels    # forward, filter gradient: output pixels per work unit
     Py_ssize_t unit_images    # input gradient over whole images: images per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
+    Py_ssize_t restage_rows   # forward: > 0: im2col reads a copy of x's rows in NHWC order, at
+                              # most this many a chunk (see _restage_rows)
 
 
 include "_index.pxi"
@@ -529,18 +531,47 @@ cdef void _im2col_rows(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_
                         sxc, sh * sxh, sw * sxw, Cg, r_hi - r_lo, c_hi - c_lo)
 
 
+cdef const floating* _restage_rows(const Geometry* g, const floating* x, Py_ssize_t sxh,
+                                  Py_ssize_t sxw, Py_ssize_t sxc, Py_ssize_t p0, Py_ssize_t m,
+                                  floating* band) noexcept nogil:
+    """Copy the input rows that output pixels p0 .. p0+m-1 read into band, in NHWC order (one
+    group's channels a pixel), and return the address x's row 0 would have there: im2col then
+    copies whole runs of KW*C/groups values a pixel, not runs along the width of each channel."""
+    cdef Py_ssize_t Cg = g.C // g.groups, row = g.W * Cg
+    cdef Py_ssize_t ih0 = max(0, (p0 // g.OW) * g.stride_h - g.pad_top)
+    cdef Py_ssize_t ih1 = min(g.H, ((p0 + m - 1) // g.OW) * g.stride_h - g.pad_top
+                              + (g.KH - 1) * g.dilation_h + 1)
+    cdef Py_ssize_t ih, c, iw, W = g.W
+    cdef floating* dst
+    cdef const floating* src
+    for ih in range(ih0, ih1):
+        if sxw == 1:  # NCHW memory: read along the width, write across channels (in L1)
+            for c in range(Cg):
+                dst = band + (ih - ih0) * row + c
+                src = x + ih * sxh + c * sxc
+                for iw in range(W):
+                    dst[iw * Cg] = src[iw]
+        else:
+            _copy_block(band + (ih - ih0) * row, Cg, 0, x + ih * sxh, sxw, 0, sxc, g.W, 1, Cg)
+    return band - ih0 * row
+
+
 cdef void _im2col(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_ssize_t sxw,
                   Py_ssize_t sxc, Py_ssize_t p0, Py_ssize_t m, floating* col, Py_ssize_t ld,
-                  bint cols_pixel_major) noexcept nogil:
+                  bint cols_pixel_major, floating* band) noexcept nogil:
     """Column buffer of output pixels p0 .. p0+m-1 (flat oh*OW + ow) of one image and group.
 
     x points at the group's first input channel.  Element (local pixel i, tap k = (kh*KW +
     kw)*C_group + c) is x[ih, iw, c] (ih = oh*stride_h - pad_top + kh*dilation_h, likewise iw),
     or 0 in the padding; it is stored at col[i*ld + k] when cols_pixel_major (runs of channels
     copied, NHWC memory) else at col[i + k*ld] (runs of output columns copied, NCHW memory).
-    Filled as a partial first row, a block of whole rows, a partial last row.
+    Filled as a partial first row, a block of whole rows, a partial last row.  With band
+    (cols_pixel_major, NCHW memory) the rows read are first restaged there in NHWC order.
     """
     cdef Py_ssize_t OW = g.OW, p = p0, oh, ow_a, ow_b, rows
+    if band != NULL:
+        x = _restage_rows(g, x, sxh, sxw, sxc, p0, m, band)
+        sxh, sxw, sxc = g.W * (g.C // g.groups), g.C // g.groups, 1
     while p < p0 + m:
         oh = p // OW
         ow_a = p - oh * OW
@@ -577,6 +608,8 @@ cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t ld, Py_ssize_
             _copy_block(dst + ow_a * syw, syw, 0, buf + i0 * ld, ld, 0, 1, ow_b - ow_a, 1, Fg)
         elif not pixel_major and syw == 1:
             _copy_block(dst + ow_a, syf, 0, buf + i0, ld, 0, 1, Fg, 1, ow_b - ow_a)
+        elif pixel_major and syw == 1:  # a transpose: runs along the width, gathered
+            _copy_block(dst + ow_a, syf, 0, buf + i0 * ld, 1, 0, ld, Fg, 1, ow_b - ow_a)
         elif pixel_major:
             for ow in range(ow_a, ow_b):
                 for f in range(Fg):
@@ -591,7 +624,8 @@ cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t ld, Py_ssize_
 cdef inline const floating* _columns(const Geometry* g, const floating* x, Py_ssize_t sxh,
                                      Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major,
                                      Py_ssize_t x_ld, Py_ssize_t grp, Py_ssize_t p0,
-                                     Py_ssize_t m, floating* col, Py_ssize_t* ld) noexcept nogil:
+                                     Py_ssize_t m, floating* col, Py_ssize_t* ld,
+                                     floating* band) noexcept nogil:
     """The column matrix of output pixels p0 .. p0+m-1 for group grp, and its leading dimension:
     x itself when x_ld > 0 (a 1x1, stride-1, unpadded convolution whose x image is a BLAS
     matrix in the cols_pixel_major orientation), else col filled by im2col."""
@@ -602,7 +636,7 @@ cdef inline const floating* _columns(const Geometry* g, const floating* x, Py_ss
             return x + p0 * x_ld + grp * Cg
         return x + p0 + grp * Cg * x_ld
     ld[0] = g.KH * g.KW * Cg if cols_pixel_major else m
-    _im2col(g, x + grp * Cg * sxc, sxh, sxw, sxc, p0, m, col, ld[0], cols_pixel_major)
+    _im2col(g, x + grp * Cg * sxc, sxh, sxw, sxc, p0, m, col, ld[0], cols_pixel_major, band)
     return col
 
 
@@ -611,7 +645,7 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
                           const floating* wmat, floating* y, Py_ssize_t syh, Py_ssize_t syw,
                           Py_ssize_t syf, bint y_pixel_major, Py_ssize_t y_ld,
                           Py_ssize_t p0, Py_ssize_t p_end, floating* col,
-                          floating* ybuf) noexcept nogil:
+                          floating* ybuf, floating* band) noexcept nogil:
     """Output pixels [p0, p_end) (flat oh*OW + ow) of one image, chunk by chunk and group by
     group: y (m x F/groups) = columns (m x taps) . filter (taps x F/groups).
 
@@ -627,7 +661,8 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
     while p0 < p_end:
         m = min(g.chunk_pixels, p_end - p0)
         for grp in range(g.groups):
-            a = _columns(g, x, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p0, m, col, &lda)
+            a = _columns(g, x, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p0, m, col, &lda,
+                         band)
             if y_ld > 0:
                 out = y + (p0 * y_ld + grp * Fg if y_pixel_major else p0 + grp * Fg * y_ld)
                 ldo = y_ld
@@ -649,7 +684,7 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
 cdef void _im2col_across(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_ssize_t sxh,
                          Py_ssize_t sxw, Py_ssize_t sxc, Py_ssize_t grp, Py_ssize_t q,
                          Py_ssize_t m, floating* col, Py_ssize_t lda,
-                         bint cols_pixel_major) noexcept nogil:
+                         bint cols_pixel_major, floating* band) noexcept nogil:
     """Columns of output pixels [q, q + m) of the flat (image, row, column) order, group grp:
     im2col image piece by image piece into one buffer."""
     cdef Py_ssize_t Cg = g.C // g.groups, taps = g.KH * g.KW * Cg, P = g.OH * g.OW
@@ -659,28 +694,45 @@ cdef void _im2col_across(const Geometry* g, const floating* x, Py_ssize_t sxn, P
         p = q + i - n * P
         piece = min(m - i, P - p)
         _im2col(g, x + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, p, piece,
-                col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major)
+                col + (i * taps if cols_pixel_major else i), lda, cols_pixel_major, band)
         i += piece
 
 
 cdef void _forward_across(const Geometry* g, const floating* x, Py_ssize_t sxn,
                           Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major,
-                          const floating* wmat, floating* y, Py_ssize_t y_ld, Py_ssize_t q,
-                          Py_ssize_t q_end, floating* col) noexcept nogil:
-    """Output pixels [q, q_end) of the flat (image, row, column) order, y's images one
-    pixel-major matrix (leading dimension y_ld): a chunk's columns are filled image piece by
-    image piece, so small images still make large GEMMs (OpenBLAS packs the filter once a GEMM,
-    not once an image)."""
+                          const floating* wmat, floating* y, Py_ssize_t syn, Py_ssize_t syh,
+                          Py_ssize_t syw, Py_ssize_t syf, Py_ssize_t y_ld, Py_ssize_t q,
+                          Py_ssize_t q_end, floating* col, floating* ybuf,
+                          floating* band) noexcept nogil:
+    """Output pixels [q, q_end) of the flat (image, row, column) order: a chunk's columns are
+    filled image piece by image piece, so small images still make large GEMMs (OpenBLAS packs
+    the filter once a GEMM, not once an image).  The GEMM writes y itself when y_ld > 0 (y's
+    images one pixel-major matrix, leading dimension y_ld), else the pixel-major ybuf, copied
+    out image piece by image piece through y's strides."""
     cdef Py_ssize_t Fg = g.F // g.groups, taps = g.KH * g.KW * (g.C // g.groups)
-    cdef Py_ssize_t m, grp, lda
+    cdef Py_ssize_t P = g.OH * g.OW
+    cdef Py_ssize_t m, grp, lda, i, n, p, piece
     while q < q_end:
         m = min(g.chunk_pixels, q_end - q)
         lda = taps if cols_pixel_major else m
         for grp in range(g.groups):
-            _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major)
+            _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major,
+                           band)
             # y^T (Fg x m) = w^T (Fg x taps) . columns^T (taps x m)
+            if y_ld > 0:
+                _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col, lda,
+                      0, y + q * y_ld + grp * Fg, y_ld)
+                continue
             _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col, lda, 0,
-                  y + q * y_ld + grp * Fg, y_ld)
+                  ybuf, Fg)
+            i = 0
+            while i < m:
+                n = (q + i) // P
+                p = q + i - n * P
+                piece = min(m - i, P - p)
+                _store(ybuf + i * Fg, True, Fg, piece, Fg, g.OW, p,
+                       y + n * syn + grp * Fg * syf, syh, syw, syf)
+                i += piece
         q += m
 
 
@@ -701,41 +753,47 @@ def forward(const floating[:, :, :, :] x,
     wmat        IN   (KH*KW*C/groups, F) filter matrix, row-major
     y           OUT  (N, OH, OW, F) logical axes, any strides, fully overwritten
     workspace   --   per thread: chunk_pixels*KH*KW*C/groups column buffer (unless x_ld > 0),
-                     then chunk_pixels*F/groups output buffer (if y_ld == 0)
+                     then chunk_pixels*F/groups output buffer (if y_ld == 0), then
+                     restage_rows*W*C/groups for the restaged input rows (if restage_rows)
     cols_pixel_major column-buffer orientation, chosen so im2col's inner loop is contiguous in x
     x_ld             > 0: a 1x1/stride-1/unpadded convolution whose x images are BLAS matrices
                      in the cols_pixel_major orientation: the GEMM reads x, no im2col
     y_pixel_major, y_ld  the GEMM's output orientation; y_ld > 0: the y images are BLAS
                      matrices with this leading dimension, written directly
-    across_images    y's images are one pixel-major matrix (image stride OH*OW*y_ld) and
-                     x_ld == 0: chunks may span images
+    across_images    x_ld == 0 and chunks may span images: y's images are one pixel-major
+                     matrix (image stride OH*OW*y_ld) when y_ld > 0, else (restaged input rows
+                     only) the GEMM writes the pixel-major output buffer
     A work unit is unit_pixels consecutive output pixels of the flat (image, row, column) order.
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = y.shape[0], P = g.OH * g.OW
     cdef Py_ssize_t total = N * P
     cdef Py_ssize_t n_units = _ceil_div(total, g.unit_pixels)
-    cdef Py_ssize_t unit, q, q_end, n, tid, col_len
+    cdef Py_ssize_t unit, q, q_end, n, tid, col_len, ybuf_len
     cdef Py_ssize_t sxh = x.strides[1] // isz, sxw = x.strides[2] // isz, sxc = x.strides[3] // isz
     cdef Py_ssize_t syh = y.strides[1] // isz, syw = y.strides[2] // isz, syf = y.strides[3] // isz
     if total == 0:
         return
     col_len = 0 if x_ld > 0 else g.chunk_pixels * g.KH * g.KW * (g.C // g.groups)
+    ybuf_len = 0 if y_ld > 0 else g.chunk_pixels * (g.F // g.groups)
     for unit in prange(n_units, nogil=True, num_threads=num_threads, schedule='dynamic'):
         tid = threadid()
         q = unit * g.unit_pixels
         q_end = min(q + g.unit_pixels, total)
         if across_images:
             _forward_across(&g, &x[0, 0, 0, 0], x.strides[0] // isz, sxh, sxw, sxc,
-                            cols_pixel_major, &wmat[0, 0], &y[0, 0, 0, 0], y_ld, q, q_end,
-                            &workspace[tid, 0])
+                            cols_pixel_major, &wmat[0, 0], &y[0, 0, 0, 0], y.strides[0] // isz,
+                            syh, syw, syf, y_ld, q, q_end, &workspace[tid, 0],
+                            &workspace[tid, col_len],
+                            &workspace[tid, col_len + ybuf_len] if g.restage_rows else NULL)
             q = q_end
         while q < q_end:  # the unit's piece of each image it covers
             n = q // P
             _forward_pixels(&g, &x[n, 0, 0, 0], sxh, sxw, sxc, cols_pixel_major, x_ld,
                             &wmat[0, 0], &y[n, 0, 0, 0], syh, syw, syf, y_pixel_major, y_ld,
                             q - n * P, min(P, q_end - n * P), &workspace[tid, 0],
-                            &workspace[tid, col_len])
+                            &workspace[tid, col_len],
+                            &workspace[tid, col_len + ybuf_len] if g.restage_rows else NULL)
             q = min((n + 1) * P, q_end)
 
 
@@ -776,13 +834,14 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
         for grp in range(g.groups):
             if across_images:
                 lda = taps if cols_pixel_major else m
-                _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major)
+                _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major,
+                               NULL)
                 a = col
                 n = q // P
                 p = q - n * P
             else:
                 a = _columns(g, x + n * sxn, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p, m,
-                             col, &lda)
+                             col, &lda, NULL)
             if dybuf != NULL:
                 _gemm(True, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg * m, m, a, lda, 1,
                       partial + grp * Fg, g.F)

@@ -226,3 +226,63 @@ def test_without_the_winograd_kernel_it_is_refused_and_never_chosen(monkeypatch)
             == "gemm"
     assert_close(_engine.forward(x, filt, y, geometry), reference(x, filt, geometry, 1),
                  np.float32, 9 * 32)
+
+
+@st.composite
+def restaged_cases(draw):
+    """conv_cases with 16-18 input channels a group: NCHW memory restages the input rows."""
+    groups = draw(st.integers(1, 2))
+    c_group, f_group = draw(st.integers(16, 18)), draw(st.integers(1, 5))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    in_hw = [draw(st.integers(max(1, (k - 1) * d + 1 - sum(p)), 12))
+             for k, d, p in zip(kernel, dilations, pads)]
+    n = draw(st.integers(1, 3))
+    geometry = forward_geometry(tuple(in_hw), kernel, strides, dilations, pads)
+    return ((n,) + tuple(in_hw) + (groups * c_group,), kernel + (c_group, groups * f_group),
+            groups, geometry)
+
+
+@given(case=restaged_cases(), x_memory=st.sampled_from(MEMORY),
+       y_layout=st.sampled_from(LAYOUTS), view=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       limit=st.sampled_from([None, 1, 40000]), seed=st.integers(0, 2**16))
+def test_restaged_nchw_rows_match_direct_loop(case, x_memory, y_layout, view, dtype, limit,
+                                              seed):
+    """NCHW input of many channels a group, its rows copied a chunk at a time in NHWC order
+    (also refused: a tiny workspace); y in either layout, or a view; 1 and 2 threads bitwise
+    alike."""
+    x_shape, f_shape, groups, geometry = case
+    x, filt = make(x_shape, f_shape, dtype, seed)
+    expected = reference(x, filt, geometry, groups)
+    x = arrange(x, "NCHW", x_memory)
+    with workspace_limit(limit):
+        one = run(x, filt, geometry, groups, dtype, y_layout, view, num_threads=1)
+        two = run(x, filt, geometry, groups, dtype, y_layout, view, num_threads=2)
+    assert_close(one, expected, dtype, f_shape[0] * f_shape[1] * f_shape[2])
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("x_shape, f_shape, across", [
+    ((3, 11, 9, 32), (3, 3, 32, 8), False),     # images larger than a chunk's half
+    ((37, 6, 6, 64), (3, 3, 64, 64), True),     # small images, GEMMs across them
+])
+def test_restaged_rows_are_the_nchw_plan(x_shape, f_shape, across):
+    """The plans that restage: NCHW x, 16 or more channels a group (small images with a large
+    GEMM an image: chunks across images); NHWC x never."""
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], (1, 1), (1, 1), "SAME")
+    x, filt = make(x_shape, f_shape, np.float32, seed=3)
+    for layout in LAYOUTS:
+        arranged = arrange(x, layout)
+        y = run(arranged, filt, geometry, 1, np.float32, layout)
+        y_strides = y.strides
+        _, plan = _engine._forward_plan(arranged.shape, arranged.strides, filt.shape, y.shape,
+                                        y_strides, np.dtype(np.float32), geometry, 1, "gemm",
+                                        _winograd.AVAILABLE, 2, _engine.get_workspace_limit())
+        assert (plan.params["restage_rows"] > 0) == (layout == "NCHW")
+        if layout == "NCHW":
+            assert plan.layout[4] == across
+        assert_close(y, reference(x, filt, geometry, 1), np.float32,
+                     f_shape[0] * f_shape[1] * f_shape[2])
