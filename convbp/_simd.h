@@ -84,8 +84,9 @@ CONVBP_ADD_BLOCK_DEF(convbp_add_block_f64, double)
  * few output columns of many rows -- so short runs do not each pay for a memcpy call.  A
  * unit-step run goes in whole vectors (GCC vector types, inlined into each clone: its widest
  * registers), the last ending at the run's end and overlapping the one before: a compiler's
- * vectorised loop would leave a run of 7 or 21 floats mostly to its scalar remainder.  Step 2 (a
- * stride-2 layer's NCHW row) is a constant the compiler vectorises.  No overlap of dst and src. */
+ * vectorised loop would leave a run of 7 or 21 floats mostly to its scalar remainder.  Steps 2
+ * to 8 (a stride-2 layer's NCHW row; an NHWC gather across few channels) are constants the
+ * compiler vectorises.  No overlap of dst and src. */
 #if CONVBP_VECTORS
 /* Unaligned vectors of 64, 32 and 16 bytes. */
 typedef float convbp_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
@@ -135,6 +136,14 @@ CONVBP_RUN_DEF(convbp_run_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
 #define CONVBP_NO_LIBCALLS
 #endif
 
+/* A constant step, which the compiler vectorises with permutes (a variable one it gathers
+ * element by element, or with slow gather instructions). */
+#define CONVBP_STEP_CASE(K)                                                                     \
+    case K:                                                                                     \
+        for (ptrdiff_t j = 0; j < n; ++j)                                                       \
+            d[j] = s[(K) * j];                                                                  \
+        break;
+
 #define CONVBP_COPY_BLOCK_DEF(NAME, T, RUN)                                                     \
     CONVBP_CLONES CONVBP_UNUSED CONVBP_NO_LIBCALLS                                              \
     static void NAME(T *dst, ptrdiff_t dst_a, ptrdiff_t dst_b,                                  \
@@ -145,12 +154,12 @@ CONVBP_RUN_DEF(convbp_run_f64, double, convbp_f64x8, convbp_f64x4, convbp_f64x2)
             for (ptrdiff_t b = 0; b < nb; ++b) {                                                \
                 T *restrict d = dst + a * dst_a + b * dst_b;                                    \
                 const T *restrict s = src ? src + a * src_a + b * src_b : NULL;                 \
-                if (s == NULL || src_step == 1) {                                               \
-                    CONVBP_RUN(RUN, d, s, n);                                                   \
-                } else if (src_step == 2) {                                                     \
-                    for (ptrdiff_t j = 0; j < n; ++j)                                           \
-                        d[j] = s[2 * j];                                                        \
-                } else {                                                                        \
+                switch (s == NULL ? 1 : src_step) {                                             \
+                case 1: CONVBP_RUN(RUN, d, s, n); break;                                        \
+                CONVBP_STEP_CASE(2) CONVBP_STEP_CASE(3) CONVBP_STEP_CASE(4)                     \
+                CONVBP_STEP_CASE(5) CONVBP_STEP_CASE(6) CONVBP_STEP_CASE(7)                     \
+                CONVBP_STEP_CASE(8)                                                             \
+                default:                                                                        \
                     for (ptrdiff_t j = 0; j < n; ++j)                                           \
                         d[j] = s[j * src_step];                                                 \
                 }                                                                               \
