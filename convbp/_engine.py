@@ -36,8 +36,8 @@ _workspace_limit = 64 * 2**20
 # in cache (L2/L3); large enough that the GEMM, which repacks the filter for every chunk, runs
 # near its peak (measured: 2 MiB beats 1 MiB by up to 10% on 3x3 layers, 4 MiB gains nothing).
 _CHUNK_TARGET_BYTES = 2 * 2**20
-# Channels a group from which the forward convolution restages NCHW input rows (see
-# _forward_plan; 16 -> 32 at 64x8x8: 1.15x).
+# Channels a group from which im2col may restage NCHW input rows (see _forward_plan and
+# _filter_plan; forward 16 -> 32 at 64x8x8: 1.15x).
 _RESTAGE_CHANNELS = 16
 # Filter gradient: the GEMM sums over a chunk's pixels; OpenBLAS runs a small output (taps x
 # F/groups) fastest for a short sum (measured on 25 x 32: 101 GFLOP/s over 576 pixels, 58 over
@@ -705,10 +705,23 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and dy_pixel_major
                      and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize))
+    restage_rows = 0
     if not x_ld and not dy_pixel_major and 2 * p <= chunk:
         across_images = True
         row_bytes += f * itemsize
         chunk = min(chunk, _chunk_pixels(row_bytes, cores, limit, partial_bytes))
+        # A strided layer's channel-major im2col reads step-s runs of a few values: restaged
+        # input rows and a pixel-major out_backprop copy instead make the NHWC kernel's GEMM
+        # (stride 2, 8x8 to 16x16 images, 16-128 channels: 1.02-1.3x; at stride 1 0.9-1.08x,
+        # so not there).
+        restage_rows = _restage_rows(geometry, chunk)
+        if (geometry.strides[1] > 1 and not cols_pixel_major
+                and c // groups >= _RESTAGE_CHANNELS
+                and chunk * row_bytes + restage_rows * w * (c // groups) * itemsize
+                <= (limit - partial_bytes) // cores):
+            cols_pixel_major = True
+        else:
+            restage_rows = 0
     # One unit a core, fewer when their partial sums would not fit in the workspace.
     units = max(1, min(cores, total,
                        (limit - (cores * chunk * row_bytes if row_bytes else 0))
@@ -719,10 +732,13 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     max_threads = max(1, units)
     if row_bytes:
         max_threads = max(1, min(max_threads, (limit - units * partial_bytes)
-                                 // (chunk * row_bytes)))
-    params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk)
+                                 // (chunk * row_bytes + restage_rows * w * (c // groups)
+                                     * itemsize)))
+    params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk,
+                          restage_rows=restage_rows)
     return choice, _GemmPlan(taps, units, flops, max_threads,
-                             max(1, chunk * row_bytes // itemsize), params,
+                             max(1, chunk * row_bytes // itemsize
+                                 + restage_rows * w * (c // groups)), params,
                              (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),
                              copy_dy)
 

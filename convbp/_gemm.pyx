@@ -57,8 +57,8 @@ cdef struct Geometry:
     Py_ssize_t unit_pixels    # forward, filter gradient: output pixels per work unit
     Py_ssize_t unit_images    # input gradient over whole images: images per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
-    Py_ssize_t restage_rows   # forward: > 0: im2col reads a copy of x's rows in NHWC order, at
-                              # most this many a chunk (see _restage_rows)
+    Py_ssize_t restage_rows   # forward, filter gradient: > 0: im2col reads a copy of x's rows in
+                              # NHWC order, at most this many a chunk (see _restage_rows)
 
 
 include "_index.pxi"
@@ -801,7 +801,8 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
                        Py_ssize_t sxw, Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t x_ld,
                        const floating* dy, Py_ssize_t sdn, bint dy_pixel_major,
                        Py_ssize_t dy_ld, bint across_images, Py_ssize_t q, Py_ssize_t q_end,
-                       floating* col, floating* dybuf, floating* partial) noexcept nogil:
+                       floating* col, floating* dybuf, floating* partial,
+                       floating* band) noexcept nogil:
     """Add the filter gradient of output pixels [q, q_end) of the flat (image, row, column)
     order into partial (taps x F, row-major), chunk by chunk and group by group:
     dw^T (Fg x taps) += dy^T (Fg x m) . columns (m x taps).
@@ -809,7 +810,8 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
     With across_images (columns from im2col) a chunk may span images -- im2col fills it image
     piece by image piece -- so small images still make large GEMMs.  dy's images are then one
     pixel-major BLAS matrix, or (dybuf not NULL) channel-major images, copied piece by piece
-    into dybuf (element (i, f) at i + f*m).  Otherwise chunks stop at image boundaries.
+    into dybuf (element (i, f) at i + f*m; with band, where the input rows are restaged, at
+    i*F + f, the NHWC kernel's GEMM).  Otherwise chunks stop at image boundaries.
     """
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
     cdef Py_ssize_t taps = g.KH * g.KW * Cg, P = g.OH * g.OW
@@ -829,20 +831,27 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
                 n = (q + i) // P
                 p = q + i - n * P
                 piece = min(m - i, P - p)
-                _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
+                if band != NULL:  # pixel-major, as NHWC memory
+                    _copy_block(dybuf + i * g.F, g.F, 0, dy + n * sdn + p, 1, 0, dy_ld, piece,
+                                1, g.F)
+                else:
+                    _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
                 i += piece
         for grp in range(g.groups):
             if across_images:
                 lda = taps if cols_pixel_major else m
                 _im2col_across(g, x, sxn, sxh, sxw, sxc, grp, q, m, col, lda, cols_pixel_major,
-                               NULL)
+                               band)
                 a = col
                 n = q // P
                 p = q - n * P
             else:
                 a = _columns(g, x + n * sxn, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p, m,
                              col, &lda, NULL)
-            if dybuf != NULL:
+            if dybuf != NULL and band != NULL:
+                _gemm(False, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg, g.F, a, lda, 1,
+                      partial + grp * Fg, g.F)
+            elif dybuf != NULL:
                 _gemm(True, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg * m, m, a, lda, 1,
                       partial + grp * Fg, g.F)
             else:
@@ -871,7 +880,8 @@ def backprop_filter(const floating[:, :, :, :] x,
                      gradient of output pixels [u*unit_pixels, (u+1)*unit_pixels) of the flat
                      (image, row, column) order; the caller adds them up in unit order
     workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, unless x_ld;
-                     with across_images and channel-major dy, then chunk_pixels*F for dy
+                     with across_images and channel-major dy, then chunk_pixels*F for dy, then
+                     restage_rows*W*C/groups for the restaged input rows (if restage_rows)
     cols_pixel_major, x_ld  as for forward
     dy_pixel_major   True: image element (p, f) at p*dy_ld + f; False: at p + f*dy_ld
     across_images    x_ld == 0 and chunks may span images: dy's images are one pixel-major
@@ -896,4 +906,6 @@ def backprop_filter(const floating[:, :, :, :] x,
                      &dy[0, 0, 0, 0], sdn, dy_pixel_major, dy_ld, across_images,
                      q, min(q + g.unit_pixels, total), &workspace[threadid(), 0],
                      &workspace[threadid(), col_len] if dy_chunks else <floating*>NULL,
-                     &partials[unit, 0])
+                     &partials[unit, 0],
+                     &workspace[threadid(), col_len + g.chunk_pixels * g.F]
+                     if g.restage_rows else <floating*>NULL)

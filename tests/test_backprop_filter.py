@@ -191,3 +191,23 @@ def test_small_nchw_images_span_chunks(dtype, limit):
         two = run(x, dy, (3, 3, 3, 8), geometry, 2, dtype, num_threads=2)
     np.testing.assert_array_equal(one, two)
     assert_close(one, reference(x, dy, geometry, 2), dtype, reduction(x, geometry))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("limit", [None, 30000, 1])
+def test_small_strided_nchw_images_restaged(dtype, limit):
+    """Channel-major images smaller than a chunk, stride 2, 16+ channels a group: the input
+    rows are restaged in NHWC order and out_backprop copied pixel-major (refused for a tiny
+    workspace); chunks end mid-image; bitwise alike for 1 and 2 threads."""
+    geometry = forward_geometry((7, 9), (3, 3), (2, 2), (1, 1), "SAME")
+    x, dy = make((29, 7, 9, 32), (3, 3, 16, 6), geometry, dtype, seed=5)
+    x, dy = arrange(x, "NCHW"), arrange(dy, "NCHW")
+    with workspace_limit(limit):
+        _, plan = _engine._filter_plan(x.shape, x.strides, dy.shape, dy.strides, (3, 3, 16, 6),
+                                       np.dtype(dtype), geometry, 2, "gemm", False, 2,
+                                       _engine.get_workspace_limit())
+        one = run(x, dy, (3, 3, 16, 6), geometry, 2, dtype, num_threads=1)
+        two = run(x, dy, (3, 3, 16, 6), geometry, 2, dtype, num_threads=2)
+    assert (plan.params["restage_rows"] > 0) == (limit is None)
+    np.testing.assert_array_equal(one, two)
+    assert_close(one, reference(x, dy, geometry, 2), dtype, reduction(x, geometry))
