@@ -156,10 +156,32 @@ def channel_view(b, layout):
     return b if layout == "NHWC" else b[:, None, None]
 
 
-def add_bias(z, b, layout):
-    """z += b along the channels, b first spread over one image: NumPy's add then runs over
-    whole images, not over one pixel's channels (8x8x32: 20 us where 34)."""
-    z += np.broadcast_to(channel_view(b, layout), z.shape[1:]).copy()
+# NumPy's elementwise loops against a repeated block run about twice as fast once the block
+# holds >= 8192 values (z += b over 64 8x8x32 images: 27 us with b spread over one image's
+# 2048 values, 12 us over four images' 8192), so per-channel vectors are spread over blocks.
+MIN_RUN = 8192
+
+
+def images_per_block(z):
+    """The fewest images (dividing the batch) that hold MIN_RUN values, or the whole batch."""
+    k = min(len(z), -(-MIN_RUN // z[0].size))
+    while len(z) % k:
+        k -= 1
+    return k
+
+
+def add_bias_relu(z, b, layout):
+    """z = max(z + b, 0) in place (the op's result is ours), b along the channels.
+
+    Against a block of zeros NumPy runs its vectorised maximum; against the scalar 0 a loop
+    four times as slow.  In a step, batch 64, NHWC: 8x8x32 60 -> 37 us, 4x4x64 34 -> 22 us
+    against a bias add and a ReLU into a new array, each over single images."""
+    k = images_per_block(z)
+    blocks = z.reshape(len(z) // k, -1)                 # a row per block of k images
+    bias = np.empty((k,) + z.shape[1:], z.dtype)        # b spread over k images
+    bias[...] = channel_view(b, layout)                 # (np.broadcast_to's Python: 4 us more)
+    blocks += bias.reshape(-1)
+    np.maximum(blocks, np.zeros(blocks.shape[1], z.dtype), out=blocks)
 
 
 def channel_sums(a, layout):
@@ -173,24 +195,16 @@ def channel_sums(a, layout):
     return per_channel @ np.ones(per_channel.shape[1], a.dtype)
 
 
-def relu(z):
-    """max(z, 0).  Against an array of zeros (one image's worth, broadcast over the batch)
-    NumPy runs its vectorised loop; against the scalar 0 a loop twice as slow."""
-    return np.maximum(z, np.zeros(z.shape[1:], z.dtype))
-
-
 def forward(params, x, ops, layout):
     """Logits (N, classes) and what the backward pass needs."""
-    z1 = ops.conv2d(x, params["w1"], STRIDES[0], layout)
-    add_bias(z1, params["b1"], layout)                   # in place: the op's result is ours
-    a1 = relu(z1)
-    z2 = ops.conv2d(a1, params["w2"], STRIDES[1], layout)
-    add_bias(z2, params["b2"], layout)
-    a2 = relu(z2)
+    a1 = ops.conv2d(x, params["w1"], STRIDES[0], layout)
+    add_bias_relu(a1, params["b1"], layout)
+    a2 = ops.conv2d(a1, params["w2"], STRIDES[1], layout)
+    add_bias_relu(a2, params["b2"], layout)
     flat = a2.reshape(len(x), -1)       # (h, w, c) order in NHWC, (c, h, w) in NCHW
     logits = flat @ params["w3"]
     logits += params["b3"]
-    return logits, (x, z1, a1, z2, a2, flat)
+    return logits, (x, a1, a2, flat)
 
 
 def softmax_cross_entropy(logits, labels):
@@ -212,19 +226,20 @@ def loss_and_grads(params, x, labels, ops, layout, input_grad=False):
     """Loss, the gradient of every parameter and, if asked, the gradient with respect to the
     images (training does not need it; a gradient check or an adversarial example does).
 
-    The ops' results are fresh arrays, so the ReLU masks are applied to them in place."""
-    logits, (x, z1, a1, z2, a2, flat) = forward(params, x, ops, layout)
+    The ops' results are fresh arrays, so the ReLU masks are applied to them in place.  The
+    masks read a > 0, the same as z > 0 for a = max(z, 0): the forward pass keeps no z."""
+    logits, (x, a1, a2, flat) = forward(params, x, ops, layout)
     loss, dlogits = softmax_cross_entropy(logits, labels)
     grads = {"w3": flat.T @ dlogits, "b3": dlogits.sum(axis=0)}
 
     # w3's transpose copied (10x1024, small): OpenBLAS runs this thin product twice as fast
     # with a contiguous right operand.
     dz2 = (dlogits @ np.ascontiguousarray(params["w3"].T)).reshape(a2.shape)
-    np.multiply(dz2, z2 > 0, out=dz2)
+    np.multiply(dz2, a2 > 0, out=dz2)
     grads["w2"] = ops.backprop_filter(a1, params["w2"].shape, dz2, STRIDES[1], layout)
     grads["b2"] = channel_sums(dz2, layout)
     dz1 = ops.backprop_input(a1.shape, params["w2"], dz2, STRIDES[1], layout)
-    np.multiply(dz1, z1 > 0, out=dz1)
+    np.multiply(dz1, a1 > 0, out=dz1)
     grads["w1"] = ops.backprop_filter(x, params["w1"].shape, dz1, STRIDES[0], layout)
     grads["b1"] = channel_sums(dz1, layout)
     dx = ops.backprop_input(x.shape, params["w1"], dz1, STRIDES[0], layout) if input_grad else None
