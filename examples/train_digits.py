@@ -255,8 +255,13 @@ TRAINED = ("w1", "b1", "w2", "b2", "w3", "b3")   # params also holds the feature
 class Adam:
     """Adam (Kingma & Ba), elementwise, so it treats both layouts' parameters alike.
 
-    The moments of all parameters live in one flat vector each: an update is a dozen
-    whole-vector operations, instead of a dozen for every parameter array.
+    The parameters, their gradient and both moments live in one flat vector each (the arrays
+    in ``params`` become views of the optimizer's vector): an update is eleven whole-vector
+    operations, instead of a dozen and one for every parameter array.
+
+    The moments are kept unnormalised, m = sum_i beta1^(t-i) g_i and likewise v over g_i^2
+    (Adam's moments over 1 - beta), so that each takes one pass fewer: m = beta1 m + g.  The
+    constant factors move into the step's scale and eps.  In a step, batch 64: 80-88 -> 65-76 us.
     """
 
     def __init__(self, params, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -265,28 +270,34 @@ class Adam:
         for k in TRAINED:
             self.slices[k] = slice(size, size + params[k].size)
             size += params[k].size
-        dtype = np.result_type(*(params[k] for k in TRAINED))
-        self.m = np.zeros(size, dtype)
-        self.v = np.zeros(size, dtype)
-
-    def step(self, params, grads):
-        self.t += 1
-        # A Python float: the update stays in the parameters' precision (float32).
-        scale = self.lr * math.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
-        g = np.concatenate([grads[k].ravel() for k in TRAINED]).astype(self.m.dtype, copy=False)
-        change = g - self.m
-        change *= 1 - self.beta1
-        self.m += change                                  # m += (1 - beta1) (g - m)
-        np.multiply(g, g, out=change)
-        change -= self.v
-        change *= 1 - self.beta2
-        self.v += change                                  # v += (1 - beta2) (g^2 - v)
-        denominator = np.sqrt(self.v)
-        denominator += self.eps
-        np.multiply(self.m, scale, out=change)
-        change /= denominator                             # scale m / (sqrt(v) + eps)
+        self.values = np.concatenate([params[k].ravel() for k in TRAINED])
         for k in TRAINED:
-            params[k] -= change[self.slices[k]].reshape(params[k].shape)
+            params[k] = self.values[self.slices[k]].reshape(params[k].shape)
+        self.grad = np.empty_like(self.values)
+        self.m = np.zeros_like(self.values)
+        self.v = np.zeros_like(self.values)
+        self.change = np.empty_like(self.values)
+
+    def step(self, grads):
+        self.t += 1
+        # Adam's step lr sqrt(1 - beta2^t) / (1 - beta1^t) * M / (sqrt(V) + eps) for its moments
+        # M = (1 - beta1) m and V = (1 - beta2) v.  Python floats: the update stays in the
+        # parameters' precision (float32).
+        root = math.sqrt(1 - self.beta2)
+        scale = (self.lr * math.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
+                 * (1 - self.beta1) / root)
+        g, m, v, change = self.grad, self.m, self.v, self.change
+        np.concatenate([grads[k].ravel() for k in TRAINED], out=g)
+        m *= self.beta1
+        m += g
+        np.multiply(g, g, out=g)
+        v *= self.beta2
+        v += g
+        np.sqrt(v, out=change)
+        change += self.eps / root
+        np.divide(m, change, out=change)
+        change *= scale
+        self.values -= change
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,7 +352,7 @@ def train(data, layout, ops, epochs, batch_size, seed, lr, log=print):
         for first in range(0, len(order), batch_size):
             batch = order[first:first + batch_size]
             loss, grads, _ = loss_and_grads(params, x_train[batch], y_train[batch], ops, layout)
-            optimizer.step(params, grads)
+            optimizer.step(grads)
             losses.append(loss * len(batch))
         elapsed = time.perf_counter() - start
         history["loss"].append(sum(losses) / len(order))
@@ -392,7 +403,7 @@ def step_times(data, layout, ops_sets, batch_size, seed, repeat=STEP_REPEAT, blo
                 timed = TimedOps(ops)
                 start = time.perf_counter()
                 _, grads, _ = loss_and_grads(params, x, labels, timed, layout)
-                optimizer.step(params, grads)
+                optimizer.step(grads)
                 best[i] = min(best[i], (time.perf_counter() - start, timed.seconds))
     return best
 
