@@ -230,7 +230,9 @@ def loss_and_grads(params, x, labels, ops, layout, input_grad=False):
     images (training does not need it; a gradient check or an adversarial example does).
 
     The ops' results are fresh arrays, so the ReLU masks are applied to them in place.  The
-    masks read a > 0, the same as z > 0 for a = max(z, 0): the forward pass keeps no z."""
+    masks read a > 0, the same as z > 0 for a = max(z, 0): the forward pass keeps no z.  (A
+    multiply by the bool mask was the fastest found: np.copyto or np.where with it 10-15x
+    slower, a mask made in the forward pass no faster over the whole step.)"""
     logits, (x, a1, a2, flat) = forward(params, x, ops, layout)
     loss, dlogits = softmax_cross_entropy(logits, labels)
     grads = {"w3": flat.T @ dlogits, "b3": dlogits.sum(axis=0)}
