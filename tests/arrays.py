@@ -59,17 +59,19 @@ def out_array(shape, dtype, layout="NHWC", view=False):
 
 
 @st.composite
-def conv_cases(draw, max_size=7):
+def conv_cases(draw, max_size=7, channels=(1, 4), max_groups=3, max_kernel=3, depthwise=None):
     """(x shape, filter shape, groups, geometry): grouped and depthwise (with multiplier)
-    convolutions with any strides, dilations and asymmetric explicit pads."""
-    depthwise = draw(st.booleans())
+    convolutions with any strides, dilations and asymmetric explicit pads; ``channels`` the
+    range of input channels a group, ``depthwise`` True/False to fix the kind."""
+    if depthwise is None:
+        depthwise = draw(st.booleans())
     if depthwise:
         groups = draw(st.integers(2, 5))
         c_group, f_group = 1, draw(st.integers(1, 3))
     else:
-        groups = draw(st.integers(1, 3))
-        c_group, f_group = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        groups = draw(st.integers(1, max_groups))
+        c_group, f_group = draw(st.integers(*channels)), draw(st.integers(1, 4))
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
     strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
