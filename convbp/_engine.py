@@ -580,11 +580,12 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and y_ld and y_pixel_major
                      and (n == 1 or y_strides[0] == p * y_ld * itemsize))
-    restage_rows = 0
+    restage_rows = band = 0  # band: elements of the restaged rows
     if restage:
         across_images = across_images or (2 * p <= chunk and p * taps * fg > 2**20)
-        restage_rows = _restage_rows(geometry, chunk)
-        thread_bytes = chunk * row_bytes + restage_rows * w * (c // groups) * itemsize
+        restage_rows = _restage_row_count(geometry, chunk)
+        band = restage_rows * w * (c // groups)
+        thread_bytes = chunk * row_bytes + band * itemsize
         if thread_bytes > limit // cores:  # the copy does not fit beside the buffers
             return _forward_plan.__wrapped__(x_shape, x_strides, filter_shape, y_shape,
                                              y_strides, dtype, geometry, groups, algorithm,
@@ -593,13 +594,12 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk,
                           restage_rows=restage_rows)
     return choice, _GemmPlan(taps, units, flops, max_threads,
-                             max(1, chunk * row_bytes // itemsize
-                                 + restage_rows * w * (c // groups)), params,
+                             max(1, chunk * row_bytes // itemsize + band), params,
                              (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images),
                              False)
 
 
-def _restage_rows(geometry, chunk):
+def _restage_row_count(geometry, chunk):
     """The most input rows a chunk of output pixels reads: its output rows (a chunk starting
     mid-row spans one more), strided, and the kernel's reach."""
     (h, _), (oh, ow), (kh, _) = geometry.in_hw, geometry.out_hw, geometry.kernel_hw
@@ -705,7 +705,7 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and dy_pixel_major
                      and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize))
-    restage_rows = 0
+    restage_rows = band = 0  # band: elements of the restaged rows
     if not x_ld and not dy_pixel_major and 2 * p <= chunk:
         across_images = True
         row_bytes += f * itemsize
@@ -714,14 +714,13 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
         # input rows and a pixel-major out_backprop copy instead make the NHWC kernel's GEMM
         # (stride 2, 8x8 to 16x16 images, 16-128 channels: 1.02-1.3x; at stride 1 0.9-1.08x,
         # so not there).
-        restage_rows = _restage_rows(geometry, chunk)
+        rows = _restage_row_count(geometry, chunk)
         if (geometry.strides[1] > 1 and not cols_pixel_major
                 and c // groups >= _RESTAGE_CHANNELS
-                and chunk * row_bytes + restage_rows * w * (c // groups) * itemsize
+                and chunk * row_bytes + rows * w * (c // groups) * itemsize
                 <= (limit - partial_bytes) // cores):
             cols_pixel_major = True
-        else:
-            restage_rows = 0
+            restage_rows, band = rows, rows * w * (c // groups)
     # One unit a core, fewer when their partial sums would not fit in the workspace.
     units = max(1, min(cores, total,
                        (limit - (cores * chunk * row_bytes if row_bytes else 0))
@@ -732,13 +731,11 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     max_threads = max(1, units)
     if row_bytes:
         max_threads = max(1, min(max_threads, (limit - units * partial_bytes)
-                                 // (chunk * row_bytes + restage_rows * w * (c // groups)
-                                     * itemsize)))
+                                 // (chunk * row_bytes + band * itemsize)))
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk,
                           restage_rows=restage_rows)
     return choice, _GemmPlan(taps, units, flops, max_threads,
-                             max(1, chunk * row_bytes // itemsize
-                                 + restage_rows * w * (c // groups)), params,
+                             max(1, chunk * row_bytes // itemsize + band), params,
                              (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),
                              copy_dy)
 
