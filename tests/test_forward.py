@@ -11,6 +11,7 @@ from hypothesis import given, strategies as st
 
 from arrays import (LAYOUTS, MEMORY, arrange, conv_cases, float16_bound, out_array,
                     workspace_limit)
+import convbp
 from convbp import _engine, _winograd
 from convbp._geometry import forward_geometry
 from oracle import assert_close, direct_conv2d, torch, torch_conv2d
@@ -271,3 +272,32 @@ def test_restaged_rows_are_the_nchw_plan(x_shape, f_shape, across):
             assert plan.layout[4] == across
         assert_close(y, reference(x, filt, geometry, 1), np.float32,
                      f_shape[0] * f_shape[1] * f_shape[2])
+
+
+@pytest.mark.parametrize("limit", [None, 2**20, 200_000])
+@pytest.mark.parametrize("x_shape, f_shape, strides", [
+    ((4, 20, 20, 32), (3, 3, 32, 16), (1, 1)),   # restaged NCHW rows
+    ((48, 6, 6, 64), (3, 3, 64, 64), (1, 1)),    # ... and GEMMs across the small images
+    ((2, 40, 40, 3), (7, 7, 3, 16), (2, 2)),     # few channels: the column buffer alone
+])
+def test_extra_memory_within_the_workspace_limit(x_shape, f_shape, strides, limit):
+    """What a GEMM-path forward call allocates beside its result (workspace, filter matrix,
+    plan) stays within the workspace limit, NCHW input rows restaged or not."""
+    import tracemalloc
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], strides, (1, 1), "SAME")
+    x, filt = make(x_shape, f_shape, np.float32, seed=6)
+    x = arrange(x, "NCHW")
+    y, _ = out_array((x_shape[0],) + tuple(geometry.out_hw) + (f_shape[3],), np.float32,
+                     "NCHW")
+    with workspace_limit(limit):
+        budget = convbp.get_workspace_limit()
+        _engine.forward(x, filt, y, geometry, 1, 2, "gemm")  # the plan, remembered
+        tracemalloc.start()
+        try:
+            _engine.forward(x, filt, y, geometry, 1, 2, "gemm")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak <= budget + 4096  # a few Python objects beside the arrays
+    assert_close(y, reference(x, filt, geometry, 1), np.float32,
+                 f_shape[0] * f_shape[1] * f_shape[2])
