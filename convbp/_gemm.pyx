@@ -467,14 +467,14 @@ cdef void _im2col_rows(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_
                        Py_ssize_t ow_b, floating* col, Py_ssize_t ld,
                        bint cols_pixel_major) noexcept nogil:
     """im2col of output pixels (oh + r, ow), r < rows, ow_a <= ow < ow_b (whole rows when
-    rows > 1), at local pixel index r*(ow_b - ow_a) + ow - ow_a of col: each tap's runs as one
-    block -- along channels for every pixel whose taps all lie inside the row (NHWC memory),
-    along output columns for every row the tap reads inside the image (NCHW memory)."""
-    cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, OW = g.OW, H = g.H, W = g.W
+    rows > 1), at local pixel index r*(ow_b - ow_a) + ow - ow_a of col: runs along channels,
+    pixel after pixel, for every pixel whose taps all lie inside the row (NHWC memory); runs
+    along output columns for every row a tap reads inside the image (NCHW memory)."""
+    cdef Py_ssize_t Cg = g.C // g.groups, KW = g.KW, KH = g.KH, OW = g.OW, H = g.H, W = g.W
     cdef Py_ssize_t sw = g.stride_w, dw = g.dilation_w, sh = g.stride_h, dh = g.dilation_h
-    cdef Py_ssize_t pt = g.pad_top, pl = g.pad_left, seg = ow_b - ow_a
-    cdef Py_ssize_t r, ow, ih, kh, kw, in_lo, in_hi, r_lo, r_hi, c_lo, c_hi
-    cdef bint merge_taps = dw * sxw == Cg * sxc  # a pixel's taps are one run of x
+    cdef Py_ssize_t pt = g.pad_top, pl = g.pad_left, seg = ow_b - ow_a, run = KW * Cg
+    cdef Py_ssize_t r, ow, ih, kh, kw, in_lo, in_hi, r_lo, r_hi, c_lo, c_hi, kh_lo, kh_hi
+    cdef bint merge_taps = dw * sxw == Cg * sxc  # a pixel's taps of a kernel row are one run
     cdef floating* dst
     cdef floating* base
     cdef const floating* src
@@ -485,25 +485,38 @@ cdef void _im2col_rows(const Geometry* g, const floating* x, Py_ssize_t sxh, Py_
         in_hi = max(min(in_hi, ow_b), in_lo)
         for r in range(rows):
             base = col + (r * seg - ow_a) * ld  # pixel ow of row r at base + ow*ld
-            for kh in range(g.KH):
-                dst = base + kh * KW * Cg
-                ih = (oh + r) * sh - pt + kh * dh
-                if ih < 0 or ih >= H:
-                    _copy_block(dst + ow_a * ld, ld, 0, <const floating*>NULL, 0, 0, 1, seg, 1,
-                                KW * Cg)
-                    continue
-                src = x + ih * sxh
-                for ow in range(ow_a, in_lo):  # the edge pixels, tap by tap
-                    _im2col_edge_pixel(g, dst + ow * ld, src, ow * sw - pl, sxw, sxc)
-                for ow in range(in_hi, ow_b):
-                    _im2col_edge_pixel(g, dst + ow * ld, src, ow * sw - pl, sxw, sxc)
-                src = src + (in_lo * sw - pl) * sxw
-                if merge_taps:  # inner pixels: one run of KW*Cg each
-                    _copy_block(dst + in_lo * ld, ld, 0, src, sw * sxw, 0, sxc, in_hi - in_lo,
-                                1, KW * Cg)
-                else:
-                    _copy_block(dst + in_lo * ld, ld, Cg, src, sw * sxw, dw * sxw, sxc,
-                                in_hi - in_lo, KW, Cg)
+            ih = (oh + r) * sh - pt  # kernel row kh reads input row ih + kh*dh
+            _tap_range(ih, dh, KH, 0, H, &kh_lo, &kh_hi)
+            kh_lo = min(kh_lo, KH)  # none inside: the empty range may start past KH
+            kh_hi = max(min(kh_hi, KH), kh_lo)
+            # Kernel rows in the padding: zeros.
+            _copy_block(base + ow_a * ld, ld, 0, <const floating*>NULL, 0, 0, 1, seg, 1,
+                        kh_lo * run)
+            _copy_block(base + ow_a * ld + kh_hi * run, ld, 0, <const floating*>NULL, 0, 0, 1,
+                        seg, 1, (KH - kh_hi) * run)
+            if kh_hi == kh_lo:
+                continue
+            dst = base + kh_lo * run
+            src = x + (ih + kh_lo * dh) * sxh
+            for ow in range(ow_a, in_lo):  # the edge pixels, kernel row by kernel row
+                for kh in range(kh_hi - kh_lo):
+                    _im2col_edge_pixel(g, dst + ow * ld + kh * run, src + kh * dh * sxh,
+                                       ow * sw - pl, sxw, sxc)
+            for ow in range(in_hi, ow_b):
+                for kh in range(kh_hi - kh_lo):
+                    _im2col_edge_pixel(g, dst + ow * ld + kh * run, src + kh * dh * sxh,
+                                       ow * sw - pl, sxw, sxc)
+            # The inner pixels one after another, each one's taps written in order, so col is
+            # filled front to back in whole cache lines: a pass over the pixels for each
+            # kernel row wrote runs shorter than a line (21 floats: the 7x7 stem, 3 channels).
+            src = src + (in_lo * sw - pl) * sxw
+            if merge_taps:  # one run of KW*Cg a kernel row
+                _copy_block(dst + in_lo * ld, ld, run, src, sw * sxw, dh * sxh, sxc,
+                            in_hi - in_lo, kh_hi - kh_lo, run)
+            else:  # a run of Cg a tap (dilated, grouped): a block per kernel row
+                for kh in range(kh_hi - kh_lo):
+                    _copy_block(dst + in_lo * ld + kh * run, ld, Cg, src + kh * dh * sxh,
+                                sw * sxw, dw * sxw, sxc, in_hi - in_lo, KW, Cg)
         return
     # Element (i, k) at col[i + k*ld]; pixel (r, ow) of channel c, tap (kh, kw) at
     # dst + c*ld + r*seg + ow.
