@@ -39,6 +39,9 @@ _CHUNK_TARGET_BYTES = 2 * 2**20
 # Channels a group from which im2col may restage NCHW input rows (see _forward_plan and
 # _filter_plan; forward 16 -> 32 at 64x8x8: 1.15x).
 _RESTAGE_CHANNELS = 16
+# Forward, NCHW: output pixels an image up to which restaged chunks span images (see
+# _forward_plan).
+_ACROSS_PIXELS = 64
 # Filter gradient: the GEMM sums over a chunk's pixels; OpenBLAS runs a small output (taps x
 # F/groups) fastest for a short sum (measured on 25 x 32: 101 GFLOP/s over 576 pixels, 58 over
 # 2048 or more; 576 x 64: 85 over 910 pixels, 72 over 3136).
@@ -453,17 +456,37 @@ def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype,
         max_threads = max(1, min(max_threads, limit // (chunk * row_bytes)))
         workspace_cols = chunk * taps
 
-    # Small whole images whose dy forms one pixel-major matrix (NHWC memory): units of several
-    # images, so a GEMM spans them (the units stay at least two a core).
+    # Small whole images: units of several images, so a GEMM spans them (the units stay at
+    # least two a core) -- when dy's images form one pixel-major matrix (NHWC memory), or
+    # when they are channel-major (NCHW) and much smaller than a chunk, dy then copied a chunk
+    # at a time.  With dx channel-major too and many channels a group, col2im adds into a copy
+    # of the unit's images in NHWC order (the NHWC kernel's runs of KW*C/groups values a pixel,
+    # not step-s runs of a few values along the width), stored out at the end.  Measured,
+    # 64x32x8x8 3x3 s2 -> 64 float32, 2 threads, best of 200 calls: NCHW image by image (GEMMs
+    # over 16 output pixels) 580-800 us, across images 460-600, with the images staged too
+    # 360-387; NHWC 356-457 in the same processes.
     p = dy_shape[1] * dy_shape[2]
-    unit_images = 1
-    if (not direct_ld and band == (h, w) and dy_pixel_major
-            and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize)):
-        unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
-        if unit_images > 1:
-            max_threads = min(max_threads, -(-n // unit_images))
+    unit_images, restage_rows = 1, 0
+    if not direct_ld and band == (h, w):
+        if dy_pixel_major and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize):
+            unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
+        elif not dy_pixel_major and 2 * p <= chunk:
+            copy_chunk = _chunk_pixels(row_bytes + f * itemsize, cores, limit)
+            copy_chunk -= copy_chunk % dy_shape[2] if copy_chunk >= dy_shape[2] else 0
+            if 2 * p <= copy_chunk:
+                chunk, row_bytes = copy_chunk, row_bytes + f * itemsize
+                unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
+    if unit_images > 1:
+        thread_elements = chunk * row_bytes // itemsize
+        stage = unit_images * h * w * c
+        if (not cols_pixel_major and c // groups >= _RESTAGE_CHANNELS
+                and (thread_elements + stage) * itemsize <= limit // cores):
+            cols_pixel_major, restage_rows = True, h
+            thread_elements += stage
+        max_threads = max(1, min(-(-n // unit_images), limit // (thread_elements * itemsize)))
+        workspace_cols = thread_elements
     params = _gemm_params(geometry, c, f, groups, band=band, chunk=chunk,
-                          unit_images=unit_images)
+                          unit_images=unit_images, restage_rows=restage_rows)
     return choice, _GemmPlan(taps, units, flops, max_threads, workspace_cols, params,
                              (dy_pixel_major, dy_ld, cols_pixel_major, direct_ld), copy_dy)
 
@@ -573,16 +596,20 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     if row_bytes:
         max_threads = max(1, min(max_threads, limit // (chunk * row_bytes)))
     # Chunks may span images when y's images form one pixel-major matrix (NHWC memory), or
-    # through the buffer when the input rows are restaged and an image's GEMM is not small:
-    # per-image GEMMs of up to ~2^20 multiply-adds ran faster (OpenBLAS's small-matrix
-    # kernels skip packing), larger ones repack the filter for every image (32x512x7x7 3x3 ->
-    # 512: 1.32x across images, 64x16x8x8 -> 32: 0.96x).
+    # through the buffer when the input rows are restaged and an image's GEMM is not small
+    # or narrow: per-image GEMMs of up to ~2^20 multiply-adds ran faster (OpenBLAS's
+    # small-matrix kernels skip packing), larger ones repack the filter for every image
+    # (32x512x7x7 3x3 -> 512: 1.32x across images, 64x16x8x8 -> 32: 0.96x), and those over
+    # at most _ACROSS_PIXELS output pixels run slowly at any size (3x3 s2 -> 64, float32, 2
+    # threads, across images: 64x32x8x8 1.7-2x, 64x32x10x10 1.7-2x, 64x32x12x12 1.1-1.5x,
+    # 64x16x16x16 -> 16 1.0-1.6x, 32x32x16x16 and 16x32x20x20 0.95-1.05x).
     p = geometry.out_hw[0] * geometry.out_hw[1]
     across_images = (not x_ld and y_ld and y_pixel_major
                      and (n == 1 or y_strides[0] == p * y_ld * itemsize))
     restage_rows = band = 0  # band: elements of the restaged rows
     if restage:
-        across_images = across_images or (2 * p <= chunk and p * taps * fg > 2**20)
+        across_images = across_images or (2 * p <= chunk
+                                          and (p <= _ACROSS_PIXELS or p * taps * fg > 2**20))
         restage_rows = _restage_row_count(geometry, chunk)
         band = restage_rows * w * (c // groups)
         thread_bytes = chunk * row_bytes + band * itemsize

@@ -58,7 +58,9 @@ cdef struct Geometry:
     Py_ssize_t unit_images    # input gradient over whole images: images per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
     Py_ssize_t restage_rows   # forward, filter gradient: > 0: im2col reads a copy of x's rows in
-                              # NHWC order, at most this many a chunk (see _restage_rows)
+                              # NHWC order, at most this many a chunk (see _restage_rows);
+                              # input gradient over whole images: > 0 (H): col2im writes a copy
+                              # of the unit's images in NHWC order, stored out at the end
 
 
 include "_index.pxi"
@@ -333,34 +335,64 @@ cdef void _backprop_block(const Geometry* g,
 
 
 cdef void _backprop_images(const Geometry* g, const floating* dy, Py_ssize_t sdn,
-                           Py_ssize_t dy_ld, const floating* wmat, floating* dx, Py_ssize_t sxn,
-                           Py_ssize_t sxh, Py_ssize_t sxw, Py_ssize_t sxc,
-                           bint cols_pixel_major, Py_ssize_t n0, Py_ssize_t n1,
-                           floating* col) noexcept nogil:
-    """Whole images [n0, n1) of the input gradient, dy's images one pixel-major matrix (image
-    stride sdn = OH*OW*dy_ld): a chunk's GEMM runs over the pixels of several small images
-    (OpenBLAS packs the filter once a GEMM, not once an image), col2im image piece by piece."""
+                           bint dy_pixel_major, Py_ssize_t dy_ld, const floating* wmat,
+                           floating* dx, Py_ssize_t sxn, Py_ssize_t sxh, Py_ssize_t sxw,
+                           Py_ssize_t sxc, bint cols_pixel_major, Py_ssize_t n0, Py_ssize_t n1,
+                           floating* col, floating* dybuf, floating* stage) noexcept nogil:
+    """Whole images [n0, n1) of the input gradient: a chunk's GEMM runs over the pixels of
+    several small images (OpenBLAS packs the filter once a GEMM, not once an image), col2im
+    image piece by piece.
+
+    dy's images are one pixel-major matrix (image stride sdn = OH*OW*dy_ld), or channel-major,
+    copied piece by piece into dybuf (element (i, f) at i + f*m).  With stage (not NULL),
+    col2im adds into the images there in NHWC order (runs of KW*C/groups values a pixel, not
+    strided runs along the width) and they are stored out into dx at the end."""
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups, P = g.OH * g.OW
-    cdef Py_ssize_t taps = g.KH * g.KW * Cg
-    cdef Py_ssize_t q = n0 * P, q_end = n1 * P, m, grp, col_sp, col_sk, i, n, p, piece
-    for n in range(n0, n1):
-        _zero_block(dx + n * sxn, 0, g.H, 0, g.W, g.C, sxh, sxw, sxc)
+    cdef Py_ssize_t taps = g.KH * g.KW * Cg, image = g.H * g.W * g.C
+    cdef Py_ssize_t q = n0 * P, q_end = n1 * P, m, grp, col_sp, col_sk, i, n, p, piece, j
+    cdef Py_ssize_t on = image if stage != NULL else sxn
+    cdef Py_ssize_t oh = g.W * g.C if stage != NULL else sxh
+    cdef Py_ssize_t ow = g.C if stage != NULL else sxw
+    cdef Py_ssize_t oc = 1 if stage != NULL else sxc
+    cdef floating* out = stage if stage != NULL else dx + n0 * sxn  # image n0's gradient
+    if stage != NULL:
+        for j in range((n1 - n0) * image):
+            stage[j] = 0
+    else:
+        for n in range(n1 - n0):
+            _zero_block(out + n * on, 0, g.H, 0, g.W, g.C, sxh, sxw, sxc)
     while q < q_end:
         m = min(g.chunk_pixels, q_end - q)
         col_sp = taps if cols_pixel_major else 1
         col_sk = 1 if cols_pixel_major else m
+        if not dy_pixel_major:
+            i = 0
+            while i < m:
+                n = (q + i) // P
+                p = q + i - n * P
+                piece = min(m - i, P - p)
+                _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
+                i += piece
         for grp in range(g.groups):
-            _gemm_columns(g, dy + q * dy_ld + grp * Fg, True, dy_ld, wmat + grp * Fg, taps, m,
-                          col, col_sp * col_sk, cols_pixel_major)
+            if dy_pixel_major:
+                _gemm_columns(g, dy + q * dy_ld + grp * Fg, True, dy_ld, wmat + grp * Fg, taps,
+                              m, col, col_sp * col_sk, cols_pixel_major)
+            else:
+                _gemm_columns(g, dybuf + grp * Fg * m, False, m, wmat + grp * Fg, taps, m, col,
+                              col_sp * col_sk, cols_pixel_major)
             i = 0
             while i < m:
                 n = (q + i) // P
                 p = q + i - n * P
                 piece = min(m - i, P - p)
                 _col2im(g, col + i * col_sp, col_sp, col_sk, p, piece,
-                        dx + n * sxn + grp * Cg * sxc, sxh, sxw, sxc, 0, g.H, 0, g.W)
+                        out + (n - n0) * on + grp * Cg * oc, oh, ow, oc, 0, g.H, 0, g.W)
                 i += piece
         q += m
+    if stage != NULL:
+        for n in range(n0, n1):
+            _store(stage + (n - n0) * image, True, g.C, g.H * g.W, g.C, g.W, 0, dx + n * sxn,
+                   sxh, sxw, sxc)
 
 
 def backprop_input(const floating[:, :, :, :] dy,
@@ -378,30 +410,38 @@ def backprop_input(const floating[:, :, :, :] dy,
     dy          IN   (N, OH, OW, F) logical axes; each image a BLAS matrix (see dy_pixel_major)
     wmat        IN   (KH*KW*C/groups, F) filter matrix, row-major
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
-    workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, one per thread
+    workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, one per
+                     thread; with unit_images > 1 and channel-major dy, then chunk_pixels*F for
+                     a chunk of dy; with restage_rows, then unit_images*H*W*C for the images
     dy_pixel_major   True: image element (p, f) at p*dy_ld + f; False: at p + f*dy_ld
     cols_pixel_major column-buffer orientation, chosen so col2im's inner loop is contiguous in dx
     direct_ld        > 0: a 1x1/stride-1/unpadded convolution whose dx images are BLAS matrices
                      in the cols_pixel_major orientation with this leading dimension: the GEMM
                      writes dx directly, no column buffer
     A work unit is one (image, band of band_rows rows, band of band_cols columns) block of dx,
-    or unit_images whole images when that is more than one (dy pixel-major, its images one
-    matrix, direct_ld == 0).
+    or unit_images whole images when that is more than one (direct_ld == 0; dy's images one
+    pixel-major matrix, or channel-major and copied a chunk at a time).
     """
     cdef Py_ssize_t isz = sizeof(floating)
     cdef Py_ssize_t N = dx.shape[0]
     cdef Py_ssize_t n_rows = _ceil_div(g.H, g.band_rows), n_cols = _ceil_div(g.W, g.band_cols)
     cdef Py_ssize_t unit, n, b, row_lo, col_lo
     cdef Py_ssize_t sxh = dx.strides[1] // isz, sxw = dx.strides[2] // isz, sxc = dx.strides[3] // isz
+    cdef Py_ssize_t col_len = g.chunk_pixels * g.KH * g.KW * (g.C // g.groups)
+    cdef Py_ssize_t dy_len = 0 if dy_pixel_major else g.chunk_pixels * g.F
     if N == 0 or n_rows == 0 or n_cols == 0:
         return
     if g.unit_images > 1:
         for unit in prange(_ceil_div(N, g.unit_images), nogil=True, num_threads=num_threads,
                            schedule='dynamic'):
-            _backprop_images(&g, &dy[0, 0, 0, 0], dy.strides[0] // isz, dy_ld, &wmat[0, 0],
-                             &dx[0, 0, 0, 0], dx.strides[0] // isz, sxh, sxw, sxc,
+            _backprop_images(&g, &dy[0, 0, 0, 0], dy.strides[0] // isz, dy_pixel_major, dy_ld,
+                             &wmat[0, 0], &dx[0, 0, 0, 0], dx.strides[0] // isz, sxh, sxw, sxc,
                              cols_pixel_major, unit * g.unit_images,
-                             min(N, (unit + 1) * g.unit_images), &workspace[threadid(), 0])
+                             min(N, (unit + 1) * g.unit_images), &workspace[threadid(), 0],
+                             &workspace[threadid(), col_len] if not dy_pixel_major
+                             else <floating*>NULL,
+                             &workspace[threadid(), col_len + dy_len] if g.restage_rows
+                             else <floating*>NULL)
         return
     for unit in prange(N * n_rows * n_cols, nogil=True, num_threads=num_threads,
                        schedule='dynamic'):

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
+import arrays
+from arrays import arrange, out_array
 import convbp
+from convbp import _engine, _winograd
+from convbp._geometry import forward_geometry
 from oracle import (assert_close, direct_backprop_input, direct_conv2d, out_size, tf_same_pads,
                     tolerance, torch_backprop_input)
 
@@ -790,3 +794,87 @@ def test_many_small_images_one_gemm_across_them(groups, strides, pads, limit):
             convbp.set_workspace_limit(previous)
     assert np.array_equal(results[0], results[1])
     assert_close(results[0], expected, np.float64, 9 * f // groups)
+
+
+# Small NCHW images: units of several images whose GEMMs span them, out_backprop copied a chunk
+# at a time; with 16 or more channels a group col2im adds into the unit's images in NHWC order.
+@pytest.mark.parametrize("limit", [None, 3000, 61000])
+@pytest.mark.parametrize("c, f, groups, strides, pads", [
+    (6, 8, 1, (2, 2), ((1, 1), (1, 1))),      # few channels: no copy of the images
+    (32, 24, 1, (2, 2), ((1, 1), (1, 1))),
+    (36, 16, 2, (2, 1), ((1, 0), (0, 2))),
+    (16, 8, 1, (1, 1), ((0, 0), (1, 1))),
+])
+@pytest.mark.parametrize("dy_memory", ["contiguous", "strided"])
+@pytest.mark.parametrize("dx_layout, dx_view", [("NCHW", False), ("NCHW", True),
+                                                 ("NHWC", False)])
+def test_small_nchw_images_across_units(c, f, groups, strides, pads, dy_memory, dx_layout,
+                                        dx_view, limit):
+    """Channel-major out_backprop of small images: equal to the direct loop, bitwise equal for
+    1 and 2 threads, whichever dx memory (a view left untouched outside), whatever the
+    workspace limit (a tiny one refuses the copies)."""
+    rng = np.random.default_rng(5)
+    n, h, w = 37, 8, 7
+    geometry = forward_geometry((h, w), (3, 3), strides, (1, 1), pads)
+    dy = rng.standard_normal((n,) + tuple(geometry.out_hw) + (f,))
+    filt = rng.standard_normal((3, 3, c // groups, f))
+    expected = direct_backprop_input(dy, filt, (h, w), strides, (1, 1), pads, groups)
+    dy = arrange(dy.astype(np.float32), "NCHW", dy_memory)
+    filt = filt.astype(np.float32)
+    results = []
+    with arrays.workspace_limit(limit):
+        for threads in (1, 2):
+            dx, check = out_array((n, h, w, c), np.float32, dx_layout, dx_view)
+            dx[...] = np.nan  # every element must be overwritten
+            _engine.backprop_input(dy, filt, dx, geometry, groups, threads, "gemm")
+            check()
+            results.append(dx)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert_close(results[0], expected, np.float32, 9 * f // groups)
+
+
+@pytest.mark.parametrize("c, staged", [(6, False), (32, True)])
+def test_small_nchw_images_plan(c, staged):
+    """The plan of small NCHW images: units of several images (out_backprop copied a chunk at
+    a time), their gradient staged in NHWC order from 16 channels a group; NHWC memory, whose
+    out_backprop is one matrix, needs neither copy."""
+    n, h, w, f = 64, 8, 8, 64
+    geometry = forward_geometry((h, w), (3, 3), (2, 2), (1, 1), "SAME")
+    dy = np.zeros((n, 4, 4, f), np.float32)
+    for layout in ("NHWC", "NCHW"):
+        dy_l = arrange(dy, layout)
+        dx = arrange(np.zeros((n, h, w, c), np.float32), layout)
+        _, plan = _engine._input_plan(dy_l.shape, dy_l.strides, (3, 3, c, f), dx.shape,
+                                      dx.strides, np.dtype(np.float32), geometry, 1, "gemm",
+                                      _winograd.AVAILABLE, 2, _engine.get_workspace_limit())
+        assert plan.params["unit_images"] > 1
+        assert plan.params["restage_rows"] == (h if staged and layout == "NCHW" else 0)
+        assert plan.workspace_cols >= plan.params["chunk_pixels"] * 9 * c + (
+            plan.params["chunk_pixels"] * f if layout == "NCHW" else 0) + (
+            plan.params["unit_images"] * h * w * c if plan.params["restage_rows"] else 0)
+
+
+@pytest.mark.parametrize("limit", [None, 2**20, 200_000])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_extra_memory_within_the_workspace_limit(data_format, limit):
+    """What a GEMM-path input-gradient call allocates beside its result (workspace with the
+    out_backprop copy and the staged images, filter matrix, plan) stays within the limit."""
+    import tracemalloc
+    rng = np.random.default_rng(8)
+    dy = to_format(rng.standard_normal((96, 4, 4, 64), dtype=np.float32), data_format)
+    filt = rng.standard_normal((3, 3, 32, 64), dtype=np.float32)
+    sizes = sizes_in((96, 8, 8, 32), data_format)
+    kwargs = dict(data_format=data_format, num_threads=2, algorithm="gemm")
+    with arrays.workspace_limit(limit):
+        budget = convbp.get_workspace_limit()
+        dx = convbp.tf.conv2d_backprop_input(sizes, filt, dy, 2, "SAME", **kwargs)
+        tracemalloc.start()
+        try:
+            convbp.tf.conv2d_backprop_input(sizes, filt, dy, 2, "SAME", out=dx, **kwargs)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak <= budget + 4096  # a few Python objects beside the arrays
+    expected = direct_backprop_input(to_logical(dy, data_format).astype(np.float64), filt,
+                                     (8, 8), (2, 2), (1, 1), ((0, 1), (0, 1)))
+    assert_close(to_logical(dx, data_format), expected, np.float32, 9 * 64)

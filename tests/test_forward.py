@@ -254,10 +254,12 @@ def test_restaged_nchw_rows_match_direct_loop(case, x_memory, y_layout, view, dt
 @pytest.mark.parametrize("x_shape, f_shape, across", [
     ((3, 11, 9, 32), (3, 3, 32, 8), False),     # images larger than a chunk's half
     ((37, 6, 6, 64), (3, 3, 64, 64), True),     # small images, GEMMs across them
+    ((40, 8, 8, 16), (3, 3, 16, 16), True),     # ... small GEMMs, but over 64 pixels or fewer
+    ((6, 10, 10, 16), (3, 3, 16, 8), False),    # small GEMMs over 100 pixels: image by image
 ])
 def test_restaged_rows_are_the_nchw_plan(x_shape, f_shape, across):
     """The plans that restage: NCHW x, 16 or more channels a group (small images with a large
-    GEMM an image: chunks across images); NHWC x never."""
+    or narrow GEMM an image: chunks across images); NHWC x never."""
     geometry = forward_geometry(x_shape[1:3], f_shape[:2], (1, 1), (1, 1), "SAME")
     x, filt = make(x_shape, f_shape, np.float32, seed=3)
     for layout in LAYOUTS:
