@@ -334,6 +334,24 @@ cdef void _backprop_block(const Geometry* g,
             p0 += m
 
 
+cdef void _copy_dy_chunk(const Geometry* g, const floating* dy, Py_ssize_t sdn,
+                         Py_ssize_t dy_ld, Py_ssize_t q, Py_ssize_t m, floating* dybuf,
+                         bint pixel_major) noexcept nogil:
+    """Output pixels [q, q + m) of the flat (image, row, column) order from channel-major dy
+    images (element (p, f) of image n at n*sdn + p + f*dy_ld), image piece by image piece, into
+    dybuf: element (i, f) at i*F + f (pixel_major) or at i + f*m."""
+    cdef Py_ssize_t P = g.OH * g.OW, i = 0, n, p, piece
+    while i < m:
+        n = (q + i) // P
+        p = q + i - n * P
+        piece = min(m - i, P - p)
+        if pixel_major:
+            _copy_block(dybuf + i * g.F, g.F, 0, dy + n * sdn + p, 1, 0, dy_ld, piece, 1, g.F)
+        else:
+            _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
+        i += piece
+
+
 cdef void _backprop_images(const Geometry* g, const floating* dy, Py_ssize_t sdn,
                            bint dy_pixel_major, Py_ssize_t dy_ld, const floating* wmat,
                            floating* dx, Py_ssize_t sxn, Py_ssize_t sxh, Py_ssize_t sxw,
@@ -366,13 +384,7 @@ cdef void _backprop_images(const Geometry* g, const floating* dy, Py_ssize_t sdn
         col_sp = taps if cols_pixel_major else 1
         col_sk = 1 if cols_pixel_major else m
         if not dy_pixel_major:
-            i = 0
-            while i < m:
-                n = (q + i) // P
-                p = q + i - n * P
-                piece = min(m - i, P - p)
-                _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
-                i += piece
+            _copy_dy_chunk(g, dy, sdn, dy_ld, q, m, dybuf, False)
         for grp in range(g.groups):
             if dy_pixel_major:
                 _gemm_columns(g, dy + q * dy_ld + grp * Fg, True, dy_ld, wmat + grp * Fg, taps,
@@ -868,7 +880,7 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
     """
     cdef Py_ssize_t Cg = g.C // g.groups, Fg = g.F // g.groups
     cdef Py_ssize_t taps = g.KH * g.KW * Cg, P = g.OH * g.OW
-    cdef Py_ssize_t m, grp, lda, n, p, i, piece
+    cdef Py_ssize_t m, grp, lda, n, p
     cdef Py_ssize_t dy_sp = dy_ld if dy_pixel_major else 1
     cdef Py_ssize_t dy_sf = 1 if dy_pixel_major else dy_ld
     cdef const floating* a
@@ -878,18 +890,8 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
         m = min(g.chunk_pixels, q_end - q)
         if not across_images:
             m = min(m, P - p)
-        if dybuf != NULL:  # dy^T of the chunk, image piece by image piece
-            i = 0
-            while i < m:
-                n = (q + i) // P
-                p = q + i - n * P
-                piece = min(m - i, P - p)
-                if band != NULL:  # pixel-major, as NHWC memory
-                    _copy_block(dybuf + i * g.F, g.F, 0, dy + n * sdn + p, 1, 0, dy_ld, piece,
-                                1, g.F)
-                else:
-                    _copy_block(dybuf + i, m, 0, dy + n * sdn + p, dy_ld, 0, 1, g.F, 1, piece)
-                i += piece
+        if dybuf != NULL:  # dy^T of the chunk; pixel-major, as NHWC memory, with band
+            _copy_dy_chunk(g, dy, sdn, dy_ld, q, m, dybuf, band != NULL)
         for grp in range(g.groups):
             if across_images:
                 lda = taps if cols_pixel_major else m
