@@ -37,7 +37,8 @@ _workspace_limit = 64 * 2**20
 # near its peak (measured: 2 MiB beats 1 MiB by up to 10% on 3x3 layers, 4 MiB gains nothing).
 _CHUNK_TARGET_BYTES = 2 * 2**20
 # Channels a group from which im2col may restage NCHW input rows (see _forward_plan and
-# _filter_plan; forward 16 -> 32 at 64x8x8: 1.15x).
+# _filter_plan; forward 16 -> 32 at 64x8x8: 1.15x), and col2im stage small NCHW images in NHWC
+# order (see _input_plan).
 _RESTAGE_CHANNELS = 16
 # Forward, NCHW: output pixels an image up to which restaged chunks span images (see
 # _forward_plan).
@@ -262,6 +263,12 @@ def _pixel_units(total, chunk, cores):
     return max(1, -(-total // units))
 
 
+def _whole_rows(chunk, out_width):
+    """An input-gradient chunk of at least one output row cut to whole rows: col2im's
+    row-block path."""
+    return chunk - chunk % out_width if chunk >= out_width else chunk
+
+
 def _chunk_pixels(row_bytes, cores, limit, reserved=0):
     """Output pixels per column buffer: the cache-sized target, within the workspace limit
     shared by the cores (never a function of num_threads)."""
@@ -450,9 +457,7 @@ def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype,
     else:
         # The chunk size depends on the machine, never on num_threads (results stay bitwise
         # identical); the thread count then bows to the workspace limit.
-        chunk = _chunk_pixels(row_bytes, cores, limit)
-        if chunk >= dy_shape[2]:  # whole output rows: col2im's row-block path
-            chunk -= chunk % dy_shape[2]
+        chunk = _whole_rows(_chunk_pixels(row_bytes, cores, limit), dy_shape[2])
         max_threads = max(1, min(max_threads, limit // (chunk * row_bytes)))
         workspace_cols = chunk * taps
 
@@ -471,8 +476,8 @@ def _input_plan(dy_shape, dy_strides, filter_shape, dx_shape, dx_strides, dtype,
         if dy_pixel_major and (n == 1 or copy_dy or dy_strides[0] == p * dy_ld * itemsize):
             unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
         elif not dy_pixel_major and 2 * p <= chunk:
-            copy_chunk = _chunk_pixels(row_bytes + f * itemsize, cores, limit)
-            copy_chunk -= copy_chunk % dy_shape[2] if copy_chunk >= dy_shape[2] else 0
+            copy_chunk = _whole_rows(_chunk_pixels(row_bytes + f * itemsize, cores, limit),
+                                     dy_shape[2])
             if 2 * p <= copy_chunk:
                 chunk, row_bytes = copy_chunk, row_bytes + f * itemsize
                 unit_images = max(1, min(-(-n // (2 * cores)), chunk // p))
