@@ -73,8 +73,8 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
     if small < lanes and not (small >= 3 and large >= 32):
         return Choice("gemm", None, f"{c_group} -> {f_group} channels per group: too few for "
                                     "Winograd's transforms to pay")
-    # F(4x4) unless its tiles overhang a small image: the two measured level at 14x14 and 7x7
-    # (within 5%), F(4x4) 1.3-1.6x ahead from 28x28 up.
+    # F(4x4) unless the image is small or its tiles overhang it: the two measured level at
+    # 14x14 and 7x7 (within 5%), F(4x4) 1.3-1.6x ahead from 28x28 up (see _overhang_tile).
     tile = _overhang_tile(out_hw, dilations)
     # Accuracy: F(4x4)'s error (~10-14 eps x |W| conv |dy| on normal data) stays within the
     # dot-product bound 2*gamma_n (n = 9 x the correlation's input channels) only from n = 144
@@ -87,10 +87,17 @@ def choose(n, in_hw, out_hw, kernel_hw, strides, dilations, c, f, groups, itemsi
 
 
 def _overhang_tile(out_hw, dilations):
-    """4 unless F(4x4)'s tiles overhang the (polyphase) output so far that it comes within 3/4
-    of F(2x2) (36/16 multiplies an output against 16/4); then 2."""
+    """4 unless the (polyphase) output is under 16 on a side, or F(4x4)'s tiles overhang it so
+    far that it comes within 3/4 of F(2x2) (36/16 multiplies an output against 16/4); then 2.
+
+    Under four F(4x4) tiles a side its larger transforms and shorter GEMMs cost more than its
+    fewer multiplies save: forward float32, 2 threads, F(2x2) against F(4x4) on a Xeon
+    (AVX-512): 8x14x14 256->256 1.27x NHWC, 1.56x NCHW; 16x7x7 512->512 1.19x, 1.65x; 8x16x16
+    128->128 0.92x (so F(4x4) from 16); on the EPYC the two level there (within 5%)."""
     dh, dw = dilations
     oh, ow = -(-out_hw[0] // dh), -(-out_hw[1] // dw)
+    if min(oh, ow) < 16:
+        return 2
     waste4 = (-(-oh // 4) * 4) * (-(-ow // 4) * 4) / (oh * ow)
     waste2 = (-(-oh // 2) * 2) * (-(-ow // 2) * 2) / (oh * ow)
     return 4 if 36 / 16 * waste4 < 16 / 4 * waste2 * 0.75 else 2

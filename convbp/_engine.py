@@ -1015,6 +1015,8 @@ _WINOGRAD_MAX_TILES = 256
 _WINOGRAD_MIN_TILES = 16
 # Output channels per part, at least, when units split the channels (see winograd_plan).
 _WINOGRAD_SPLIT_CHANNELS = 128
+# Work units a core the chunks of tiles aim at (see winograd_plan).
+_WINOGRAD_UNITS_PER_CORE = 4
 # Share of the workspace the transformed filter may take (the rest: per-thread scratch).
 # Measured on 512 -> 512 layers (F(4x4), float32, 36 MiB of transformed filter): two blocks of
 # 256 channels (this share) 21 ms, one block 25 ms, three 23 ms, four 24 ms.
@@ -1060,6 +1062,16 @@ def winograd_plan(n, in_hw, out_hw, c, f, groups, dilations, tile, itemsize, cor
     co_split = 1
     if subs * chunks < 2 * cores and block >= _WINOGRAD_SPLIT_CHANNELS * cores:
         co_split = cores // math.gcd(subs * chunks, cores)
+    # Then several units a core where the GEMMs stay long enough (tiles per chunk >= half the
+    # channels, so repacking the filter stays small beside the multiplies): one unit a core
+    # leaves a core idle whenever the other is late or descheduled.  F(4x4), float32, 2
+    # threads, Xeon: 8x32x32 64->64 1.5-1.9x, 8x28x28 128->128 1.15-1.25x, 8x56x56 64->64
+    # 1.2x, 4x64x64 32->32 dilated 2 1.2x; 8x14x14 256->256 F(2x2) in 98-tile chunks 0.85x
+    # (so not there).
+    min_tiles = max(2 * _WINOGRAD_MIN_TILES, block // 2)
+    while (co_split == 1 and subs * chunks < _WINOGRAD_UNITS_PER_CORE * cores
+           and -(-tiles // (2 * chunks)) >= min_tiles):
+        chunks *= 2
     while (subs * chunks * co_split) % cores and subs * chunks * co_split < 8 * cores and \
             -(-tiles // (chunks + 1)) >= 4:
         chunks += 1
