@@ -29,6 +29,7 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 include "_blas_int.pxi"
 include "_build_info.pxi"
+include "_copy_2d.pxi"
 
 cdef extern from "_simd.h" nogil:
     void convbp_add_block_f32(float* dst, Py_ssize_t dst_a, Py_ssize_t dst_b,
@@ -606,17 +607,14 @@ cdef const floating* _restage_rows(const Geometry* g, const floating* x, Py_ssiz
     cdef Py_ssize_t ih0 = max(0, (p0 // g.OW) * g.stride_h - g.pad_top)
     cdef Py_ssize_t ih1 = min(g.H, ((p0 + m - 1) // g.OW) * g.stride_h - g.pad_top
                               + (g.KH - 1) * g.dilation_h + 1)
-    cdef Py_ssize_t ih, c, iw, W = g.W
-    cdef floating* dst
-    cdef const floating* src
-    for ih in range(ih0, ih1):
-        if sxw == 1:  # NCHW memory: read along the width, write across channels (in L1)
-            for c in range(Cg):
-                dst = band + (ih - ih0) * row + c
-                src = x + ih * sxh + c * sxc
-                for iw in range(W):
-                    dst[iw * Cg] = src[iw]
-        else:
+    cdef Py_ssize_t ih, W = g.W
+    if sxw == 1 and sxh == W:  # NCHW memory, rows following each other: one transpose
+        _copy_2d(band, Cg, 1, x + ih0 * sxh, 1, sxc, (ih1 - ih0) * W, Cg)
+    elif sxw == 1:  # NCHW memory: a transpose a row
+        for ih in range(ih0, ih1):
+            _copy_2d(band + (ih - ih0) * row, Cg, 1, x + ih * sxh, 1, sxc, W, Cg)
+    else:
+        for ih in range(ih0, ih1):
             _copy_block(band + (ih - ih0) * row, Cg, 0, x + ih * sxh, sxw, 0, sxc, g.W, 1, Cg)
     return band - ih0 * row
 
@@ -659,7 +657,7 @@ cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t ld, Py_ssize_
     f < Fg; buf pixel-major (at i*ld + f) or channel-major (at i + f*ld).  Unit-stride runs
     (channels of NHWC memory, pixels of NCHW memory: of a row, or of every row when y's rows
     follow each other) as blocks."""
-    cdef Py_ssize_t p, oh, ow, ow_a, ow_b, f, i0
+    cdef Py_ssize_t p, oh, ow_a, ow_b, i0
     cdef bint rows_follow = syh == OW * syw
     cdef floating* dst
     p = p0
@@ -673,16 +671,10 @@ cdef void _store(const floating* buf, bint pixel_major, Py_ssize_t ld, Py_ssize_
             _copy_block(dst + ow_a * syw, syw, 0, buf + i0 * ld, ld, 0, 1, ow_b - ow_a, 1, Fg)
         elif not pixel_major and syw == 1:
             _copy_block(dst + ow_a, syf, 0, buf + i0, ld, 0, 1, Fg, 1, ow_b - ow_a)
-        elif pixel_major and syw == 1:  # a transpose: runs along the width, gathered
-            _copy_block(dst + ow_a, syf, 0, buf + i0 * ld, 1, 0, ld, Fg, 1, ow_b - ow_a)
-        elif pixel_major:
-            for ow in range(ow_a, ow_b):
-                for f in range(Fg):
-                    dst[ow * syw + f * syf] = buf[(i0 + ow - ow_a) * ld + f]
+        elif pixel_major:  # a transpose (8 x 8 blocks when y's width has unit stride)
+            _copy_2d(dst + ow_a * syw, syw, syf, buf + i0 * ld, ld, 1, ow_b - ow_a, Fg)
         else:
-            for f in range(Fg):
-                for ow in range(ow_a, ow_b):
-                    dst[ow * syw + f * syf] = buf[i0 + ow - ow_a + f * ld]
+            _copy_2d(dst + ow_a * syw, syw, syf, buf + i0, 1, ld, ow_b - ow_a, Fg)
         p += ow_b - ow_a
 
 

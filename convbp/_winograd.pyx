@@ -25,7 +25,7 @@ large GEMMs; wide layers with few tiles split their output channels instead of t
 depends on the geometry and the machine only, so results are bitwise identical for any number
 of threads.  Channels-last data (unit channel stride) is read in place tile by tile; otherwise a
 band of input rows is moved into channels-last scratch by 8x8 register transposes
-(``_winograd_copy.h``), and the output likewise.
+(``_copy_2d.h``), and the output likewise.
 
 Everything here trusts its arguments (checked by ``convbp/_engine.py``).
 """
@@ -70,10 +70,7 @@ cdef extern from "_winograd_transforms.h" nogil:
     void convbp_wino4_gradfilter_f32(const float*, ssize, float*, ssize, ssize, ssize, ssize)
     void convbp_wino4_gradfilter_f64(const double*, ssize, double*, ssize, ssize, ssize, ssize)
 
-cdef extern from "_winograd_copy.h" nogil:
-    # (dst, d_i, d_j, src, s_i, s_j, ni, nj): dst[i*d_i + j*d_j] = src[i*s_i + j*s_j]
-    void convbp_copy_2d_f32(float*, ssize, ssize, const float*, ssize, ssize, ssize, ssize)
-    void convbp_copy_2d_f64(double*, ssize, ssize, const double*, ssize, ssize, ssize, ssize)
+include "_copy_2d.pxi"
 
 
 # Whether this build has the Winograd kernel (the engine never calls it otherwise).
@@ -147,18 +144,6 @@ cdef inline void _gradout_transform(Py_ssize_t m, const floating* src, Py_ssize_
             convbp_wino2_gradout_f64(src, s_row, s_col, dst, d_xi, n)
         else:
             convbp_wino4_gradout_f64(src, s_row, s_col, dst, d_xi, n)
-
-
-cdef inline void _copy_2d(floating* dst, Py_ssize_t d_i, Py_ssize_t d_j, const floating* src,
-                          Py_ssize_t s_i, Py_ssize_t s_j, Py_ssize_t ni,
-                          Py_ssize_t nj) noexcept nogil:
-    """dst[i*d_i + j*d_j] = src[i*s_i + j*s_j] (zeros when src is NULL)."""
-    if ni <= 0 or nj <= 0:
-        return
-    if floating is float:
-        convbp_copy_2d_f32(dst, d_i, d_j, src, s_i, s_j, ni, nj)
-    else:
-        convbp_copy_2d_f64(dst, d_i, d_j, src, s_i, s_j, ni, nj)
 
 
 cdef inline void _gemm(char ta, char tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,

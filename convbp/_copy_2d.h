@@ -1,9 +1,11 @@
-/* Strided 2-D block copies for the Winograd kernel: moving tiles between strided arrays (NCHW
- * memory, views) and its channels-last scratch.  Blocked so both sides stream whole cache lines;
- * the inner loop runs along the destination's unit stride when it has one, else the source's,
- * so GCC vectorises the contiguous side.  Compiled for AVX-512, AVX2 and the baseline. */
-#ifndef CONVBP_WINOGRAD_COPY_H
-#define CONVBP_WINOGRAD_COPY_H
+/* Strided 2-D block copies between strided arrays (NCHW memory, views) and channels-last
+ * scratch: the Winograd kernel's tiles, the GEMM kernel's transposed rows and output blocks.
+ * Blocked so both sides stream whole cache lines; the inner loop runs along the destination's
+ * unit stride when it has one, else the source's, so GCC vectorises the contiguous side; unit
+ * stride on both transposed sides goes through 8 x 8 register transposes.  Compiled for
+ * AVX-512, AVX2 and the baseline; plain ISO C loops without GNU C extensions. */
+#ifndef CONVBP_COPY_2D_H
+#define CONVBP_COPY_2D_H
 
 #include "_simd.h" /* CONVBP_CLONES */
 #include <stddef.h>
@@ -123,12 +125,17 @@ typedef long long convbp_i64x8 __attribute__((vector_size(64)));
 
 CONVBP_COPY_2D_DEF(convbp_copy_2d_f32, float, convbp_f32x8, convbp_i32x8)
 CONVBP_COPY_2D_DEF(convbp_copy_2d_f64, double, convbp_f64x8, convbp_i64x8)
-#else /* never called: the engine checks CONVBP_WINOGRAD_AVAILABLE */
-#include <stdlib.h>
-static void convbp_copy_2d_f32(float *d, ptrdiff_t a, ptrdiff_t b, const float *s, ptrdiff_t c,
-                               ptrdiff_t e, ptrdiff_t n, ptrdiff_t m) { abort(); }
-static void convbp_copy_2d_f64(double *d, ptrdiff_t a, ptrdiff_t b, const double *s, ptrdiff_t c,
-                               ptrdiff_t e, ptrdiff_t n, ptrdiff_t m) { abort(); }
+#else
+#define CONVBP_COPY_2D_PLAIN(NAME, T)                                                      \
+    CONVBP_UNUSED static void NAME(T *dst, ptrdiff_t d_i, ptrdiff_t d_j, const T *src,         \
+                                   ptrdiff_t s_i, ptrdiff_t s_j, ptrdiff_t ni, ptrdiff_t nj)   \
+    {                                                                                           \
+        for (ptrdiff_t i = 0; i < ni; ++i)                                                      \
+            for (ptrdiff_t j = 0; j < nj; ++j)                                                  \
+                dst[i * d_i + j * d_j] = src == NULL ? 0 : src[i * s_i + j * s_j];              \
+    }
+CONVBP_COPY_2D_PLAIN(convbp_copy_2d_f32, float)
+CONVBP_COPY_2D_PLAIN(convbp_copy_2d_f64, double)
 #endif
 
 #endif
