@@ -54,6 +54,11 @@ _FILTER_CHUNK_PIXELS = 1024
 # against 2 MiB chunks: 64x28x28x1 5x5 -> 32 NHWC 1.5x, the 7x7 stem 8x224x224x3 -> 64
 # 1.05-1.2x, 3x3 and 5x5 layers of 32-128 channels within the noise (+-10%).
 _FORWARD_CHUNK_PIXELS = 1024
+# ... and at least this many when the filter matrix outgrows the chunk target (~L2), which
+# BLAS then repacks from L3 for every GEMM: 16x14x14x256 3x3 s2 -> 512 (4.5 MiB) float32,
+# 2 threads, 186-pixel chunks against 512: NCHW 1.3x, NHWC 1.15x; 8x56x56x128 -> 128
+# (0.6 MiB) ran 5-15% slower with 512, so smaller filters keep the cache-sized chunk.
+_LARGE_FILTER_CHUNK_PIXELS = 512
 
 
 def get_workspace_limit() -> int:
@@ -302,8 +307,18 @@ def _check_blas_sizes(taps, f):
 
 
 def _filter_matrix(filter_hwio, taps, f):
-    """The filter as a row-major (taps, F) matrix, the GEMM operand."""
+    """The filter as a row-major (taps, F) matrix, the GEMM operand.
+
+    A PyTorch-layout filter (a view of contiguous (F, C, KH, KW) memory) is copied as a 2-D
+    transpose into (C, KH, KW, F) rows, then its rows reordered: NumPy's 4-D strided copy
+    reads one element a cache line (512x512x3x3 float32: 34 ms, in two steps 7-14 ms).
+    """
     _check_blas_sizes(taps, f)
+    kh, kw, cg, _ = filter_hwio.shape
+    torch_order = filter_hwio.transpose(3, 2, 0, 1)
+    if not filter_hwio.flags.c_contiguous and torch_order.flags.c_contiguous:
+        rows = np.ascontiguousarray(torch_order.reshape(f, cg * kh * kw).T)
+        filter_hwio = rows.reshape(cg, kh, kw, f).transpose(1, 2, 0, 3)
     return np.ascontiguousarray(filter_hwio).reshape(taps, f)
 
 
@@ -599,6 +614,9 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
         chunk = min(_chunk_pixels((taps + fg) * itemsize, cores, limit), 2**24)
     else:
         chunk = min(_FORWARD_CHUNK_PIXELS, _chunk_pixels(row_bytes, cores, limit))
+        if taps * fg * itemsize > _CHUNK_TARGET_BYTES:
+            # BLAS repacks the filter matrix for every GEMM, from L3 once it outgrows L2.
+            chunk = max(chunk, min(_LARGE_FILTER_CHUNK_PIXELS, limit // cores // row_bytes))
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     unit_pixels = _pixel_units(total, chunk, cores)
     chunk = min(chunk, unit_pixels)
