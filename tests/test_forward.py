@@ -67,6 +67,25 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CASES)
+def test_pytorch_layout_filter(case, layout, dtype):
+    """A filter that is a view of PyTorch's contiguous (F, C/groups, KH, KW) memory (whose GEMM
+    matrix is made by a 2-D transpose, then a row reordering) gives the contiguous filter's
+    result bit for bit."""
+    x_shape, f_shape, groups, strides, dilations, padding = case
+    geometry = forward_geometry(x_shape[1:3], f_shape[:2], strides, dilations, padding)
+    x, filt = make(x_shape, f_shape, dtype, seed=7)
+    torch_memory = np.ascontiguousarray(filt.transpose(3, 2, 0, 1)).transpose(2, 3, 1, 0)
+    assert torch_memory.transpose(3, 2, 0, 1).flags.c_contiguous
+    x = arrange(x, layout)
+    y = run(x, torch_memory, geometry, groups, dtype, layout)
+    np.testing.assert_array_equal(y, run(x, filt, geometry, groups, dtype, layout))
+    assert_close(y, reference(x, filt, geometry, groups), dtype,
+                 f_shape[0] * f_shape[1] * f_shape[2])
+
+
 @needs_torch
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", CASES)
