@@ -1039,6 +1039,13 @@ _WINOGRAD_UNITS_PER_CORE = 4
 # Measured on 512 -> 512 layers (F(4x4), float32, 36 MiB of transformed filter): two blocks of
 # 256 channels (this share) 21 ms, one block 25 ms, three 23 ms, four 24 ms.
 _WINOGRAD_FILTER_SHARE = 0.5
+# Input x output channels a group up to which the transformed filter is stored (C, F) even from
+# a PyTorch-layout (F, C, 3, 3) weight: the GEMMs are then N-N, which OpenBLAS runs by its
+# small-matrix kernels, where its T-N path packs and zeroes C first (more time than the
+# multiplies at 16 channels).  Forward, PyTorch-layout filter, float32, 1 thread, Xeon,
+# against (F, C): 8x64x64 16->16 1.4-1.6x, 16x32x32 32->32 1.3x, 8x56x56 64->64 1.2-1.3x
+# (NCHW and NHWC), 8x28x28 128->128 even; 256 and 512 channels 10-20% slower (the gather).
+_WINOGRAD_SMALL_FILTER = 64 * 128
 
 
 def _tile_grid(out_hw, dilations, tile):
@@ -1148,8 +1155,10 @@ def winograd_correlate(inp, filt, out, pads, dilations=(1, 1), num_threads=None,
     block = plan["filter_block"]
     u = np.empty(plan["filter_bytes"] // out.itemsize, out.dtype)
     # U[g, xi] as (C, F) when the filter's F axis is the denser, else (F, C): the transform
-    # reads and writes along one unit stride.
-    u_co_inner = abs(filt.strides[4]) <= abs(filt.strides[3])
+    # reads and writes along one unit stride.  Small filters are (C, F) whatever their layout
+    # (gathered, see transform_filter): see _WINOGRAD_SMALL_FILTER.
+    u_co_inner = (abs(filt.strides[4]) <= abs(filt.strides[3])
+                  or c * f <= _WINOGRAD_SMALL_FILTER)
     plan["u_co_inner"] = u_co_inner
     kernel_plan = _kernel_plan(plan)
     with kernel_team(threads):
