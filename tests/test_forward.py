@@ -86,6 +86,37 @@ def test_pytorch_layout_filter(case, layout, dtype):
                  f_shape[0] * f_shape[1] * f_shape[2])
 
 
+@pytest.mark.skipif(not _winograd.AVAILABLE, reason="this build has no Winograd kernel")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("channels", [(16, 16), (64, 128), (96, 96)])
+def test_winograd_pytorch_layout_filter(channels, layout, dtype):
+    """Winograd's transformed filter is (C, F) for a PyTorch-layout weight of at most
+    _WINOGRAD_SMALL_FILTER channel pairs (then the contiguous filter's result bit for bit),
+    (F, C) beyond: both within the dot-product bound (2*gamma_n of |x| conv |w|) of the float64
+    loop on standard-normal data, as the GEMM path."""
+    c, f = channels
+    geometry = forward_geometry((18, 17), (3, 3), (1, 1), (1, 1), "SAME")
+    x, filt = make((2, 18, 17, c), (3, 3, c, f), dtype, seed=3)
+    torch_memory = np.ascontiguousarray(filt.transpose(3, 2, 0, 1)).transpose(2, 3, 1, 0)
+    x = arrange(x, layout)
+    shape = (2,) + tuple(geometry.out_hw) + (f,)
+    ys = []
+    for weight in (torch_memory, filt):
+        y, check = out_array(shape, dtype, layout, False)
+        _engine.forward(x, weight, y, geometry, 1, algorithm="winograd")
+        check()
+        ys.append(y)
+    if c * f <= _engine._WINOGRAD_SMALL_FILTER:
+        np.testing.assert_array_equal(ys[0], ys[1])
+    exact = reference(x, filt, geometry, 1)
+    magnitude = reference(np.abs(x), np.abs(filt), geometry, 1)
+    n, eps = 9 * c, np.finfo(dtype).eps
+    bound = 2 * n * eps / (1 - n * eps) * magnitude
+    for y in ys:
+        assert np.all(np.abs(y - exact) <= bound)
+
+
 @needs_torch
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", CASES)
