@@ -48,31 +48,31 @@ typedef long long convbp_i64x8 __attribute__((vector_size(64)));
     } while (0)
 
 /* One 8 x 8 block at (i0, j0) of a transposing copy (see below): s_i and d_j are 1 or 2. */
-#define CONVBP_BLOCK8_DEF(NAME, T, V, M)                                                           \
-    CONVBP_INLINE void NAME##_block8(T *restrict dst, ptrdiff_t d_i, ptrdiff_t d_j,                \
-                                     const T *restrict src, ptrdiff_t s_i, ptrdiff_t s_j,          \
-                                     ptrdiff_t i0, ptrdiff_t j0)                                   \
-    {                                                                                              \
-        V r_[8], o_[8];                                                                            \
-        if (s_i == 1) {                                                                            \
-            for (int k = 0; k < 8; ++k)                                                            \
-                r_[k] = *(const V *)(src + i0 + (j0 + k) * s_j);                                   \
-        } else {                                                                                   \
-            for (int k = 0; k < 8; ++k) {                                                          \
-                const T *p_ = src + 2 * i0 + (j0 + k) * s_j;                                       \
-                r_[k] = CONVBP_SHUF8(M, *(const V *)p_, *(const V *)(p_ + 8),                      \
-                         0, 2, 4, 6, 8, 10, 12, 14);                                               \
-            }                                                                                      \
-        }                                                                                          \
-        CONVBP_TRANSPOSE8(V, M, r_, o_);                                                           \
-        if (d_j == 1) {                                                                            \
-            for (int k = 0; k < 8; ++k)                                                            \
-                *(V *)(dst + (i0 + k) * d_i + j0) = o_[k];                                         \
-        } else {                                                                                   \
-            for (int k = 0; k < 8; ++k)                                                            \
-                for (int l = 0; l < 8; ++l)                                                        \
-                    dst[(i0 + k) * d_i + (j0 + l) * d_j] = o_[k][l];                               \
-        }                                                                                          \
+#define CONVBP_BLOCK8_DEF(NAME, T, V, M)                                                        \
+    CONVBP_INLINE void NAME##_block8(T *restrict dst, ptrdiff_t d_i, ptrdiff_t d_j,             \
+                                     const T *restrict src, ptrdiff_t s_i, ptrdiff_t s_j,       \
+                                     ptrdiff_t i0, ptrdiff_t j0)                                \
+    {                                                                                           \
+        V r_[8], o_[8];                                                                         \
+        if (s_i == 1) {                                                                         \
+            for (int k = 0; k < 8; ++k)                                                         \
+                r_[k] = *(const V *)(src + i0 + (j0 + k) * s_j);                                \
+        } else {                                                                                \
+            for (int k = 0; k < 8; ++k) {                                                       \
+                const T *p_ = src + 2 * i0 + (j0 + k) * s_j;                                    \
+                r_[k] = CONVBP_SHUF8(M, *(const V *)p_, *(const V *)(p_ + 8),                   \
+                                     0, 2, 4, 6, 8, 10, 12, 14);                                \
+            }                                                                                   \
+        }                                                                                       \
+        CONVBP_TRANSPOSE8(V, M, r_, o_);                                                        \
+        if (d_j == 1) {                                                                         \
+            for (int k = 0; k < 8; ++k)                                                         \
+                *(V *)(dst + (i0 + k) * d_i + j0) = o_[k];                                      \
+        } else {                                                                                \
+            for (int k = 0; k < 8; ++k)                                                         \
+                for (int l = 0; l < 8; ++l)                                                     \
+                    dst[(i0 + k) * d_i + (j0 + l) * d_j] = o_[k][l];                            \
+        }                                                                                       \
     }
 
 /* dst[i*d_i + j*d_j] = src[i*s_i + j*s_j] for i < ni, j < nj (zero when src is NULL). */
@@ -116,7 +116,7 @@ typedef long long convbp_i64x8 __attribute__((vector_size(64)));
             /* The inner loop walks along the side with the larger outer stride, where each    \
              * block's 8 rows are 8 distinct pages: NCHW input channels read 64 KiB apart     \
              * walked across the channels thrashed the L1 set and the TLB. */                  \
-            if ((s_j < 0 ? -s_j : s_j) > (d_i < 0 ? -d_i : d_i))                            \
+            if ((s_j < 0 ? -s_j : s_j) > (d_i < 0 ? -d_i : d_i))                                \
                 for (ptrdiff_t j0 = 0; j0 < j8; j0 += 8)                                        \
                     for (ptrdiff_t i0 = 0; i0 < i8; i0 += 8)                                    \
                         NAME##_block8(dst, d_i, d_j, src, s_i, s_j, i0, j0);                    \
