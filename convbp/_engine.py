@@ -47,6 +47,9 @@ _ACROSS_PIXELS = 64
 # F/groups) fastest for a short sum (measured on 25 x 32: 101 GFLOP/s over 576 pixels, 58 over
 # 2048 or more; 576 x 64: 85 over 910 pixels, 72 over 3136).
 _FILTER_CHUNK_PIXELS = 1024
+# OpenBLAS's bound on M*N*K for its small-matrix GEMM kernels, which read both operands in
+# place instead of packing them (N-N and N-T; T-N only for tiny outputs).
+_SMALL_GEMM_MULTIPLIES = 10**6
 # Forward through a column buffer: at most this many output pixels a GEMM.  With few taps the
 # GEMM is bound by its output and operand traffic, fastest while the chunk's slices of both
 # stay in L1/L2 (OpenBLAS, 1 thread, Xeon AVX-512: 32 x 25 taps at 83 GFLOP/s over 1152
@@ -620,6 +623,9 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
         if taps * fg * itemsize > _CHUNK_TARGET_BYTES:
             # BLAS repacks the filter matrix for every GEMM, from L3 once it outgrows L2.
             chunk = max(chunk, min(_LARGE_FILTER_CHUNK_PIXELS, limit // cores // row_bytes))
+    # Pixel-major columns make the GEMM N-N: see _small_gemm_pixels.
+    if cols_pixel_major and _small_gemm_pixels(taps, fg):
+        chunk = min(chunk, _small_gemm_pixels(taps, fg))
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     unit_pixels = _pixel_units(total, chunk, cores)
     chunk = min(chunk, unit_pixels)
@@ -657,6 +663,28 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
                              max(1, chunk * row_bytes // itemsize + band), params,
                              (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images),
                              False)
+
+
+def _small_gemm_pixels(taps, fg):
+    """Pixels a chunk up to which the forward or filter-gradient GEMM of a group, (fg x taps)
+    by (taps x pixels) or its transpose, fits OpenBLAS's small-matrix kernels; 0 where that
+    leaves fewer than 32 (a short sum, and as many GEMM calls).
+
+    For an N-N or N-T GEMM those kernels skip the packing, which costs about as much as the
+    multiplies when fg is 64 or less: OpenBLAS's own chunked GEMMs packed for 22% of the
+    time against 33% multiplying (perf, 1x1 256 -> 64 filter gradient, NHWC).  Measured,
+    float32, one thread, Xeon (OpenBLAS's SkylakeX kernels), cache-sized chunks / cut ones,
+    results bitwise equal in the forward: forward NHWC 8x224x224x3 7x7 s2 -> 64 1.25-1.29x
+    (2 threads 1.17-1.20x), 8x56x56 1x1 64 -> 64 1.39-1.56x, 128 -> 64 1.28-1.32x, 256 -> 32
+    1.13x, 256 -> 64 0.95-1.02x (2 threads 1.00x), 32x16x16 5x5 16 -> 32 1.25x, 3x3 s2 32 ->
+    64 at 64x8x8 1.15-1.24x and 16 -> 32 at 16x32x32 1.18-1.40x (NHWC, and NCHW where its
+    rows are restaged); filter gradient NHWC 1x1 256 -> 64 1.35-1.43x (2 threads 1.81x),
+    64 -> 64 1.16-1.32x, 128 -> 64 1.30x, the 7x7 stem 1.00-1.15x (2 threads 1.05-1.14x),
+    5x5 16 -> 32 1.6-1.9x; float64: forward 1x1 64 -> 64 1.22-1.35x, the stem 1.01x; filter
+    gradient 1x1 256 -> 64 1.50x, 64 -> 64 1.19x, 5x5 16 -> 32 1.38-1.82x, the stem 0.96x.
+    """
+    pixels = _SMALL_GEMM_MULTIPLIES // (taps * fg)
+    return pixels if pixels >= 32 else 0
 
 
 def _copy_channel_rows(x_shape, fg, groups, itemsize):
@@ -777,6 +805,9 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
     chunk = min(_FILTER_CHUNK_PIXELS,
                 _chunk_pixels(row_bytes or (taps + f // groups) * itemsize, cores, limit,
                               partial_bytes))
+    # Pixel-major out_backprop makes the GEMM N-N or N-T: see _small_gemm_pixels.
+    if dy_pixel_major and _small_gemm_pixels(taps, f // groups):
+        chunk = min(chunk, _small_gemm_pixels(taps, f // groups))
     # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory); for
     # images smaller than a chunk, also when they are channel-major (NCHW), dy then copied a
     # chunk at a time: per-image GEMMs summed over 16 pixels (64x32x8x8 -> 64, stride 2)

@@ -211,3 +211,26 @@ def test_small_strided_nchw_images_restaged(dtype, limit):
     assert (plan.params["restage_rows"] > 0) == (limit is None)
     np.testing.assert_array_equal(one, two)
     assert_close(one, reference(x, dy, geometry, 2), dtype, reduction(x, geometry))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunks_cut_to_small_gemms(dtype):
+    """Pixel-major out_backprop (NHWC) and a small filter matrix (108 taps x 64 filters): the
+    sums run over chunks of 144 pixels, each GEMM within OpenBLAS's small-matrix kernels, across
+    images; channel-major out_backprop (NCHW) keeps cache-sized chunks.  Both match the direct
+    loop, bitwise alike for 1 and 2 threads."""
+    geometry = forward_geometry((15, 13), (3, 3), (1, 1), (1, 1), "SAME")
+    f_shape = (3, 3, 12, 64)
+    x, dy = make((3, 15, 13, 12), f_shape, geometry, dtype, seed=6)
+    expected = reference(x, dy, geometry, 1)
+    for layout in LAYOUTS:
+        ax, ady = arrange(x, layout), arrange(dy, layout)
+        one = run(ax, ady, f_shape, geometry, 1, dtype, num_threads=1)
+        two = run(ax, ady, f_shape, geometry, 1, dtype, num_threads=2)
+        _, plan = _engine._filter_plan(ax.shape, ax.strides, ady.shape, ady.strides, f_shape,
+                                       np.dtype(dtype), geometry, 1, "gemm", False, 2,
+                                       _engine.get_workspace_limit())
+        chunk = plan.params["chunk_pixels"]
+        assert chunk == 144 if layout == "NHWC" else chunk > 144
+        np.testing.assert_array_equal(one, two)
+        assert_close(one, expected, dtype, reduction(x, geometry))
