@@ -623,8 +623,9 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
         if taps * fg * itemsize > _CHUNK_TARGET_BYTES:
             # BLAS repacks the filter matrix for every GEMM, from L3 once it outgrows L2.
             chunk = max(chunk, min(_LARGE_FILTER_CHUNK_PIXELS, limit // cores // row_bytes))
-    # Pixel-major columns make the GEMM N-N: see _small_gemm_pixels.
-    if cols_pixel_major and _small_gemm_pixels(taps, fg):
+    # Every orientation of the forward GEMM (N-N, N-T, T-T) may run by OpenBLAS's small-matrix
+    # kernels: see _small_gemm_pixels.
+    if _small_gemm_pixels(taps, fg):
         chunk = min(chunk, _small_gemm_pixels(taps, fg))
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     unit_pixels = _pixel_units(total, chunk, cores)
@@ -670,7 +671,8 @@ def _small_gemm_pixels(taps, fg):
     by (taps x pixels) or its transpose, fits OpenBLAS's small-matrix kernels; 0 where that
     leaves fewer than 32 (a short sum, and as many GEMM calls).
 
-    For an N-N or N-T GEMM those kernels skip the packing, which costs about as much as the
+    Unless the GEMM is T-N (OpenBLAS's permit: then only for outputs of up to 1200 elements)
+    those kernels skip the packing, which costs about as much as the
     multiplies when fg is 64 or less: OpenBLAS's own chunked GEMMs packed for 22% of the
     time against 33% multiplying (perf, 1x1 256 -> 64 filter gradient, NHWC).  Measured,
     float32, one thread, Xeon (OpenBLAS's SkylakeX kernels), cache-sized chunks / cut ones,
@@ -678,7 +680,7 @@ def _small_gemm_pixels(taps, fg):
     (2 threads 1.17-1.20x), 8x56x56 1x1 64 -> 64 1.39-1.56x, 128 -> 64 1.28-1.32x, 256 -> 32
     1.13x, 256 -> 64 0.95-1.02x (2 threads 1.00x), 32x16x16 5x5 16 -> 32 1.25x, 3x3 s2 32 ->
     64 at 64x8x8 1.15-1.24x and 16 -> 32 at 16x32x32 1.18-1.40x (NHWC, and NCHW where its
-    rows are restaged); filter gradient NHWC 1x1 256 -> 64 1.35-1.43x (2 threads 1.81x),
+    rows are restaged), NCHW 3x3 8 -> 16 at 8x56x56 1.40x, the NCHW stem 0.96-1.07x; filter gradient NHWC 1x1 256 -> 64 1.35-1.43x (2 threads 1.81x),
     64 -> 64 1.16-1.32x, 128 -> 64 1.30x, the 7x7 stem 1.00-1.15x (2 threads 1.05-1.14x),
     5x5 16 -> 32 1.6-1.9x; float64: forward 1x1 64 -> 64 1.22-1.35x, the stem 1.01x; filter
     gradient 1x1 256 -> 64 1.50x, 64 -> 64 1.19x, 5x5 16 -> 32 1.38-1.82x, the stem 0.96x.
