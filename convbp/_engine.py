@@ -50,6 +50,10 @@ _FILTER_CHUNK_PIXELS = 1024
 # OpenBLAS's bound on M*N*K for its small-matrix GEMM kernels, which read both operands in
 # place instead of packing them (N-N and N-T; T-N only for tiny outputs).
 _SMALL_GEMM_MULTIPLIES = 10**6
+# Forward, float32, a filter matrix too large for whole small-matrix GEMMs: output pixels a
+# chunk when its GEMM is split along its sum instead (see _forward_plan; 64 and 256 were 5%
+# slower on 8x28x28 5x5 64 -> 64).
+_SPLIT_CHUNK_PIXELS = 128
 # Forward through a column buffer: at most this many output pixels a GEMM.  With few taps the
 # GEMM is bound by its output and operand traffic, fastest while the chunk's slices of both
 # stay in L1/L2 (OpenBLAS, 1 thread, Xeon AVX-512: 32 x 25 taps at 83 GFLOP/s over 1152
@@ -293,7 +297,7 @@ def _chunk_pixels(row_bytes, cores, limit, reserved=0):
 
 @functools.lru_cache(maxsize=256)
 def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1, unit_images=1,
-                 restage_rows=0):
+                 restage_rows=0, gemm_taps=0):
     """The kernels' Geometry struct as a dict (remembered: shared, never modified)."""
     (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel_hw
     return dict(H=geometry.in_hw[0], W=geometry.in_hw[1], C=c, OH=oh, OW=ow, F=f, KH=kh, KW=kw,
@@ -301,7 +305,8 @@ def _gemm_params(geometry, c, f, groups, band=(1, 1), unit_pixels=1, chunk=1, un
                 dilation_h=geometry.dilations[0], dilation_w=geometry.dilations[1],
                 pad_top=geometry.pads[0][0], pad_left=geometry.pads[1][0],
                 band_rows=band[0], band_cols=band[1], unit_pixels=unit_pixels,
-                unit_images=unit_images, chunk_pixels=chunk, restage_rows=restage_rows)
+                unit_images=unit_images, chunk_pixels=chunk, restage_rows=restage_rows,
+                gemm_taps=gemm_taps)
 
 
 def _check_blas_sizes(taps, f):
@@ -625,8 +630,17 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
             chunk = max(chunk, min(_LARGE_FILTER_CHUNK_PIXELS, limit // cores // row_bytes))
     # Every orientation of the forward GEMM (N-N, N-T, T-T) may run by OpenBLAS's small-matrix
     # kernels: see _small_gemm_pixels.
+    # A larger filter matrix of at most ~240 filters, float32: chunks of 128 pixels, each GEMM
+    # split along its sum into small-matrix GEMMs adding into y.  Measured, float32, one
+    # thread, Xeon, whole GEMMs / split: 8x28x28 5x5 64 -> 64 1.17-1.31x (2 threads
+    # 1.15-1.20x), 16x28x28 5x5 128 -> 96 1.04-1.43x, 3x3 s2 64 -> 128 at 8x56x56 VALID
+    # 1.05-1.12x, 128 -> 128 SAME 1.06-1.12x (NHWC and NCHW); float64 0.91-1.07x, not taken.
+    gemm_taps = 0
     if _small_gemm_pixels(taps, fg):
         chunk = min(chunk, _small_gemm_pixels(taps, fg))
+    elif itemsize == 4 and _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS) >= 32:
+        chunk = min(chunk, _SPLIT_CHUNK_PIXELS)
+        gemm_taps = _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS)
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     unit_pixels = _pixel_units(total, chunk, cores)
     chunk = min(chunk, unit_pixels)
@@ -659,7 +673,7 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
                                              winograd_built, cores, limit, restage=False)
         max_threads = max(1, min(max_threads, limit // thread_bytes))
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk,
-                          restage_rows=restage_rows)
+                          restage_rows=restage_rows, gemm_taps=gemm_taps)
     return choice, _GemmPlan(taps, units, flops, max_threads,
                              max(1, chunk * row_bytes // itemsize + band), params,
                              (cols_pixel_major, x_ld, y_pixel_major, y_ld, across_images),

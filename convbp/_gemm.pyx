@@ -58,6 +58,8 @@ cdef struct Geometry:
     Py_ssize_t unit_pixels    # forward, filter gradient: output pixels per work unit
     Py_ssize_t unit_images    # input gradient over whole images: images per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
+    Py_ssize_t gemm_taps      # forward: > 0: taps a GEMM sums at once, a chunk's GEMM split
+                              # along its sum into pieces within OpenBLAS's small-matrix kernels
     Py_ssize_t restage_rows   # forward, filter gradient: > 0: im2col reads a copy of x's rows in
                               # NHWC order, at most this many a chunk (see _restage_rows);
                               # input gradient over whole images: > 0 (H): col2im writes a copy
@@ -131,6 +133,24 @@ cdef void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize
         sgemm(&ta, &tb, &bm, &bn, &bk, &one, <float*>a, &blda, <float*>b, &bldb, &beta, c, &bldc)
     else:
         dgemm(&ta, &tb, &bm, &bn, &bk, &one, <double*>a, &blda, <double*>b, &bldb, &beta, c, &bldc)
+
+
+cdef void _gemm_pieces(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                       floating* c, Py_ssize_t ldc, Py_ssize_t piece) noexcept nogil:
+    """C = op(A) op(B) as _gemm with beta 0, its sum over k split into GEMMs of at most piece
+    terms (piece <= 0: one GEMM), each adding into C."""
+    cdef Py_ssize_t k0 = 0, kb
+    if piece <= 0 or piece >= k:
+        _gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, 0, c, ldc)
+        return
+    # Step of op(A)'s columns and op(B)'s rows in memory.
+    cdef Py_ssize_t a_step = 1 if trans_a else lda, b_step = ldb if trans_b else 1
+    while k0 < k:
+        kb = min(piece, k - k0)
+        _gemm(trans_a, trans_b, m, n, kb, a + k0 * a_step, lda, b + k0 * b_step, ldb,
+              0 if k0 == 0 else 1, c, ldc)
+        k0 += kb
 
 
 cdef void _zero_block(floating* dx, Py_ssize_t row_lo, Py_ssize_t row_hi,
@@ -727,11 +747,11 @@ cdef void _forward_pixels(const Geometry* g, const floating* x, Py_ssize_t sxh, 
                 out = ybuf
                 ldo = Fg if y_pixel_major else m
             if y_pixel_major:  # y^T (Fg x m) = w^T (Fg x taps) . columns^T (taps x m)
-                _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, a, lda,
-                      0, out, ldo)
+                _gemm_pieces(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F,
+                             a, lda, out, ldo, g.gemm_taps)
             else:  # y (m x Fg) = columns (m x taps) . w (taps x Fg)
-                _gemm(cols_pixel_major, True, m, Fg, taps, a, lda, wmat + grp * Fg, g.F,
-                      0, out, ldo)
+                _gemm_pieces(cols_pixel_major, True, m, Fg, taps, a, lda, wmat + grp * Fg,
+                             g.F, out, ldo, g.gemm_taps)
             if y_ld == 0:
                 _store(ybuf, y_pixel_major, ldo, m, Fg, g.OW, p0, y + grp * Fg * syf, syh, syw,
                        syf)
@@ -777,11 +797,11 @@ cdef void _forward_across(const Geometry* g, const floating* x, Py_ssize_t sxn,
                            band)
             # y^T (Fg x m) = w^T (Fg x taps) . columns^T (taps x m)
             if y_ld > 0:
-                _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col, lda,
-                      0, y + q * y_ld + grp * Fg, y_ld)
+                _gemm_pieces(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F,
+                             col, lda, y + q * y_ld + grp * Fg, y_ld, g.gemm_taps)
                 continue
-            _gemm(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col, lda, 0,
-                  ybuf, Fg)
+            _gemm_pieces(False, not cols_pixel_major, Fg, m, taps, wmat + grp * Fg, g.F, col,
+                         lda, ybuf, Fg, g.gemm_taps)
             i = 0
             while i < m:
                 n = (q + i) // P

@@ -397,3 +397,28 @@ def test_chunks_cut_to_small_gemms(dtype):
         assert 32 <= chunk <= 144
         np.testing.assert_array_equal(one, two)
         assert_close(one, expected, dtype, 108)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_large_filter_matrix_gemms_split_along_their_sum(dtype, groups):
+    """A filter matrix too large for whole small-matrix GEMMs (1000 taps x 48 filters a group):
+    float32 chunks of 128 pixels whose GEMMs sum 162 taps at a time, adding into y (NaN
+    beforehand: the first piece must overwrite it); float64 keeps whole GEMMs.  Both layouts
+    match the direct loop within the bound of the full sum, bitwise alike for 1 and 2
+    threads."""
+    geometry = forward_geometry((12, 11), (5, 5), (1, 1), (1, 1), "SAME")
+    f_shape = (5, 5, 40, 48 * groups)
+    x, filt = make((2, 12, 11, 40 * groups), f_shape, dtype, seed=9)
+    expected = reference(x, filt, geometry, groups)
+    for layout in LAYOUTS:
+        arranged = arrange(x, layout)
+        one = run(arranged, filt, geometry, groups, dtype, layout, num_threads=1)
+        two = run(arranged, filt, geometry, groups, dtype, layout, num_threads=2)
+        _, plan = _engine._forward_plan(arranged.shape, arranged.strides, filt.shape, one.shape,
+                                        one.strides, np.dtype(dtype), geometry, groups, "gemm",
+                                        _winograd.AVAILABLE, 2, _engine.get_workspace_limit())
+        assert plan.params["gemm_taps"] == (162 if dtype == np.float32 else 0)
+        assert plan.params["chunk_pixels"] <= (128 if dtype == np.float32 else 1024)
+        np.testing.assert_array_equal(one, two)
+        assert_close(one, expected, dtype, 1000)
