@@ -50,9 +50,9 @@ _FILTER_CHUNK_PIXELS = 1024
 # OpenBLAS's bound on M*N*K for its small-matrix GEMM kernels, which read both operands in
 # place instead of packing them (N-N and N-T; T-N only for tiny outputs).
 _SMALL_GEMM_MULTIPLIES = 10**6
-# Forward, float32, a filter matrix too large for whole small-matrix GEMMs: output pixels a
-# chunk when its GEMM is split along its sum instead (see _forward_plan; 64 and 256 were 5%
-# slower on 8x28x28 5x5 64 -> 64).
+# Forward and filter gradient, float32, a filter matrix too large for whole small-matrix
+# GEMMs: output pixels a chunk when its GEMM is split into small ones instead (see
+# _forward_plan and _filter_plan; 64 and 256 were 5% slower on 8x28x28 5x5 64 -> 64 forward).
 _SPLIT_CHUNK_PIXELS = 128
 # Forward through a column buffer: at most this many output pixels a GEMM.  With few taps the
 # GEMM is bound by its output and operand traffic, fastest while the chunk's slices of both
@@ -822,8 +822,18 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
                 _chunk_pixels(row_bytes or (taps + f // groups) * itemsize, cores, limit,
                               partial_bytes))
     # Pixel-major out_backprop makes the GEMM N-N or N-T: see _small_gemm_pixels.
+    gemm_taps = 0
     if dy_pixel_major and _small_gemm_pixels(taps, f // groups):
         chunk = min(chunk, _small_gemm_pixels(taps, f // groups))
+    elif (dy_pixel_major and itemsize == 4
+          and _SMALL_GEMM_MULTIPLIES // (f // groups * _SPLIT_CHUNK_PIXELS) >= 32):
+        # A larger filter matrix of at most ~240 filters, float32: chunks of 128 pixels, each
+        # GEMM computing its output's taps in blocks that fit the small-matrix kernels.
+        # Measured, float32, NHWC, whole GEMMs / blocks: 8x28x28 5x5 64 -> 64 1.46x (one
+        # thread), 1.36-1.49x (two), 3x3 s2 64 -> 128 at 8x56x56 VALID 1.11-1.18x, 128 -> 128
+        # SAME 1.02-1.13x, 16x28x28 5x5 128 -> 96 even.
+        chunk = min(chunk, _SPLIT_CHUNK_PIXELS)
+        gemm_taps = _SMALL_GEMM_MULTIPLIES // (f // groups * _SPLIT_CHUNK_PIXELS)
     # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory); for
     # images smaller than a chunk, also when they are channel-major (NCHW), dy then copied a
     # chunk at a time: per-image GEMMs summed over 16 pixels (64x32x8x8 -> 64, stride 2)
@@ -859,7 +869,7 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
         max_threads = max(1, min(max_threads, (limit - units * partial_bytes)
                                  // (chunk * row_bytes + band * itemsize)))
     params = _gemm_params(geometry, c, f, groups, unit_pixels=unit_pixels, chunk=chunk,
-                          restage_rows=restage_rows)
+                          restage_rows=restage_rows, gemm_taps=gemm_taps)
     return choice, _GemmPlan(taps, units, flops, max_threads,
                              max(1, chunk * row_bytes // itemsize + band), params,
                              (cols_pixel_major, x_ld, dy_pixel_major, dy_ld, across_images),

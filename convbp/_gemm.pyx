@@ -58,8 +58,9 @@ cdef struct Geometry:
     Py_ssize_t unit_pixels    # forward, filter gradient: output pixels per work unit
     Py_ssize_t unit_images    # input gradient over whole images: images per work unit
     Py_ssize_t chunk_pixels   # output pixels per column buffer
-    Py_ssize_t gemm_taps      # forward: > 0: taps a GEMM sums at once, a chunk's GEMM split
-                              # along its sum into pieces within OpenBLAS's small-matrix kernels
+    Py_ssize_t gemm_taps      # > 0: taps a GEMM takes at once, a chunk's GEMM split into
+                              # pieces within OpenBLAS's small-matrix kernels: the forward's
+                              # along its sum, the filter gradient's along its output's taps
     Py_ssize_t restage_rows   # forward, filter gradient: > 0: im2col reads a copy of x's rows in
                               # NHWC order, at most this many a chunk (see _restage_rows);
                               # input gradient over whole images: > 0 (H): col2im writes a copy
@@ -151,6 +152,25 @@ cdef void _gemm_pieces(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
         _gemm(trans_a, trans_b, m, n, kb, a + k0 * a_step, lda, b + k0 * b_step, ldb,
               0 if k0 == 0 else 1, c, ldc)
         k0 += kb
+
+
+cdef void _gemm_column_blocks(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                              Py_ssize_t k, const floating* a, Py_ssize_t lda,
+                              const floating* b, Py_ssize_t ldb, floating beta, floating* c,
+                              Py_ssize_t ldc, Py_ssize_t block) noexcept nogil:
+    """C = op(A) op(B) + beta C as _gemm, C's n columns computed at most block at a time
+    (block <= 0: one GEMM)."""
+    cdef Py_ssize_t n0 = 0, nb
+    if block <= 0 or block >= n:
+        _gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
+        return
+    # Step of op(B)'s columns in memory.
+    cdef Py_ssize_t b_step = 1 if trans_b else ldb
+    while n0 < n:
+        nb = min(block, n - n0)
+        _gemm(trans_a, trans_b, m, nb, k, a, lda, b + n0 * b_step, ldb, beta, c + n0 * ldc,
+              ldc)
+        n0 += nb
 
 
 cdef void _zero_block(floating* dx, Py_ssize_t row_lo, Py_ssize_t row_hi,
@@ -916,15 +936,15 @@ cdef void _filter_unit(const Geometry* g, const floating* x, Py_ssize_t sxn, Py_
                 a = _columns(g, x + n * sxn, sxh, sxw, sxc, cols_pixel_major, x_ld, grp, p, m,
                              col, &lda, NULL)
             if dybuf != NULL and band != NULL:
-                _gemm(False, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg, g.F, a, lda, 1,
-                      partial + grp * Fg, g.F)
+                _gemm_column_blocks(False, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg,
+                                    g.F, a, lda, 1, partial + grp * Fg, g.F, g.gemm_taps)
             elif dybuf != NULL:
-                _gemm(True, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg * m, m, a, lda, 1,
-                      partial + grp * Fg, g.F)
+                _gemm_column_blocks(True, cols_pixel_major, Fg, taps, m, dybuf + grp * Fg * m,
+                                    m, a, lda, 1, partial + grp * Fg, g.F, g.gemm_taps)
             else:
-                _gemm(not dy_pixel_major, cols_pixel_major, Fg, taps, m,
-                      dy + n * sdn + p * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda, 1,
-                      partial + grp * Fg, g.F)
+                _gemm_column_blocks(not dy_pixel_major, cols_pixel_major, Fg, taps, m,
+                                    dy + n * sdn + p * dy_sp + grp * Fg * dy_sf, dy_ld, a, lda,
+                                    1, partial + grp * Fg, g.F, g.gemm_taps)
         q += m
 
 

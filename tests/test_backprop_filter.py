@@ -234,3 +234,29 @@ def test_chunks_cut_to_small_gemms(dtype):
         assert chunk == 144 if layout == "NHWC" else chunk > 144
         np.testing.assert_array_equal(one, two)
         assert_close(one, expected, dtype, reduction(x, geometry))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_large_filter_matrix_gemms_in_column_blocks(dtype, groups):
+    """A filter matrix too large for whole small-matrix GEMMs (1000 taps x 48 filters a group),
+    pixel-major out_backprop (NHWC or a strided view of it, then copied), float32: sums over
+    chunks of 128 pixels whose GEMMs compute 162 taps at a time; float64 and channel-major
+    out_backprop (NCHW) keep whole GEMMs.  All match the direct loop, bitwise alike for 1 and
+    2 threads."""
+    geometry = forward_geometry((12, 11), (5, 5), (1, 1), (1, 1), "SAME")
+    f_shape = (5, 5, 40, 48 * groups)
+    x, dy = make((2, 12, 11, 40 * groups), f_shape, geometry, dtype, seed=10)
+    expected = reference(x, dy, geometry, groups)
+    for layout, memory in (("NHWC", None), ("NHWC", "strided"), ("NCHW", None)):
+        ax = arrange(x, layout)
+        ady = arrange(dy, layout) if memory is None else arrange(dy, layout, memory)
+        one = run(ax, ady, f_shape, geometry, groups, dtype, num_threads=1)
+        two = run(ax, ady, f_shape, geometry, groups, dtype, num_threads=2)
+        _, plan = _engine._filter_plan(ax.shape, ax.strides, ady.shape, ady.strides, f_shape,
+                                       np.dtype(dtype), geometry, groups, "gemm", False, 2,
+                                       _engine.get_workspace_limit())
+        blocks = dtype == np.float32 and layout == "NHWC"
+        assert plan.params["gemm_taps"] == (162 if blocks else 0)
+        np.testing.assert_array_equal(one, two)
+        assert_close(one, expected, dtype, reduction(x, geometry))
