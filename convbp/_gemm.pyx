@@ -60,7 +60,9 @@ cdef struct Geometry:
     Py_ssize_t chunk_pixels   # output pixels per column buffer
     Py_ssize_t gemm_taps      # > 0: taps a GEMM takes at once, a chunk's GEMM split into
                               # pieces within OpenBLAS's small-matrix kernels: the forward's
-                              # along its sum, the filter gradient's along its output's taps
+                              # along its sum, the filter gradient's along its output's taps,
+                              # the input gradient's along its columns' taps (from the
+                              # transposed filter matrix)
     Py_ssize_t restage_rows   # forward, filter gradient: > 0: im2col reads a copy of x's rows in
                               # NHWC order, at most this many a chunk (see _restage_rows);
                               # input gradient over whole images: > 0 (H): col2im writes a copy
@@ -152,6 +154,20 @@ cdef void _gemm_pieces(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, P
         _gemm(trans_a, trans_b, m, n, kb, a + k0 * a_step, lda, b + k0 * b_step, ldb,
               0 if k0 == 0 else 1, c, ldc)
         k0 += kb
+
+
+cdef void _gemm_row_blocks(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                           Py_ssize_t k, const floating* a, Py_ssize_t lda, const floating* b,
+                           Py_ssize_t ldb, floating* c, Py_ssize_t ldc,
+                           Py_ssize_t block) noexcept nogil:
+    """C = op(A) op(B) as _gemm with beta 0, C's m rows computed at most block at a time."""
+    cdef Py_ssize_t m0 = 0, mb
+    # Step of op(A)'s rows in memory.
+    cdef Py_ssize_t a_step = lda if trans_a else 1
+    while m0 < m:
+        mb = min(block, m - m0)
+        _gemm(trans_a, trans_b, mb, n, k, a + m0 * a_step, lda, b, ldb, 0, c + m0, ldc)
+        m0 += mb
 
 
 cdef void _gemm_column_blocks(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
@@ -293,19 +309,26 @@ cdef void _col2im(const Geometry* g, const floating* col, Py_ssize_t col_sp, Py_
 
 
 cdef inline void _gemm_columns(const Geometry* g, const floating* dy, bint dy_pixel_major,
-                               Py_ssize_t dy_ld, const floating* w, Py_ssize_t taps, Py_ssize_t m,
-                               floating* cols, Py_ssize_t cols_ld, bint cols_pixel_major) noexcept nogil:
-    """Columns for m output pixels of one group: (m x taps) = dy (m x F/groups) . w^T.
+                               Py_ssize_t dy_ld, const floating* wmat, Py_ssize_t grp,
+                               Py_ssize_t taps, Py_ssize_t m, floating* cols, Py_ssize_t cols_ld,
+                               bint cols_pixel_major) noexcept nogil:
+    """Columns for m output pixels of group grp: (m x taps) = dy (m x F/groups) . w^T.
 
     dy: pixel-major (element (p, f) at p*dy_ld + f) or channel-major (at p + f*dy_ld).
-    w: the group's (taps x F/groups) block of the row-major filter matrix (leading dim F).
+    wmat: the row-major (taps x F) filter matrix, or with g.gemm_taps > 0 (pixel-major
+    columns only) its transpose (F x taps), whose GEMMs are then N-N or N-T, computed
+    g.gemm_taps rows of columns^T at a time (OpenBLAS's small-matrix kernels).
     cols: pixel-major (element (p, k) at p*cols_ld + k) or channel-major (at p + k*cols_ld).
     """
-    if cols_pixel_major:
-        _gemm(True, not dy_pixel_major, taps, m, g.F // g.groups, w, g.F, dy, dy_ld, 0, cols,
+    cdef Py_ssize_t Fg = g.F // g.groups
+    if g.gemm_taps > 0:
+        _gemm_row_blocks(False, not dy_pixel_major, taps, m, Fg, wmat + grp * Fg * taps, taps,
+                         dy, dy_ld, cols, cols_ld, g.gemm_taps)
+    elif cols_pixel_major:
+        _gemm(True, not dy_pixel_major, taps, m, Fg, wmat + grp * Fg, g.F, dy, dy_ld, 0, cols,
               cols_ld)
     else:
-        _gemm(dy_pixel_major, False, m, taps, g.F // g.groups, dy, dy_ld, w, g.F, 0, cols,
+        _gemm(dy_pixel_major, False, m, taps, Fg, dy, dy_ld, wmat + grp * Fg, g.F, 0, cols,
               cols_ld)
 
 
@@ -361,15 +384,14 @@ cdef void _backprop_block(const Geometry* g,
             for grp in range(g.groups):
                 if direct_ld > 0:
                     _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
-                                  wmat + grp * Fg, taps, m, dx + p0 * dx_sp + grp * Cg * sxc,
+                                  wmat, grp, taps, m, dx + p0 * dx_sp + grp * Cg * sxc,
                                   direct_ld, cols_pixel_major)
                 else:
                     # Column (pixel i, tap k) at col[i*col_sp + k*col_sk].
                     col_sp = taps if cols_pixel_major else 1
                     col_sk = 1 if cols_pixel_major else m
                     _gemm_columns(g, dy + p0 * dy_sp + grp * Fg * dy_sf, dy_pixel_major, dy_ld,
-                                  wmat + grp * Fg, taps, m, col, col_sp * col_sk,
-                                  cols_pixel_major)
+                                  wmat, grp, taps, m, col, col_sp * col_sk, cols_pixel_major)
                     _col2im(g, col, col_sp, col_sk, p0, m, dx + grp * Cg * sxc, sxh, sxw, sxc,
                             row_lo, row_hi, col_lo, col_hi)
             p0 += m
@@ -428,10 +450,10 @@ cdef void _backprop_images(const Geometry* g, const floating* dy, Py_ssize_t sdn
             _copy_dy_chunk(g, dy, sdn, dy_ld, q, m, dybuf, False)
         for grp in range(g.groups):
             if dy_pixel_major:
-                _gemm_columns(g, dy + q * dy_ld + grp * Fg, True, dy_ld, wmat + grp * Fg, taps,
-                              m, col, col_sp * col_sk, cols_pixel_major)
+                _gemm_columns(g, dy + q * dy_ld + grp * Fg, True, dy_ld, wmat, grp, taps, m, col,
+                              col_sp * col_sk, cols_pixel_major)
             else:
-                _gemm_columns(g, dybuf + grp * Fg * m, False, m, wmat + grp * Fg, taps, m, col,
+                _gemm_columns(g, dybuf + grp * Fg * m, False, m, wmat, grp, taps, m, col,
                               col_sp * col_sk, cols_pixel_major)
             i = 0
             while i < m:

@@ -878,3 +878,40 @@ def test_extra_memory_within_the_workspace_limit(data_format, limit):
     expected = direct_backprop_input(to_logical(dy, data_format).astype(np.float64), filt,
                                      (8, 8), (2, 2), (1, 1), ((0, 1), (0, 1)))
     assert_close(to_logical(dx, data_format), expected, np.float32, 9 * 64)
+
+
+@pytest.mark.parametrize("limit", [None, 200_000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_filter_matrix_in_small_gemm_blocks(groups, dtype, limit):
+    """Pixel-major columns (NHWC dx), 48 out_backprop channels and 1000 taps a group: the
+    columns come from the transposed filter matrix, 160 taps a GEMM, over chunks of whole
+    rows (121 pixels); channel-major columns (NCHW dx), or a workspace limit too small for the
+    transposed copy, keep whole GEMMs.  dx NaN beforehand; equal to the direct loop, bitwise
+    equal for 1 and 2 threads."""
+    rng = np.random.default_rng(11)
+    n, h, w, c, f = 2, 12, 11, 40 * groups, 48 * groups
+    geometry = forward_geometry((h, w), (5, 5), (1, 1), (1, 1), "SAME")
+    dy = rng.standard_normal((n, h, w, f))
+    filt = rng.standard_normal((5, 5, 40, f))
+    expected = direct_backprop_input(dy, filt, (h, w), (1, 1), (1, 1), geometry.pads, groups)
+    dy, filt = dy.astype(dtype), filt.astype(dtype)
+    with arrays.workspace_limit(limit):
+        for layout in ("NHWC", "NCHW"):
+            dy_l = arrange(dy, layout)
+            results = []
+            for threads in (1, 2):
+                dx, check = out_array((n, h, w, c), dtype, layout, False)
+                dx[...] = np.nan  # every element must be overwritten
+                _engine.backprop_input(dy_l, filt, dx, geometry, groups, threads, "gemm")
+                check()
+                results.append(dx)
+            _, plan = _engine._input_plan(dy_l.shape, dy_l.strides, filt.shape, dx.shape,
+                                          dx.strides, np.dtype(dtype), geometry, groups, "gemm",
+                                          _winograd.AVAILABLE, 2, _engine.get_workspace_limit())
+            blocks = layout == "NHWC" and limit is None
+            assert plan.params["gemm_taps"] == (160 if blocks else 0)
+            if blocks:
+                assert plan.params["chunk_pixels"] == 121
+            np.testing.assert_array_equal(results[0], results[1])
+            assert_close(results[0], expected, dtype, 25 * 48)
