@@ -616,8 +616,9 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     x_ld = 0
     x_layout = _matrix_layout(x_shape, x_strides, itemsize) if _pointwise(geometry) else None
     fg = f // groups
-    if x_layout is not None and not x_layout[0] and _copy_channel_rows(x_shape, fg, groups,
-                                                                        itemsize):
+    copy_rows = (x_layout is not None and not x_layout[0]
+                 and _copy_channel_rows(x_shape, fg, groups, itemsize))
+    if copy_rows:
         x_layout, restage = None, False
     if x_layout is not None:
         cols_pixel_major, x_ld = x_layout
@@ -657,10 +658,13 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     # thread, Xeon, whole GEMMs / split: 8x28x28 5x5 64 -> 64 1.17-1.31x (2 threads
     # 1.15-1.20x), 16x28x28 5x5 128 -> 96 1.04-1.43x, 3x3 s2 64 -> 128 at 8x56x56 VALID
     # 1.05-1.12x, 128 -> 128 SAME 1.06-1.12x (NHWC and NCHW); float64 0.91-1.07x, not taken.
+    # Not where x's channel rows are copied: the copy wants long runs (8x56x56 1x1 256 -> 64
+    # NCHW with 61-pixel chunks: 0.74-0.77x).
     gemm_taps = 0
-    if _small_gemm_pixels(taps, fg):
+    if not copy_rows and _small_gemm_pixels(taps, fg):
         chunk = min(chunk, _small_gemm_pixels(taps, fg))
-    elif itemsize == 4 and _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS) >= 32:
+    elif (not copy_rows and itemsize == 4
+          and _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS) >= 32):
         chunk = min(chunk, _SPLIT_CHUNK_PIXELS)
         gemm_taps = _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS)
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
