@@ -658,12 +658,14 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     # thread, Xeon, whole GEMMs / split: 8x28x28 5x5 64 -> 64 1.17-1.31x (2 threads
     # 1.15-1.20x), 16x28x28 5x5 128 -> 96 1.04-1.43x, 3x3 s2 64 -> 128 at 8x56x56 VALID
     # 1.05-1.12x, 128 -> 128 SAME 1.06-1.12x (NHWC and NCHW); float64 0.91-1.07x, not taken.
-    # Not where x's channel rows are copied: the copy wants long runs (8x56x56 1x1 256 -> 64
-    # NCHW with 61-pixel chunks: 0.74-0.77x).
+    # Not where a 1x1 layer's channel-major x is copied or read in place: both want long runs
+    # of each channel (8x56x56 NCHW with 61-pixel chunks: 1x1 256 -> 64 copied 0.74-0.77x;
+    # 64 -> 64 in place 0.63-0.71x, float64 0.61-0.72x, 256 -> 64 float64 0.63-0.65x).
+    channel_runs = copy_rows or (x_ld > 0 and not cols_pixel_major)
     gemm_taps = 0
-    if not copy_rows and _small_gemm_pixels(taps, fg):
+    if not channel_runs and _small_gemm_pixels(taps, fg):
         chunk = min(chunk, _small_gemm_pixels(taps, fg))
-    elif (not copy_rows and itemsize == 4
+    elif (not channel_runs and itemsize == 4
           and _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS) >= 32):
         chunk = min(chunk, _SPLIT_CHUNK_PIXELS)
         gemm_taps = _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS)

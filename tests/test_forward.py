@@ -359,8 +359,8 @@ def test_extra_memory_within_the_workspace_limit(x_shape, f_shape, strides, limi
 def test_many_channel_nchw_pointwise_copies_its_rows(dtype):
     """A 1x1 layer of 128 channels from NCHW float32 memory is copied a chunk at a time (its
     im2col: one run a channel) instead of read in place; float64 and NHWC memory are read in
-    place.  The copy keeps cache-sized chunks.  Both match the direct loop, bitwise alike for 1
-    and 2 threads."""
+    place.  Channel-major x keeps cache-sized chunks either way.  Both match the direct loop,
+    bitwise alike for 1 and 2 threads."""
     geometry = forward_geometry((24, 24), (1, 1), (1, 1), (1, 1), "VALID")
     x, filt = make((2, 24, 24, 128), (1, 1, 128, 32), dtype, seed=7)
     expected = reference(x, filt, geometry, 1)
@@ -373,7 +373,7 @@ def test_many_channel_nchw_pointwise_copies_its_rows(dtype):
                                         _winograd.AVAILABLE, 2, _engine.get_workspace_limit())
         copied = layout == "NCHW" and dtype == np.float32
         assert (plan.layout[1] == 0) == copied  # x_ld
-        if copied:  # long channel runs: chunks not cut to small-matrix GEMMs (244 pixels)
+        if layout == "NCHW":  # channel runs, copied or in place: chunks not cut to 244 pixels
             assert plan.params["chunk_pixels"] > _engine._small_gemm_pixels(128, 32) == 244
         np.testing.assert_array_equal(one, two)
         assert_close(one, expected, dtype, 128)
