@@ -483,7 +483,8 @@ def backprop_input(const floating[:, :, :, :] dy,
     """Input gradient of a 2-D convolution, written into dx.
 
     dy          IN   (N, OH, OW, F) logical axes; each image a BLAS matrix (see dy_pixel_major)
-    wmat        IN   (KH*KW*C/groups, F) filter matrix, row-major
+    wmat        IN   (KH*KW*C/groups, F) filter matrix, row-major; with gemm_taps > 0 its
+                     transpose (F, KH*KW*C/groups)
     dx          OUT  (N, H, W, C) logical axes, any strides, fully overwritten
     workspace   --   (num_threads, >= chunk_pixels*KH*KW*C/groups) column buffers, one per
                      thread; with unit_images > 1 and channel-major dy, then chunk_pixels*F for
