@@ -663,12 +663,8 @@ def _forward_plan(x_shape, x_strides, filter_shape, y_shape, y_strides, dtype, g
     # 64 -> 64 in place 0.63-0.71x, float64 0.61-0.72x, 256 -> 64 float64 0.63-0.65x).
     channel_runs = copy_rows or (x_ld > 0 and not cols_pixel_major)
     gemm_taps = 0
-    if not channel_runs and _small_gemm_pixels(taps, fg):
-        chunk = min(chunk, _small_gemm_pixels(taps, fg))
-    elif (not channel_runs and itemsize == 4
-          and _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS) >= 32):
-        chunk = min(chunk, _SPLIT_CHUNK_PIXELS)
-        gemm_taps = _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS)
+    if not channel_runs:
+        chunk, gemm_taps = _small_gemm_chunk(chunk, taps, fg, itemsize)
     total = n * geometry.out_hw[0] * geometry.out_hw[1]
     unit_pixels = _pixel_units(total, chunk, cores)
     chunk = min(chunk, unit_pixels)
@@ -722,13 +718,28 @@ def _small_gemm_pixels(taps, fg):
     (2 threads 1.17-1.20x), 8x56x56 1x1 64 -> 64 1.39-1.56x, 128 -> 64 1.28-1.32x, 256 -> 32
     1.13x, 256 -> 64 0.95-1.02x (2 threads 1.00x), 32x16x16 5x5 16 -> 32 1.25x, 3x3 s2 32 ->
     64 at 64x8x8 1.15-1.24x and 16 -> 32 at 16x32x32 1.18-1.40x (NHWC, and NCHW where its
-    rows are restaged), NCHW 3x3 8 -> 16 at 8x56x56 1.40x, the NCHW stem 0.96-1.07x; filter gradient NHWC 1x1 256 -> 64 1.35-1.43x (2 threads 1.81x),
-    64 -> 64 1.16-1.32x, 128 -> 64 1.30x, the 7x7 stem 1.00-1.15x (2 threads 1.05-1.14x),
-    5x5 16 -> 32 1.6-1.9x; float64: forward 1x1 64 -> 64 1.22-1.35x, the stem 1.01x; filter
-    gradient 1x1 256 -> 64 1.50x, 64 -> 64 1.19x, 5x5 16 -> 32 1.38-1.82x, the stem 0.96x.
+    rows are restaged), NCHW 3x3 8 -> 16 at 8x56x56 1.40x, the NCHW stem 0.96-1.07x; filter
+    gradient NHWC 1x1 256 -> 64 1.35-1.43x (2 threads 1.81x), 64 -> 64 1.16-1.32x, 128 -> 64
+    1.30x, the 7x7 stem 1.00-1.15x (2 threads 1.05-1.14x), 5x5 16 -> 32 1.6-1.9x; float64:
+    forward 1x1 64 -> 64 1.22-1.35x, the stem 1.01x; filter gradient 1x1 256 -> 64 1.50x,
+    64 -> 64 1.19x, 5x5 16 -> 32 1.38-1.82x, the stem 0.96x.
     """
     pixels = _SMALL_GEMM_MULTIPLIES // (taps * fg)
     return pixels if pixels >= 32 else 0
+
+
+def _small_gemm_chunk(chunk, taps, fg, itemsize):
+    """(chunk, gemm_taps) for a forward or filter-gradient GEMM of a group whose orientation
+    OpenBLAS's small-matrix kernels accept: the chunk cut to _small_gemm_pixels where the
+    whole filter matrix fits them; else, float32 and at most ~240 filters, chunks of
+    _SPLIT_CHUNK_PIXELS whose GEMMs take gemm_taps taps at a time; else unchanged, gemm_taps 0.
+    """
+    if _small_gemm_pixels(taps, fg):
+        return min(chunk, _small_gemm_pixels(taps, fg)), 0
+    split = _SMALL_GEMM_MULTIPLIES // (fg * _SPLIT_CHUNK_PIXELS)
+    if itemsize == 4 and split >= 32:
+        return min(chunk, _SPLIT_CHUNK_PIXELS), split
+    return chunk, 0
 
 
 def _copy_channel_rows(x_shape, fg, groups, itemsize):
@@ -850,18 +861,13 @@ def _filter_plan(x_shape, x_strides, dy_shape, dy_strides, dw_shape, dtype, geom
                 _chunk_pixels(row_bytes or (taps + f // groups) * itemsize, cores, limit,
                               partial_bytes))
     # Pixel-major out_backprop makes the GEMM N-N or N-T: see _small_gemm_pixels.
+    # Beyond, float32: the GEMM computes its output's taps in blocks (_small_gemm_chunk).
+    # Measured, float32, NHWC, whole GEMMs / blocks: 8x28x28 5x5 64 -> 64 1.46x (one
+    # thread), 1.36-1.49x (two), 3x3 s2 64 -> 128 at 8x56x56 VALID 1.11-1.18x, 128 -> 128
+    # SAME 1.02-1.13x, 16x28x28 5x5 128 -> 96 even.
     gemm_taps = 0
-    if dy_pixel_major and _small_gemm_pixels(taps, f // groups):
-        chunk = min(chunk, _small_gemm_pixels(taps, f // groups))
-    elif (dy_pixel_major and itemsize == 4
-          and _SMALL_GEMM_MULTIPLIES // (f // groups * _SPLIT_CHUNK_PIXELS) >= 32):
-        # A larger filter matrix of at most ~240 filters, float32: chunks of 128 pixels, each
-        # GEMM computing its output's taps in blocks that fit the small-matrix kernels.
-        # Measured, float32, NHWC, whole GEMMs / blocks: 8x28x28 5x5 64 -> 64 1.46x (one
-        # thread), 1.36-1.49x (two), 3x3 s2 64 -> 128 at 8x56x56 VALID 1.11-1.18x, 128 -> 128
-        # SAME 1.02-1.13x, 16x28x28 5x5 128 -> 96 even.
-        chunk = min(chunk, _SPLIT_CHUNK_PIXELS)
-        gemm_taps = _SMALL_GEMM_MULTIPLIES // (f // groups * _SPLIT_CHUNK_PIXELS)
+    if dy_pixel_major:
+        chunk, gemm_taps = _small_gemm_chunk(chunk, taps, f // groups, itemsize)
     # Chunks may span images when dy's images form one pixel-major matrix (NHWC memory); for
     # images smaller than a chunk, also when they are channel-major (NCHW), dy then copied a
     # chunk at a time: per-image GEMMs summed over 16 pixels (64x32x8x8 -> 64, stride 2)
